@@ -1,0 +1,235 @@
+"""Model configuration: the shapes of a Mistral backbone.
+
+`ModelConfig` round-trips with Hugging Face `config.json` and reads Mistral's own `params.json`, so the
+same weights directory works whichever way it was published.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from mistral_cl.errors import InputError
+
+
+class ConfigError(InputError):
+    """A model configuration is unknown, incomplete or self-contradictory."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Shapes and constants of a Mistral-style decoder.
+
+    `sliding_window=None` means full causal attention.
+    """
+
+    vocab_size: int = 32000
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int = 8
+    head_dim: int = 128
+    hidden_dim: int = 14336
+    rope_theta: float = 10000.0
+    sliding_window: int | None = 4096
+    norm_eps: float = 1e-5
+    max_seq_len: int = 32768
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim",
+                     "hidden_dim", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        if self.n_heads % self.n_kv_heads:
+            problems.append(
+                f"n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads} (grouped-query attention)"
+            )
+        if self.head_dim % 2:
+            problems.append(f"head_dim={self.head_dim} must be even for rotary embeddings")
+        if self.sliding_window is not None and self.sliding_window <= 0:
+            problems.append(f"sliding_window must be positive or None, got {self.sliding_window}")
+        if self.rope_theta <= 0 or self.norm_eps <= 0:
+            problems.append("rope_theta and norm_eps must be positive")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def preset(cls, name: str) -> ModelConfig:
+        try:
+            return PRESETS[name]
+        except KeyError:
+            raise ConfigError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+    # ------------------------------------------------------------- Hugging Face
+    @classmethod
+    def from_hf_config(cls, config: dict[str, Any] | str | Path) -> ModelConfig:
+        """Reads a Hugging Face `MistralConfig` (a dict or a path to `config.json`)."""
+        raw, source = _load_json(config)
+        known = {
+            "vocab_size": "vocab_size",
+            "hidden_size": "dim",
+            "num_hidden_layers": "n_layers",
+            "num_attention_heads": "n_heads",
+            "num_key_value_heads": "n_kv_heads",
+            "head_dim": "head_dim",
+            "intermediate_size": "hidden_dim",
+            "rope_theta": "rope_theta",
+            "sliding_window": "sliding_window",
+            "rms_norm_eps": "norm_eps",
+            "max_position_embeddings": "max_seq_len",
+        }
+        model_type = raw.get("model_type", "mistral")
+        if model_type not in ("mistral", "llama"):
+            raise ConfigError(f"{source}: model_type {model_type!r} is not a Mistral/Llama decoder")
+        act = raw.get("hidden_act", "silu")
+        if act != "silu":
+            raise ConfigError(f"{source}: hidden_act {act!r} is not supported (Mistral uses 'silu')")
+        required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                    "intermediate_size")
+        missing = [k for k in required if k not in raw]
+        if missing:
+            raise ConfigError(f"{source}: missing fields {missing}")
+        kwargs = {ours: raw[theirs] for theirs, ours in known.items() if raw.get(theirs) is not None}
+        kwargs.setdefault("n_kv_heads", raw["num_attention_heads"])
+        if "head_dim" not in kwargs:
+            if raw["hidden_size"] % raw["num_attention_heads"]:
+                raise ConfigError(
+                    f"{source}: num_attention_heads={raw['num_attention_heads']} does not divide "
+                    f"hidden_size={raw['hidden_size']} and no head_dim is given"
+                )
+            kwargs["head_dim"] = raw["hidden_size"] // raw["num_attention_heads"]
+        if "sliding_window" not in kwargs:
+            kwargs["sliding_window"] = None
+        rope_params = raw.get("rope_parameters") or {}
+        if "rope_theta" not in kwargs and "rope_theta" in rope_params:
+            kwargs["rope_theta"] = rope_params["rope_theta"]
+        return _build(cls, kwargs, source)
+
+    def to_hf_config(self) -> dict[str, Any]:
+        """The `MistralConfig` fields for these shapes (for `transformers` or `config.json`)."""
+        return {
+            "model_type": "mistral",
+            "architectures": ["MistralModel"],
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.dim,
+            "num_hidden_layers": self.n_layers,
+            "num_attention_heads": self.n_heads,
+            "num_key_value_heads": self.n_kv_heads,
+            "head_dim": self.head_dim,
+            "intermediate_size": self.hidden_dim,
+            "rope_theta": self.rope_theta,
+            "sliding_window": self.sliding_window,
+            "rms_norm_eps": self.norm_eps,
+            "max_position_embeddings": self.max_seq_len,
+            "hidden_act": "silu",
+            "tie_word_embeddings": False,
+        }
+
+    # ---------------------------------------------------------------- Mistral
+    @classmethod
+    def from_params_json(cls, params: dict[str, Any] | str | Path) -> ModelConfig:
+        """Reads Mistral's own `params.json` (as shipped beside `consolidated.safetensors`)."""
+        raw, source = _load_json(params)
+        known = {
+            "dim": "dim",
+            "n_layers": "n_layers",
+            "n_heads": "n_heads",
+            "n_kv_heads": "n_kv_heads",
+            "head_dim": "head_dim",
+            "hidden_dim": "hidden_dim",
+            "rope_theta": "rope_theta",
+            "sliding_window": "sliding_window",
+            "norm_eps": "norm_eps",
+            "vocab_size": "vocab_size",
+        }
+        ignored = {"max_batch_size", "max_seq_len", "moe", "lora", "model_type", "multiple_of",
+                   "ffn_dim_multiplier", "use_biases"}
+        unknown = sorted(set(raw) - set(known) - ignored)
+        if unknown:
+            raise ConfigError(f"{source}: unknown fields {unknown}")
+        missing = [k for k in ("dim", "n_layers", "n_heads", "hidden_dim", "vocab_size") if k not in raw]
+        if missing:
+            raise ConfigError(f"{source}: missing fields {missing}")
+        kwargs = {ours: raw[theirs] for theirs, ours in known.items() if theirs in raw}
+        kwargs.setdefault("n_kv_heads", raw["n_heads"])
+        if "head_dim" not in kwargs:
+            if raw["dim"] % raw["n_heads"]:
+                raise ConfigError(f"{source}: n_heads={raw['n_heads']} does not divide dim={raw['dim']}")
+            kwargs["head_dim"] = raw["dim"] // raw["n_heads"]
+        kwargs.setdefault("sliding_window", None)
+        return _build(cls, kwargs, source)
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> ModelConfig:
+        """Reads `config.json` (Hugging Face) or `params.json` (Mistral) from a weights directory."""
+        path = Path(path)
+        if (path / "config.json").exists():
+            return cls.from_hf_config(path / "config.json")
+        if (path / "params.json").exists():
+            return cls.from_params_json(path / "params.json")
+        raise ConfigError(f"{path}: neither config.json nor params.json found")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - fields)
+        if unknown:
+            raise ConfigError(f"unknown ModelConfig fields {unknown}")
+        return cls(**raw)
+
+    @property
+    def n_params(self) -> int:
+        """Number of backbone parameters (embeddings, blocks, final norm; no LM head)."""
+        attn = self.dim * self.head_dim * (2 * self.n_heads + 2 * self.n_kv_heads)
+        mlp = 3 * self.dim * self.hidden_dim
+        return self.vocab_size * self.dim + self.n_layers * (attn + mlp + 2 * self.dim) + self.dim
+
+
+def _load_json(config: dict[str, Any] | str | Path) -> tuple[dict[str, Any], str]:
+    if isinstance(config, dict):
+        return config, "config"
+    path = Path(config)
+    try:
+        return json.loads(path.read_text()), str(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+
+
+def _build(cls: type[ModelConfig], kwargs: dict[str, Any], source: str) -> ModelConfig:
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "mistral-7b-v0.1": ModelConfig(),
+    # Small enough to train from scratch on 2 CPU cores in minutes, with the real 32000-token vocabulary
+    # so the Mistral tokenizer is used unchanged. Keeps GQA (4 query heads share 2 KV heads) and a
+    # sliding window shorter than the longest reactions, so both code paths are exercised.
+    "tiny": ModelConfig(
+        vocab_size=32000,
+        dim=128,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=32,
+        hidden_dim=384,
+        rope_theta=10000.0,
+        sliding_window=256,
+        norm_eps=1e-5,
+        max_seq_len=1024,
+    ),
+}
