@@ -1,0 +1,99 @@
+"""The yield model (backbone + MHAR head, with optional LoRA adapters) and its adaptation modes.
+
+What trains is chosen by a boolean filter pytree, never by mutating modules:
+- `head`: only the head; the backbone is frozen (its features can be cached, see `features.py`);
+- `lora`: the head and the LoRA adapters; base weights are frozen;
+- `full`: every parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from mistral_cl.config import ModelConfig
+from mistral_cl.errors import InputError
+from mistral_cl.head import HeadConfig, MHARHead
+from mistral_cl.lora import LoRAConfig, add_lora, lora_filter
+from mistral_cl.model import Mistral, Remat
+
+Mode = Literal["head", "lora", "full"]
+MODES: tuple[str, ...] = ("head", "lora", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptationConfig:
+    """How the backbone is adapted; `lora` is used only in `lora` mode."""
+
+    mode: Mode = "full"
+    lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"unknown adaptation mode {self.mode!r}; choose one of {', '.join(MODES)}")
+
+
+class YieldModel(eqx.Module):
+    """Reaction tokens in, predicted yields in [0, 1] out."""
+
+    backbone: Mistral
+    head: MHARHead
+
+    def __call__(
+        self,
+        tokens: Int[Array, "batch seq"],
+        mask: Bool[Array, "batch seq"],
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, " batch"]:
+        return self.head(self.backbone(tokens, mask), mask, key=key)
+
+
+def build_yield_model(
+    model_config: ModelConfig,
+    head_config: HeadConfig,
+    adaptation: AdaptationConfig,
+    *,
+    key: PRNGKeyArray,
+    backbone: Mistral | None = None,
+    remat: Remat = "none",
+) -> YieldModel:
+    """A fresh head on `backbone` (random-initialised when None), with adapters in `lora` mode."""
+    k_backbone, k_head, k_lora = jax.random.split(key, 3)
+    if backbone is None:
+        backbone = Mistral(model_config, key=k_backbone, remat=remat)
+    elif backbone.config != model_config:
+        raise InputError(
+            "the loaded backbone does not match the requested model config",
+            hint="pass the --model preset that matches --weights, or omit --model to read it from the weights",
+        )
+    if adaptation.mode == "lora":
+        backbone = add_lora(backbone, adaptation.lora, key=k_lora)
+    head = MHARHead(model_config.dim, head_config, key=k_head)
+    return YieldModel(backbone, head)
+
+
+def trainable_filter(model: YieldModel, mode: Mode) -> YieldModel:
+    """Boolean pytree shaped like `model`: True where a parameter trains in `mode`."""
+    head = jax.tree.map(eqx.is_inexact_array, model.head)
+    if mode == "full":
+        backbone = jax.tree.map(eqx.is_inexact_array, model.backbone)
+    elif mode == "lora":
+        backbone = lora_filter(model.backbone)
+    elif mode == "head":
+        backbone = jax.tree.map(lambda _: False, model.backbone)
+    else:
+        raise InputError(f"unknown adaptation mode {mode!r}; choose one of {', '.join(MODES)}")
+    return YieldModel(backbone, head)
+
+
+def cast_floating(tree, dtype: jnp.dtype):
+    """The same pytree with every floating array cast to `dtype` (integer arrays and keys untouched)."""
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if eqx.is_inexact_array(x) and x.dtype != dtype else x, tree
+    )

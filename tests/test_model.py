@@ -1,0 +1,110 @@
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mistral_cl.config import ModelConfig
+from mistral_cl.head import HeadConfig
+from mistral_cl.lora import LoRAConfig, LoRALinear, merge_lora
+from mistral_cl.model import Mistral
+from mistral_cl.predictor import AdaptationConfig, YieldModel, build_yield_model, trainable_filter
+
+CFG = ModelConfig(vocab_size=50, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8,
+                  hidden_dim=64, sliding_window=6)
+
+
+def _batch(lengths, total, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, CFG.vocab_size, (len(lengths), total)).astype(np.int32)
+    mask = np.arange(total)[None] < np.asarray(lengths)[:, None]
+    return jnp.asarray(np.where(mask, tokens, 0)), jnp.asarray(mask)
+
+
+def _trained_like(model, seed=1):
+    """Random non-zero values everywhere (so LoRA B != 0 and the head is not at its init)."""
+    leaves, treedef = jax.tree.flatten(model)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return jax.tree.unflatten(treedef, [
+        x + 0.05 * jax.random.normal(k, x.shape, x.dtype) if eqx.is_inexact_array(x) else x
+        for x, k in zip(leaves, keys, strict=True)])
+
+
+@pytest.mark.parametrize("remat", ["none", "full", "dots"])
+def test_padding_never_changes_hidden_states_of_real_tokens(remat):
+    model = Mistral(CFG, key=jax.random.key(0), remat=remat)
+    tokens, mask = _batch([13], 13)
+    alone = model(tokens, mask)
+    padded_tokens = jnp.concatenate([tokens, jnp.full((1, 7), 3, jnp.int32)], axis=1)
+    right = model(padded_tokens, jnp.arange(20)[None] < 13)
+    left = model(jnp.roll(padded_tokens, 7, axis=1), jnp.arange(20)[None] >= 7)
+    np.testing.assert_allclose(right[:, :13], alone, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(left[:, 7:], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_sliding_window_limits_how_far_back_a_token_sees():
+    model = Mistral(CFG, key=jax.random.key(0))
+    tokens, mask = _batch([12], 12)
+    changed = tokens.at[0, 0].set((tokens[0, 0] + 1) % CFG.vocab_size)
+    a, b = model(tokens, mask), model(changed, mask)
+    # Two layers of window 6 reach back 2 * (6 - 1) = 10 positions, so position 11 cannot see token 0.
+    assert not np.allclose(a[0, 10], b[0, 10])
+    np.testing.assert_array_equal(a[0, 11], b[0, 11])
+
+
+@pytest.mark.parametrize("mode", ["head", "lora", "full"])
+def test_padding_never_changes_a_prediction(mode):
+    model = build_yield_model(CFG, HeadConfig(n_heads=2, mlp_dim=16), AdaptationConfig(mode=mode),
+                              key=jax.random.key(0))
+    model = _trained_like(model)
+    tokens, mask = _batch([9, 5, 14], 14)
+    batched = model(tokens, mask)
+    for row, length in enumerate([9, 5, 14]):
+        alone = model(tokens[row:row + 1, :length], mask[row:row + 1, :length])
+        np.testing.assert_allclose(batched[row], alone[0], rtol=1e-5)
+
+
+def test_dropout_is_active_only_with_a_key_and_differs_between_keys():
+    model = build_yield_model(CFG, HeadConfig(n_heads=2, mlp_dim=16, dropout=0.5),
+                              AdaptationConfig(mode="head"), key=jax.random.key(0))
+    tokens, mask = _batch([9, 5], 9)
+    assert np.array_equal(model(tokens, mask), model(tokens, mask))
+    a = model(tokens, mask, key=jax.random.key(1))
+    b = model(tokens, mask, key=jax.random.key(2))
+    assert not np.allclose(a, b)
+
+
+def test_lora_at_step_zero_equals_the_frozen_model():
+    base = Mistral(CFG, key=jax.random.key(0))
+    plain = build_yield_model(CFG, HeadConfig(n_heads=2), AdaptationConfig(mode="head"),
+                              key=jax.random.key(5), backbone=base)
+    adapted = build_yield_model(CFG, HeadConfig(n_heads=2), AdaptationConfig(mode="lora"),
+                                key=jax.random.key(5), backbone=base)
+    tokens, mask = _batch([9, 5], 9)
+    np.testing.assert_array_equal(plain(tokens, mask), adapted(tokens, mask))
+
+
+def test_merged_lora_equals_unmerged():
+    adaptation = AdaptationConfig(mode="lora", lora=LoRAConfig(rank=4, targets=("q", "k", "v", "o",
+                                                                                 "w1", "w2", "w3")))
+    model = _trained_like(build_yield_model(CFG, HeadConfig(n_heads=2), adaptation, key=jax.random.key(0)))
+    merged = YieldModel(merge_lora(model.backbone), model.head)
+    assert not any(isinstance(x, LoRALinear) for x in jax.tree.leaves(
+        merged, is_leaf=lambda x: isinstance(x, LoRALinear)))
+    tokens, mask = _batch([9, 5], 9)
+    np.testing.assert_allclose(merged(tokens, mask), model(tokens, mask), rtol=1e-5)
+
+
+def test_trainable_filter_selects_exactly_what_each_mode_trains():
+    model = build_yield_model(CFG, HeadConfig(n_heads=2), AdaptationConfig(mode="lora"),
+                              key=jax.random.key(0))
+    count = lambda tree: sum(x.size for x in jax.tree.leaves(eqx.filter(tree, eqx.is_array)))
+    head = count(model.head)
+    lora, _ = eqx.partition(model, trainable_filter(model, "lora"))
+    expected_lora = sum(x.a.size + x.b.size for x in jax.tree.leaves(
+        model.backbone, is_leaf=lambda x: isinstance(x, LoRALinear)) if isinstance(x, LoRALinear))
+    assert count(lora) == head + expected_lora
+    only_head, _ = eqx.partition(model, trainable_filter(model, "head"))
+    assert count(only_head) == head
+    everything, _ = eqx.partition(model, trainable_filter(model, "full"))
+    assert count(everything) == count(model)
