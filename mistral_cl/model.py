@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import equinox as eqx
@@ -99,6 +100,16 @@ class Mistral(eqx.Module):
         self.norm = RMSNorm(config.dim, config.norm_eps, dtype)
         self.config = config
         self.remat = remat
+
+    def with_remat(self, remat: Remat) -> Mistral:
+        """The same weights with another rematerialisation policy (a static setting, not a leaf)."""
+        if remat not in ("none", *_REMAT_POLICIES):
+            raise ValueError(f"remat must be one of none, {', '.join(_REMAT_POLICIES)}; got {remat!r}")
+        new = object.__new__(Mistral)
+        for field in dataclasses.fields(self):
+            object.__setattr__(new, field.name, getattr(self, field.name))
+        object.__setattr__(new, "remat", remat)
+        return new
 
     def __call__(
         self, tokens: Int[Array, "batch seq"], mask: Bool[Array, "batch seq"]
