@@ -1,0 +1,205 @@
+"""Reactions encoded once into token ids, and fixed-size, length-bucketed batches of them.
+
+Every batch has the same number of rows, and its width is one of a few bucket lengths: the
+smallest bucket that holds its longest reaction. A jitted step therefore compiles once per bucket
+instead of once per batch, and short reactions are not padded to the longest of the whole set.
+Rows that only fill a short batch up to the batch size repeat real rows of that batch with
+weight 0; a row of pure padding would make attention normalise over an empty set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from mistral_cl.data.reactions import ROW_CONVENTION, ReactionDataset
+from mistral_cl.errors import InputError
+from mistral_cl.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EncodedReactions:
+    """Token ids of reactions, right-padded with `pad_id`.
+
+    tokens: int32 [N, L], L = the longest reaction; lengths: int32 [N], tokens per reaction
+    (BOS included); yields: float32 [N] in [0, 1]; task: int32 [N], the stream index of each
+    reaction's task.
+    """
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+    yields: np.ndarray
+    task: np.ndarray
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def subset(self, indices: np.ndarray | Sequence[int]) -> EncodedReactions:
+        """The reactions at `indices`, in that order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return dataclasses.replace(self, tokens=self.tokens[indices], lengths=self.lengths[indices],
+                                   yields=self.yields[indices], task=self.task[indices])
+
+    @staticmethod
+    def concat(parts: Sequence[EncodedReactions]) -> EncodedReactions:
+        """All reactions of `parts`, in order (e.g. a new task plus replayed ones)."""
+        width = max(p.tokens.shape[1] for p in parts)
+        tokens = [np.pad(p.tokens, ((0, 0), (0, width - p.tokens.shape[1])),
+                         constant_values=p.pad_id) for p in parts]
+        return EncodedReactions(
+            tokens=np.concatenate(tokens),
+            lengths=np.concatenate([p.lengths for p in parts]),
+            yields=np.concatenate([p.yields for p in parts]),
+            task=np.concatenate([p.task for p in parts]),
+            pad_id=parts[0].pad_id,
+        )
+
+
+def encode_reactions(
+    dataset: ReactionDataset,
+    tokenizer: Tokenizer,
+    task_index: Mapping[str, int] | None = None,
+    *,
+    max_len: int | None = None,
+    truncate: bool = False,
+) -> EncodedReactions:
+    """Tokenize every reaction SMILES of `dataset` once.
+
+    task_index: task key -> index stored per reaction (e.g. `{task.key: task.index}` for a task of
+        a stream); by default the position of the key in `dataset.task_keys()`.
+    max_len: longest allowed sequence; longer reactions are an error naming their rows, or are cut
+        to their first `max_len` tokens with `truncate=True`.
+    """
+    if task_index is None:
+        task_index = {key: i for i, key in enumerate(dataset.task_keys())}
+    unknown = sorted(set(dataset.tasks.tolist()) - set(task_index))
+    if unknown:
+        raise InputError(f"no index given for task(s) {', '.join(unknown)}", file=dataset.source,
+                         hint=f"known tasks: {', '.join(sorted(task_index))}")
+    tokens, mask = tokenizer.encode_batch(list(dataset.smiles), pad_to_multiple=1)
+    lengths = mask.sum(axis=1).astype(np.int32)
+    if max_len is not None:
+        too_long = np.flatnonzero(lengths > max_len)
+        if len(too_long) and not truncate:
+            raise InputError(
+                f"reactions longer than max_len={max_len} tokens "
+                f"(longest {int(lengths.max())}; {ROW_CONVENTION})",
+                file=dataset.source, rows=dataset.rows[too_long].tolist(),
+                hint="raise max_len, or truncate to keep the first max_len tokens",
+            )
+        tokens, lengths = tokens[:, :max_len], np.minimum(lengths, max_len)
+    return EncodedReactions(
+        tokens=tokens,
+        lengths=lengths,
+        yields=dataset.yields.astype(np.float32),
+        task=np.array([task_index[k] for k in dataset.tasks], dtype=np.int32),
+        pad_id=tokenizer.pad_id,
+    )
+
+
+class Batch(NamedTuple):
+    """One step's inputs: tokens int32 [B, T], mask bool [B, T], yields float32 [B],
+    weight float32 [B] (1 for real rows, 0 for fillers), task int32 [B], and index int32 [B],
+    each row's position in the `EncodedReactions` it came from (to put predictions back)."""
+
+    tokens: np.ndarray
+    mask: np.ndarray
+    yields: np.ndarray
+    weight: np.ndarray
+    task: np.ndarray
+    index: np.ndarray
+
+
+def choose_buckets(
+    lengths: np.ndarray | Sequence[int], n_buckets: int = 4, multiple: int = 16
+) -> tuple[int, ...]:
+    """At most `n_buckets` bucket lengths, multiples of `multiple`, that minimise the padded
+    size of an epoch (sum over reactions of their bucket length); the last holds the longest."""
+    lengths = np.asarray(lengths)
+    if lengths.size == 0 or n_buckets < 1:
+        raise ValueError("choose_buckets needs at least one length and one bucket")
+    widths = np.unique(-(-lengths // multiple) * multiple)
+    fits = np.searchsorted(np.sort(lengths), widths, side="right")  # reactions <= each width
+    # best[j]: least padded size covering all reactions <= widths[j], with j's bucket last.
+    best = fits * widths.astype(np.float64)
+    choice: list[list[int]] = [[int(w)] for w in widths]
+    for _ in range(n_buckets - 1):
+        new_best, new_choice = best.copy(), [list(c) for c in choice]
+        for j in range(len(widths)):
+            for i in range(j):
+                cost = best[i] + (fits[j] - fits[i]) * widths[j]
+                if cost < new_best[j]:
+                    new_best[j], new_choice[j] = cost, [*choice[i], int(widths[j])]
+        best, choice = new_best, new_choice
+    return tuple(choice[-1])
+
+
+def _bucket_of(lengths: np.ndarray, buckets: tuple[int, ...]) -> np.ndarray:
+    if list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
+        raise ValueError(f"buckets must be positive and strictly increasing, got {buckets}")
+    if lengths.size and lengths.max() > buckets[-1]:
+        raise InputError(
+            f"a reaction has {int(lengths.max())} tokens, more than the largest bucket "
+            f"{buckets[-1]}", hint="add a larger bucket, or derive buckets with choose_buckets",
+        )
+    return np.searchsorted(np.asarray(buckets), lengths, side="left")
+
+
+def _epoch_plan(
+    encoded: EncodedReactions, batch_size: int, shuffle: bool, seed: int,
+    buckets: tuple[int, ...] | None,
+) -> list[tuple[np.ndarray, int]]:
+    """(reaction indices, width) of every batch of one epoch, in the order they are served."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(encoded) == 0:
+        return []
+    if buckets is None:
+        buckets = (int(encoded.lengths.max()),)
+    bucket = _bucket_of(encoded.lengths, tuple(buckets))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(encoded)) if shuffle else np.arange(len(encoded))
+    plan = []
+    for b, width in enumerate(buckets):
+        members = order[bucket[order] == b]
+        plan += [(members[i:i + batch_size], width) for i in range(0, len(members), batch_size)]
+    if shuffle:
+        plan = [plan[i] for i in rng.permutation(len(plan))]
+    return plan
+
+
+def count_batches(encoded: EncodedReactions, batch_size: int,
+                  buckets: tuple[int, ...] | None = None) -> int:
+    """How many batches `batches` serves per epoch (for progress bars)."""
+    return len(_epoch_plan(encoded, batch_size, False, 0, buckets))
+
+
+def batches(
+    encoded: EncodedReactions,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    buckets: tuple[int, ...] | None = None,
+) -> Iterator[Batch]:
+    """One epoch of fixed-size batches; every reaction appears exactly once with weight 1.
+
+    shuffle: serve reactions and batches in an order drawn from `seed` (pass a different seed each
+        epoch, e.g. `seed + epoch`); otherwise bucket by bucket in dataset order.
+    buckets: allowed batch widths, increasing (see `choose_buckets`); each batch is padded to the
+        smallest bucket that holds its longest reaction. None pads every batch to the longest
+        reaction of `encoded`.
+    """
+    for members, width in _epoch_plan(encoded, batch_size, shuffle, seed, buckets):
+        rows = members[np.arange(batch_size) % len(members)]
+        tokens = np.full((batch_size, width), encoded.pad_id, dtype=np.int32)
+        copied = min(width, encoded.tokens.shape[1])
+        tokens[:, :copied] = encoded.tokens[rows, :copied]
+        mask = np.arange(width)[None, :] < encoded.lengths[rows][:, None]
+        weight = (np.arange(batch_size) < len(members)).astype(np.float32)
+        yield Batch(tokens, mask, encoded.yields[rows], weight, encoded.task[rows],
+                    rows.astype(np.int32))

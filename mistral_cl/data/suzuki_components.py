@@ -1,0 +1,133 @@
+"""The chemicals of the Suzuki–Miyaura screen of Perera et al., Science 359, 429 (2018).
+
+Every name used in the supplementary workbook (Data File S1) maps to a SMILES. One quinoline
+(6-X-quinoline, `Q`) couples with one indazole (5-methyl-1-(oxan-2-yl)-1H-indazol-4-yl-Y, `Ind`);
+each reacting pair is one task, named `<quinoline>+<indazole>`, e.g. `Cl-Q+BOH2-Ind`.
+
+The encoding follows the Yield-BERT / gauche convention so that both published forms of the data
+give the same reaction strings: the aryl (pseudo)halide quinolines are listed with the internal
+standard 1,3-diethylbenzene of their stock solutions, the boron quinolines with water (and HCl for
+the hydrochloride), every solvent with water, Pd(OAc)2 and dtbpf in their `~`/radical notation;
+'MeOH/H2O_V2 9:1' and 'THF_V2' (second batches of the same solvents) are the same chemicals as
+MeOH and THF.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from mistral_cl.data.smiles import canonical_smiles, reaction_components
+
+
+@dataclasses.dataclass(frozen=True)
+class Reactant:
+    """A coupling partner: `key` names it in task keys, `smiles` is the molecule that reacts,
+    `companions` are the other chemicals that enter the vial with it."""
+
+    key: str
+    smiles: str
+    companions: tuple[str, ...] = ()
+
+
+_DIETHYLBENZENE = "CCc1cccc(CC)c1"
+_INDAZOLE = "Cc1ccc2n(C3CCCCO3)ncc2c1"  # the aryl carbon that couples is C4, bearing '{}'
+
+QUINOLINES: dict[str, Reactant] = {
+    "6-chloroquinoline": Reactant("Cl-Q", "Clc1ccc2ncccc2c1", (_DIETHYLBENZENE,)),
+    "6-Bromoquinoline": Reactant("Br-Q", "Brc1ccc2ncccc2c1", (_DIETHYLBENZENE,)),
+    "6-Iodoquinoline": Reactant("I-Q", "Ic1ccc2ncccc2c1", (_DIETHYLBENZENE,)),
+    "6-triflatequinoline": Reactant(
+        "OTf-Q", "FC(F)(F)S(=O)(=O)Oc1ccc2ncccc2c1", (_DIETHYLBENZENE,)
+    ),
+    "6-quinoline-boronic acid hydrochloride": Reactant(
+        "BOH2-Q", "OB(O)c1ccc2ncccc2c1", ("Cl", "O")
+    ),
+    "6-Quinolineboronic acid pinacol ester": Reactant(
+        "BPin-Q", "CC1(C)OB(c2ccc3ncccc3c2)OC1(C)C", ("O",)
+    ),
+    "Potassium quinoline-6-trifluoroborate": Reactant(
+        "BF3K-Q", "F[B-](F)(F)c1ccc2ncccc2c1", ("[K+]", "O")
+    ),
+}
+
+INDAZOLES: dict[str, Reactant] = {
+    "2a, Boronic Acid": Reactant("BOH2-Ind", "Cc1ccc2n(C3CCCCO3)ncc2c1B(O)O"),
+    "2b, Boronic Ester": Reactant("BPin-Ind", "Cc1ccc2n(C3CCCCO3)ncc2c1B1OC(C)(C)C(C)(C)O1"),
+    "2c, Trifluoroborate": Reactant("BF3K-Ind", "Cc1ccc2n(C3CCCCO3)ncc2c1[B-](F)(F)F", ("[K+]",)),
+    "2d, Bromide": Reactant("Br-Ind", "Cc1ccc2n(C3CCCCO3)ncc2c1Br"),
+}
+
+PRODUCT = "Cc1ccc2n(C3CCCCO3)ncc2c1-c1ccc2ncccc2c1"
+
+CATALYSTS: dict[str, str] = {"Pd(OAc)2": "CC(=O)O~CC(=O)O~[Pd]"}
+
+_DTBPF_HALF = "CC(C)(C)P(C(C)(C)C)C1=CC=C[CH]1"
+_DPPF_HALF = "[C-]1(P(c2ccccc2)c2ccccc2)C=CC=C1"
+
+LIGANDS: dict[str, str] = {
+    "P(tBu)3": "CC(C)(C)P(C(C)(C)C)C(C)(C)C",
+    "P(Ph)3": "P(c1ccccc1)(c1ccccc1)c1ccccc1",
+    "AmPhos": "CN(C)c1ccc(cc1)P(C(C)(C)C)C(C)(C)C",
+    "P(Cy)3": "P(C1CCCCC1)(C1CCCCC1)C1CCCCC1",
+    "P(o-Tol)3": "Cc1ccccc1P(c1ccccc1C)c1ccccc1C",
+    "CataCXium A": "CCCCP(C12CC3CC(CC(C3)C1)C2)C12CC3CC(CC(C3)C1)C2",
+    "SPhos": "COc1cccc(OC)c1-c1ccccc1P(C1CCCCC1)C1CCCCC1",
+    "dtbpf": f"{_DTBPF_HALF}.{_DTBPF_HALF}.[Fe]",
+    "XPhos": "CC(C)c1cc(C(C)C)c(c(C(C)C)c1)-c1ccccc1P(C1CCCCC1)C1CCCCC1",
+    "dppf": f"{_DPPF_HALF}.{_DPPF_HALF}.[Fe+2]",
+    "Xantphos": "CC1(C)c2cccc(P(c3ccccc3)c3ccccc3)c2Oc2c1cccc2P(c1ccccc1)c1ccccc1",
+}
+
+BASES: dict[str, str] = {
+    "NaOH": "[Na+].[OH-]",
+    "NaHCO3": "[Na+].OC([O-])=O",
+    "CsF": "[Cs+].[F-]",
+    "K3PO4": "[K+].[K+].[K+].[O-]P([O-])([O-])=O",
+    "KOH": "[K+].[OH-]",
+    "LiOtBu": "[Li+].CC(C)(C)[O-]",
+    "Et3N": "CCN(CC)CC",
+}
+
+SOLVENTS: dict[str, str] = {
+    "MeCN": "CC#N.O",
+    "DMF": "CN(C)C=O.O",
+    "THF": "C1CCOC1.O",
+    "THF_V2": "C1CCOC1.O",
+    "MeOH": "CO.O",
+    "MeOH/H2O_V2 9:1": "CO.O",
+}
+
+
+def reaction_smiles(
+    quinoline: Reactant,
+    indazole: Reactant,
+    catalyst: str,
+    ligand: str | None,
+    base: str | None,
+    solvent: str,
+) -> str:
+    """Reaction SMILES with everything in the vial on the reactant side, as Yield-BERT does."""
+    vial = [quinoline.smiles, *quinoline.companions, indazole.smiles, *indazole.companions,
+            catalyst, ligand, base, solvent]
+    return ".".join(s for s in vial if s) + ">>" + PRODUCT
+
+
+@functools.cache
+def _keys_by_molecule() -> tuple[dict[str, str], dict[str, str]]:
+    def canonical(table: dict[str, Reactant]) -> dict[str, str]:
+        return {canonical_smiles(r.smiles): r.key for r in table.values()}
+
+    return canonical(QUINOLINES), canonical(INDAZOLES)
+
+
+def suzuki_task(reaction: str) -> str | None:
+    """Task key `<quinoline>+<indazole>` of a canonical reaction SMILES, read from the reacting
+    pair among its reactants and agents; None unless exactly one of each is present."""
+    reactants, agents, _ = reaction_components(reaction)
+    quinolines, indazoles = _keys_by_molecule()
+    found_q = {quinolines[m] for m in (*reactants, *agents) if m in quinolines}
+    found_i = {indazoles[m] for m in (*reactants, *agents) if m in indazoles}
+    if len(found_q) != 1 or len(found_i) != 1:
+        return None
+    return f"{found_q.pop()}+{found_i.pop()}"

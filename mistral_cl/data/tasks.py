@@ -1,0 +1,144 @@
+"""Tasks, their held-out splits, and the order in which a continual learner meets them.
+
+Each task's reactions are split into train and test with a generator seeded by the split seed and
+the task key, over the task's reactions in a canonical order (by SMILES, then source row), so a
+task's split depends on nothing else: not on the other tasks, the order of the rows, or the order
+of the stream. Forgetting is always measured on the held-out part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import numpy as np
+
+from mistral_cl.data.reactions import ReactionDataset
+from mistral_cl.errors import InputError
+
+TaskOrder = Literal["sorted", "random"] | Sequence[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One task of a stream: `key` names it (e.g. a reactant pair), `index` is its position in
+    the stream (0 = learned first), `train`/`test` are its disjoint reactions."""
+
+    key: str
+    index: int
+    train: ReactionDataset
+    test: ReactionDataset
+
+
+def _held_out(n: int, test_fraction: float, rng: np.random.Generator, what: str) -> np.ndarray:
+    """Sorted positions (of `n`) that go to the test set: round(n * test_fraction), at least 1."""
+    if not 0.0 < test_fraction < 1.0:
+        raise InputError(f"test_fraction must be between 0 and 1, got {test_fraction}",
+                         hint="use e.g. 0.3 for a 70/30 split")
+    if n < 2:
+        raise InputError(f"{what} has {n} reaction(s); a train/test split needs at least 2",
+                         hint="add reactions to this task or leave it out of the stream")
+    n_test = min(max(round(n * test_fraction), 1), n - 1)
+    return np.sort(rng.permutation(n)[:n_test])
+
+
+def _complement(n: int, chosen: np.ndarray) -> np.ndarray:
+    keep = np.ones(n, dtype=bool)
+    keep[chosen] = False
+    return np.flatnonzero(keep)
+
+
+def random_split(
+    dataset: ReactionDataset, test_fraction: float = 0.3, seed: int = 0
+) -> tuple[ReactionDataset, ReactionDataset]:
+    """(train, test) over the whole dataset, ignoring tasks: the standard single-task protocol
+    (for the Suzuki screen, a random 70/30 split repeated with seeds 0..9)."""
+    n = len(dataset)
+    test = _held_out(n, test_fraction, np.random.default_rng(seed), f"dataset {dataset.source}")
+    return dataset.subset(_complement(n, test)), dataset.subset(test)
+
+
+def split_by_task(
+    dataset: ReactionDataset, test_fraction: float = 0.3, seed: int = 0
+) -> list[Task]:
+    """One `Task` per task key, sorted by key (index = position in that order), each split into
+    train and test with its own generator (seeded by `seed` and the key)."""
+    if len(dataset) == 0:
+        raise InputError("the dataset has no reactions", file=dataset.source,
+                         hint="check the file and any filters applied to it")
+    tasks = []
+    for index, key in enumerate(dataset.task_keys()):
+        members = np.flatnonzero(dataset.tasks == key)
+        # A canonical member order makes the split independent of how the rows were ordered.
+        members = members[np.lexsort((dataset.rows[members], dataset.smiles[members]))]
+        rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+        test = _held_out(len(members), test_fraction, rng, f"task {key!r}")
+        train = members[_complement(len(members), test)]
+        tasks.append(Task(key, index, dataset.subset(train), dataset.subset(members[test])))
+    return tasks
+
+
+def _checked_keys(keys: list[str], valid: list[str]) -> list[str]:
+    hint = f"valid task keys: {', '.join(valid)}"
+    if not keys:
+        raise InputError("the task order is empty", hint=hint)
+    unknown = [k for k in keys if k not in valid]
+    if unknown:
+        raise InputError(f"unknown task key(s) {', '.join(map(repr, unknown))}", hint=hint)
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise InputError(f"task key(s) listed twice: {', '.join(map(repr, repeated))}", hint=hint)
+    return keys
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskStream:
+    """Tasks in the order they are learned; `tasks[i].index == i`."""
+
+    tasks: tuple[Task, ...]
+
+    @classmethod
+    def from_tasks(cls, tasks: Sequence[Task], order: TaskOrder = "sorted", seed: int = 0
+                   ) -> TaskStream:
+        """Order `tasks`: 'sorted' by key, 'random' (permutation seeded by `seed`), or an
+        explicit list of keys (a subset is allowed; unknown or repeated keys are errors)."""
+        by_key = {task.key: task for task in tasks}
+        valid = sorted(by_key)
+        if order == "sorted":
+            keys = valid
+        elif order == "random":
+            keys = [valid[i] for i in np.random.default_rng(seed).permutation(len(valid))]
+        elif isinstance(order, str):
+            raise InputError(f"unknown task order {order!r}",
+                             hint="use 'sorted', 'random' or a list of task keys")
+        else:
+            keys = _checked_keys(list(order), valid)
+        return cls(tuple(dataclasses.replace(by_key[k], index=i) for i, k in enumerate(keys)))
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: ReactionDataset,
+        *,
+        order: TaskOrder = "sorted",
+        test_fraction: float = 0.3,
+        split_seed: int = 0,
+        order_seed: int = 0,
+    ) -> TaskStream:
+        """Split every task of `dataset` (see `split_by_task`) and order them (see `from_tasks`)."""
+        return cls.from_tasks(split_by_task(dataset, test_fraction, split_seed), order, order_seed)
+
+    @property
+    def keys(self) -> list[str]:
+        return [task.key for task in self.tasks]
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index: int) -> Task:
+        return self.tasks[index]
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self.tasks)

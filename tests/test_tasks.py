@@ -1,0 +1,93 @@
+"""Specification of task splits and task streams."""
+
+import numpy as np
+import pytest
+
+from mistral_cl.data.reactions import ReactionDataset
+from mistral_cl.data.suzuki import read_suzuki_csv
+from mistral_cl.data.tasks import TaskStream, random_split, split_by_task
+from mistral_cl.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def suzuki() -> ReactionDataset:
+    return read_suzuki_csv()
+
+
+def rows(dataset: ReactionDataset) -> set[int]:
+    return set(dataset.rows.tolist())
+
+
+def test_each_task_is_split_70_30_into_disjoint_parts_covering_the_task(suzuki):
+    tasks = split_by_task(suzuki)
+    assert [t.key for t in tasks] == suzuki.task_keys()
+    assert [t.index for t in tasks] == list(range(15))
+    for task in tasks:
+        assert (len(task.train), len(task.test)) == (269, 115)
+        assert not rows(task.train) & rows(task.test)
+        assert rows(task.train) | rows(task.test) == rows(suzuki.of_task(task.key))
+        assert set(task.train.tasks) == set(task.test.tasks) == {task.key}
+
+
+def test_split_is_deterministic_given_the_seed(suzuki):
+    first, again = split_by_task(suzuki, seed=3), split_by_task(suzuki, seed=3)
+    other = split_by_task(suzuki, seed=4)
+    assert all(rows(a.test) == rows(b.test) for a, b in zip(first, again, strict=True))
+    assert any(rows(a.test) != rows(b.test) for a, b in zip(first, other, strict=True))
+
+
+def test_split_of_a_task_depends_neither_on_other_tasks_nor_on_row_order(suzuki):
+    full = {t.key: rows(t.test) for t in split_by_task(suzuki)}
+    shuffled = suzuki.subset(np.random.default_rng(1).permutation(len(suzuki)))
+    keys = ["Cl-Q+BOH2-Ind", "I-Q+BPin-Ind"]
+    two = shuffled.subset(np.flatnonzero(np.isin(shuffled.tasks, keys)))
+    assert {t.key: rows(t.test) for t in split_by_task(two)} == {key: full[key] for key in keys}
+
+
+def test_split_of_a_task_does_not_depend_on_the_stream_order(suzuki):
+    by_sorted = {t.key: rows(t.test) for t in TaskStream.from_dataset(suzuki, order="sorted")}
+    by_random = {t.key: rows(t.test)
+                 for t in TaskStream.from_dataset(suzuki, order="random", order_seed=7)}
+    assert by_sorted == by_random
+
+
+def test_random_split_is_70_30_disjoint_and_seeded(suzuki):
+    train, test = random_split(suzuki, seed=0)
+    assert (len(train), len(test)) == (4032, 1728)
+    assert not rows(train) & rows(test) and len(rows(train) | rows(test)) == 5760
+    assert rows(random_split(suzuki, seed=0)[1]) == rows(test)
+    assert rows(random_split(suzuki, seed=1)[1]) != rows(test)
+
+
+def test_stream_indices_follow_the_stream_order(suzuki):
+    stream = TaskStream.from_dataset(suzuki, order="random", order_seed=2)
+    assert sorted(stream.keys) == suzuki.task_keys() and stream.keys != suzuki.task_keys()
+    assert [t.index for t in stream] == list(range(len(stream)))
+    assert stream.keys == TaskStream.from_dataset(suzuki, order="random", order_seed=2).keys
+
+
+def test_explicit_order_may_name_a_subset_of_tasks(suzuki):
+    stream = TaskStream.from_dataset(suzuki, order=["I-Q+BPin-Ind", "Cl-Q+BOH2-Ind"])
+    assert stream.keys == ["I-Q+BPin-Ind", "Cl-Q+BOH2-Ind"]
+    assert stream[1].index == 1
+
+
+def test_unknown_task_key_is_an_error_listing_the_valid_keys(suzuki):
+    with pytest.raises(InputError, match="unknown task key.*'Cl-Q\\+Nope'") as error:
+        TaskStream.from_dataset(suzuki, order=["Cl-Q+BOH2-Ind", "Cl-Q+Nope"])
+    assert "BF3K-Q+Br-Ind" in str(error.value)
+
+
+def test_repeated_task_key_is_an_error(suzuki):
+    with pytest.raises(InputError, match="listed twice"):
+        TaskStream.from_dataset(suzuki, order=["Cl-Q+BOH2-Ind", "Cl-Q+BOH2-Ind"])
+
+
+def test_empty_dataset_cannot_be_split_into_tasks(suzuki):
+    with pytest.raises(InputError, match="no reactions"):
+        split_by_task(suzuki.subset([]))
+
+
+def test_task_with_a_single_reaction_cannot_be_split(suzuki):
+    with pytest.raises(InputError, match="task 'Cl-Q\\+BOH2-Ind' has 1 reaction"):
+        split_by_task(suzuki.subset([0]))
