@@ -64,6 +64,8 @@ _VERSION = 1
 _CHUNK_BYTES = 64 * 2**20  # large enough for fast sequential I/O, small enough to parallelise
 _IN_FLIGHT_BYTES = 512 * 2**20  # host bytes handed to tensorstore before waiting for the oldest
 _SHOWN = 20
+_WRITING = {"file_io_sync": True}  # every chunk is fsynced before its write completes
+_READING = {"file_io_mode": {"mode": "memmap"}}  # no read buffer to allocate and fill: ~2x faster
 
 
 class CheckpointError(InputError):
@@ -116,7 +118,7 @@ def save(
         directory.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(directory)
     partial = directory / f"{final.name}.tmp-{_token_shared_by_processes()}"
-    context = _context()
+    context = ts.Context(_WRITING)
     created = _create_arrays(partial, leaves, context) if primary else {}
     _barrier(f"{final.name}:created")
     _write_owned_shards(partial, leaves, created, context)
@@ -234,10 +236,6 @@ def _check_save_arguments(step: int, metadata: dict | None, keep: int | None) ->
             f"checkpoint metadata must be JSON-serialisable: {error}",
             hint="keep arrays in the tree; metadata holds plain numbers, strings, lists, dicts",
         ) from error
-
-
-def _context() -> ts.Context:
-    return ts.Context({"file_io_sync": True})
 
 
 def _array_spec(path: Path) -> dict[str, Any]:
@@ -485,7 +483,7 @@ def _restore_leaves(
     damaged: Callable[[str, ValueError], CheckpointError],
 ) -> list[Any]:
     """Restore leaf by leaf, reading up to ~_IN_FLIGHT_BYTES ahead of the leaf being placed."""
-    context = _context()
+    context = ts.Context(_READING)
     restored: list[Any] = [None] * len(wanted)
     reading: deque[tuple[int, _Reading]] = deque()
 
