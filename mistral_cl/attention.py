@@ -32,6 +32,30 @@ def attention_mask(
     return visible[:, None]
 
 
+def dot_product_attention(
+    q: Float[Array, "batch seq heads head_dim"],
+    k: Float[Array, "batch seq kv_heads head_dim"],
+    v: Float[Array, "batch seq kv_heads head_dim"],
+    mask: Bool[Array, "batch 1 seq seq"],
+) -> Float[Array, "batch seq heads head_dim"]:
+    """Softmax attention over visible keys, softmax in float32.
+
+    On GPU this is `jax.nn.dot_product_attention` (cuDNN flash attention where it applies). On CPU
+    an explicit per-head formulation is used: measured here, its backward pass is about twice as
+    fast as the generic one, whose grouped-query einsums XLA:CPU lowers to slow transposes.
+    """
+    if jax.default_backend() == "gpu":
+        return jax.nn.dot_product_attention(q, k, v, mask=mask)
+    groups = q.shape[2] // k.shape[2]
+    k = jnp.repeat(k, groups, axis=2)
+    v = jnp.repeat(v, groups, axis=2)
+    scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
+    logits = jnp.einsum("bthd,bshd->bhts", q, k).astype(jnp.float32) * scale
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhts,bshd->bthd", weights, v)
+
+
 class Attention(eqx.Module):
     """Multi-head attention; `n_kv_heads < n_heads` shares each key/value head among a group of queries."""
 
@@ -75,5 +99,5 @@ class Attention(eqx.Module):
         v = self.wv(x).reshape(b, t, self.n_kv_heads, self.head_dim)
         q = apply_rope(q, positions, self.rope_theta)
         k = apply_rope(k, positions, self.rope_theta)
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+        out = dot_product_attention(q, k, v, mask)
         return self.wo(out.reshape(b, t, self.n_heads * self.head_dim))

@@ -35,7 +35,10 @@ class Linear(eqx.Module):
         self.bias = jnp.zeros((out_features,), dtype) if use_bias else None
 
     def __call__(self, x: Float[Array, "*batch in"]) -> Float[Array, "*batch out"]:
-        y = jnp.einsum("...i,oi->...o", x, self.weight.astype(x.dtype))
+        # One 2-D matmul over all leading axes: its weight gradient is then a single plain GEMM
+        # (XLA:CPU handles dots with several contracting batch axes far less well).
+        lead = x.shape[:-1]
+        y = (x.reshape(-1, x.shape[-1]) @ self.weight.astype(x.dtype).T).reshape(*lead, -1)
         if self.bias is not None:
             y = y + self.bias.astype(y.dtype)
         return y

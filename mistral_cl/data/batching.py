@@ -26,7 +26,8 @@ class EncodedReactions:
 
     tokens: int32 [N, L], L = the longest reaction; lengths: int32 [N], tokens per reaction
     (BOS included); yields: float32 [N] in [0, 1]; task: int32 [N], the stream index of each
-    reaction's task.
+    reaction's task; buckets: the batch widths to use (chosen once from the whole data set and
+    kept by `subset` and `concat`, so every task and epoch reuses the same compiled shapes).
     """
 
     tokens: np.ndarray
@@ -34,9 +35,17 @@ class EncodedReactions:
     yields: np.ndarray
     task: np.ndarray
     pad_id: int = 0
+    buckets: tuple[int, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.lengths)
+
+    def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0) -> Iterator[Batch]:
+        """One epoch of batches in this set's own buckets (see `batches`)."""
+        return batches(self, batch_size, shuffle=shuffle, seed=seed, buckets=self.buckets)
+
+    def count_batches(self, batch_size: int) -> int:
+        return count_batches(self, batch_size, self.buckets)
 
     def subset(self, indices: np.ndarray | Sequence[int]) -> EncodedReactions:
         """The reactions at `indices`, in that order."""
@@ -56,7 +65,14 @@ class EncodedReactions:
             yields=np.concatenate([p.yields for p in parts]),
             task=np.concatenate([p.task for p in parts]),
             pad_id=parts[0].pad_id,
+            buckets=_merged_buckets([p.buckets for p in parts]),
         )
+
+
+def _merged_buckets(choices: Sequence[tuple[int, ...] | None]) -> tuple[int, ...] | None:
+    if any(c is None for c in choices):
+        return None
+    return tuple(sorted(set().union(*choices)))
 
 
 def encode_reactions(
@@ -66,6 +82,7 @@ def encode_reactions(
     *,
     max_len: int | None = None,
     truncate: bool = False,
+    buckets: tuple[int, ...] | None | str = "auto",
 ) -> EncodedReactions:
     """Tokenize every reaction SMILES of `dataset` once.
 
@@ -73,6 +90,8 @@ def encode_reactions(
         a stream); by default the position of the key in `dataset.task_keys()`.
     max_len: longest allowed sequence; longer reactions are an error naming their rows, or are cut
         to their first `max_len` tokens with `truncate=True`.
+    buckets: batch widths kept with the encoded set; "auto" chooses them from these reactions'
+        lengths (`choose_buckets`), None pads every batch to the longest reaction.
     """
     if task_index is None:
         task_index = {key: i for i, key in enumerate(dataset.task_keys())}
@@ -98,6 +117,8 @@ def encode_reactions(
         yields=dataset.yields.astype(np.float32),
         task=np.array([task_index[k] for k in dataset.tasks], dtype=np.int32),
         pad_id=tokenizer.pad_id,
+        buckets=choose_buckets(lengths) if buckets == "auto" and len(lengths) else
+        (None if buckets == "auto" else buckets),
     )
 
 

@@ -1,0 +1,210 @@
+"""`mistral-cl`: the command-line front end.
+
+Every user mistake surfaces as an `InputError` and ends the process with its message and exit code 2;
+anything else is a bug and keeps its traceback. Heavy modules are imported inside each command so
+`mistral-cl --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mistral_cl.errors import InputError
+
+DEFAULT_MODEL = "tiny"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
+    return value
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", default="suzuki",
+                       help="suzuki (default), suzuki-xlsx, buchwald, or a .csv/.xlsx file")
+    group.add_argument("--smiles-column", help="column with reaction SMILES (generic CSV)")
+    group.add_argument("--yield-column", help="column with yields (generic CSV)")
+    group.add_argument("--task-columns", help="comma-separated columns that define a task")
+    group.add_argument("--yield-unit", choices=["auto", "percent", "fraction"], default="auto")
+    group.add_argument("--test-fraction", type=_fraction, default=0.3,
+                       help="held-out share of each split (default 0.3)")
+    group.add_argument("--tokenizer", help="a SentencePiece tokenizer.model (default: Mistral v0.1)")
+
+
+def _add_model_options(parser: argparse.ArgumentParser, default_mode: str = "full") -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help=f"tiny or mistral-7b-v0.1 (default: read from --weights, "
+                                       f"else {DEFAULT_MODEL})")
+    group.add_argument("--weights", help="Hugging Face or Mistral weights directory, or a directory "
+                                         "written by `mistral-cl convert`")
+    group.add_argument("--mode", default=default_mode,
+                       help=f"head | lora | full (default {default_mode})")
+    group.add_argument("--lora-rank", type=int, default=8)
+    group.add_argument("--lora-alpha", type=float, default=16.0)
+    group.add_argument("--lora-targets", default="q,k,v,o", help="from q,k,v,o,gate,up,down")
+    group.add_argument("--head-heads", type=int, default=4, help="attention heads of the MHAR head")
+    group.add_argument("--head-dropout", type=float, default=0.1)
+    group.add_argument("--remat", choices=["none", "dots", "full"], default="none")
+
+
+def _add_train_options(parser: argparse.ArgumentParser, epochs: int, lr: float) -> None:
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--epochs", type=_positive_int, default=epochs)
+    group.add_argument("--batch-size", type=_positive_int, default=32)
+    group.add_argument("--lr", type=float, default=lr, help="peak learning rate")
+    group.add_argument("--weight-decay", type=float, default=0.01)
+    group.add_argument("--optimizer", choices=["adamw", "adafactor"], default="adamw")
+    group.add_argument("--loss", choices=["mse", "huber"], default="mse")
+    group.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default="float32")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_distributed_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("scale-out")
+    group.add_argument("--mesh", default="-1x1x1",
+                       help="data x fsdp x tensor device mesh, -1 = the rest (default -1x1x1)")
+    group.add_argument("--distributed", action="store_true",
+                       help="call jax.distributed.initialize (auto-detects TPU pods and SLURM; else "
+                            "set --coordinator, --num-processes and --process-id)")
+    group.add_argument("--coordinator")
+    group.add_argument("--num-processes", type=int)
+    group.add_argument("--process-id", type=int)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mistral-cl",
+        description="Continual learning of reaction yields with Mistral-7B and an MHAR head.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    cont = commands.add_parser("continual", help="learn tasks one after another (the main job)")
+    cont.add_argument("--strategies", default="naive,replay",
+                      help="comma-separated: joint, naive, replay, replay-avg-grad, ewc, lwf, agem, adapters")
+    cont.add_argument("--task-order", default="sorted",
+                      help="sorted (default), random, or comma-separated task keys")
+    cont.add_argument("--memory", default="all", help="replay memory: all | reservoir:N | quota:N")
+    cont.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    cont.add_argument("--out", default="runs/continual", help="run directory (default runs/continual)")
+    _add_data_options(cont)
+    _add_model_options(cont, default_mode="full")
+    _add_train_options(cont, epochs=8, lr=1e-3)
+    _add_distributed_options(cont)
+
+    train = commands.add_parser("train", help="train on one split (all tasks at once)")
+    train.add_argument("--split", choices=["random", "task"], default="random",
+                       help="random: one 70/30 split of all reactions; task: 70/30 within every task")
+    train.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
+    _add_data_options(train)
+    _add_model_options(train)
+    _add_train_options(train, epochs=30, lr=1e-3)
+    _add_distributed_options(train)
+
+    pred = commands.add_parser("predict", help="predict yields of a CSV of reactions with a trained run")
+    pred.add_argument("--run", required=True, help="run directory of `train` or `continual`")
+    pred.add_argument("file", help="CSV with reaction SMILES")
+    pred.add_argument("--smiles-column", help="column with reaction SMILES (default: detected)")
+    pred.add_argument("--task", help="task key, for runs with one adapter per task")
+    pred.add_argument("--output", help="output CSV (default: FILE with .predictions.csv)")
+
+    ingest = commands.add_parser("ingest", help="add a new task (a batch of experiments) to a run")
+    ingest.add_argument("run", help="run directory of a finished `continual` run")
+    ingest.add_argument("file", help="CSV of the new experiments (reaction SMILES and yields)")
+    ingest.add_argument("--smiles-column")
+    ingest.add_argument("--yield-column")
+    ingest.add_argument("--yield-unit", choices=["auto", "percent", "fraction"], default="auto")
+    ingest.add_argument("--task", help="name of the new task (default: the file name)")
+    ingest.add_argument("--no-progress", action="store_true")
+
+    conv = commands.add_parser("convert", help="convert Mistral weights to this project's checkpoint format")
+    conv.add_argument("--from", dest="source", required=True, 
+                      help="Hugging Face or Mistral weights directory")
+    conv.add_argument("--to", dest="target", required=True, help="output checkpoint directory")
+    conv.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
+
+    rep = commands.add_parser("report", help="re-draw tables and plots of a run directory")
+    rep.add_argument("run")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if getattr(args, "distributed", False):
+            from sharding.distributed import initialize
+
+            initialize(args.coordinator, args.num_processes, args.process_id)
+        return _COMMANDS[args.command](args) or 0
+    except InputError as err:
+        print(f"mistral-cl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mistral-cl {args.command}: interrupted; saved checkpoints are intact", file=sys.stderr)
+        return 130
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mistral_cl import supervised
+
+    return supervised.train_command(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from mistral_cl import supervised
+
+    return supervised.predict_command(args)
+
+
+def _continual(args: argparse.Namespace) -> int:
+    from mistral_cl.continual import runner
+
+    return runner.continual_command(args)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from mistral_cl.continual import runner
+
+    return runner.ingest_command(args)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from mistral_cl.weights import convert_command
+
+    return convert_command(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mistral_cl.continual import runner
+
+    return runner.report_command(args)
+
+
+_COMMANDS = {
+    "train": _train,
+    "predict": _predict,
+    "continual": _continual,
+    "ingest": _ingest,
+    "convert": _convert,
+    "report": _report,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Cached backbone features for head-only training.
+
+With a frozen backbone the hidden states of a reaction never change, so they are computed once, stored
+on disk with tensorstore (zarr v3, one chunk per reaction) and every later epoch runs the head alone.
+The cache is keyed by a fingerprint of the backbone weights and the token ids, so a stale cache is
+never read: other weights or other reactions get another directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import numpy as np
+import tensorstore as ts
+
+from mistral_cl.data.batching import EncodedReactions
+from mistral_cl.model import Mistral
+
+# Below this size the whole cache is read into host memory once; above it, batch by batch from disk.
+IN_MEMORY_BYTES = 4 << 30
+_DONE = "COMPLETE"
+
+
+class FeatureBatch(NamedTuple):
+    """Like `Batch`, with backbone hidden states float [B, T, D] in place of token ids."""
+
+    features: np.ndarray
+    mask: np.ndarray
+    yields: np.ndarray
+    weight: np.ndarray
+    task: np.ndarray
+    index: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CachedFeatures:
+    """Hidden states of the reactions of `encoded`, row for row; batches like `encoded` does."""
+
+    encoded: EncodedReactions
+    store: ts.TensorStore
+    in_memory: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def count_batches(self, batch_size: int) -> int:
+        return self.encoded.count_batches(batch_size)
+
+    def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0) -> Iterator[FeatureBatch]:
+        for batch in self.encoded.batches(batch_size, shuffle=shuffle, seed=seed):
+            width = batch.tokens.shape[1]
+            yield FeatureBatch(self.rows(batch.index, width), batch.mask, batch.yields, batch.weight,
+                               batch.task, batch.index)
+
+    def rows(self, index: np.ndarray, width: int) -> np.ndarray:
+        """Features of reactions `index`, cut or zero-padded to `width` positions."""
+        stored = self.store.shape[1]
+        if self.in_memory is not None:
+            out = self.in_memory[index, : min(width, stored)]
+        else:
+            out = self.store.oindex[np.asarray(index), : min(width, stored)].read().result()
+        if width > stored:
+            out = np.pad(out, ((0, 0), (0, width - stored), (0, 0)))
+        return out
+
+
+def fingerprint(backbone: Mistral, encoded: EncodedReactions) -> str:
+    """A digest of the backbone's weights and configuration and of the reactions' token ids."""
+    digest = hashlib.sha256(json.dumps(backbone.config.to_dict(), sort_keys=True).encode())
+    for leaf in jax.tree.leaves(eqx.filter(backbone, eqx.is_array)):
+        digest.update(np.ascontiguousarray(jax.device_get(leaf)).view(np.uint8))
+    for part in (encoded.tokens, encoded.lengths):
+        digest.update(np.ascontiguousarray(part).view(np.uint8))
+    return digest.hexdigest()[:20]
+
+
+@eqx.filter_jit
+def _hidden(backbone: Mistral, tokens, mask):
+    return backbone(tokens, mask)
+
+
+def cache_features(
+    backbone: Mistral,
+    encoded: EncodedReactions,
+    directory: str | Path,
+    *,
+    batch_size: int = 32,
+    dtype: str = "float32",
+) -> CachedFeatures:
+    """Features of `encoded` under `directory`, computed now unless an identical cache exists."""
+    path = Path(directory) / fingerprint(backbone, encoded)
+    width = max(int(encoded.tokens.shape[1]), *(encoded.buckets or ()))
+    shape = (len(encoded), width, backbone.config.dim)
+    spec = {
+        "driver": "zarr3",
+        "kvstore": {"driver": "file", "path": str(path / "features")},
+        "metadata": {"shape": list(shape), "data_type": dtype,
+                     "chunk_grid": {"name": "regular",
+                                    "configuration": {"chunk_shape": [1, shape[1], shape[2]]}}},
+    }
+    if not (path / _DONE).exists():
+        shutil.rmtree(path, ignore_errors=True)
+        store = ts.open(spec, create=True, open=True).result()
+        writes = []
+        for batch in encoded.batches(batch_size, shuffle=False):
+            hidden = np.asarray(_hidden(backbone, batch.tokens, batch.mask), dtype=dtype)
+            for row in np.flatnonzero(batch.weight > 0):
+                writes.append(store[int(batch.index[row]), : hidden.shape[1]].write(hidden[row]))
+        for write in writes:
+            write.result()
+        (path / _DONE).write_text("")
+    store = ts.open({k: v for k, v in spec.items() if k != "metadata"}, open=True).result()
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    in_memory = store.read().result() if nbytes <= IN_MEMORY_BYTES else None
+    return CachedFeatures(encoded, store, in_memory)

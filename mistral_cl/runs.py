@@ -1,0 +1,147 @@
+"""Run directories: the configuration of a run and the model it trains.
+
+    runs/NAME/
+      run.json          every setting needed to rebuild the model and repeat the run
+      base/             the frozen half of the model, written once (absent when it can be re-read
+                        from the `weights` directory the run started from)
+      checkpoints/      the trainable half (and, for continual runs, optimizer and strategy state)
+
+Splitting the model this way keeps a LoRA or head-only checkpoint of Mistral-7B at the size of its
+adapters rather than 14 GB per checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+
+from mistral_cl import checkpoint
+from mistral_cl.config import ModelConfig
+from mistral_cl.errors import InputError
+from mistral_cl.head import HeadConfig
+from mistral_cl.lora import LoRAConfig
+from mistral_cl.predictor import AdaptationConfig, YieldModel, build_yield_model, trainable_filter
+from mistral_cl.train import TrainConfig
+
+RUN_FILE = "run.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run: model, head, adaptation, optimisation, data and weights."""
+
+    model: ModelConfig
+    head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
+    adaptation: AdaptationConfig = dataclasses.field(default_factory=AdaptationConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    weights: str | None = None
+    tokenizer: str | None = None
+    remat: str = "none"
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        raw = dict(raw)
+        adaptation = dict(raw.pop("adaptation", {}))
+        lora = LoRAConfig(**{**adaptation.pop("lora", {})})
+        return cls(
+            model=ModelConfig.from_dict(raw.pop("model")),
+            head=HeadConfig(**raw.pop("head", {})),
+            adaptation=AdaptationConfig(lora=lora, **adaptation),
+            train=TrainConfig(**raw.pop("train", {})),
+            **raw,
+        )
+
+
+def write_json(path: Path, content: Any) -> None:
+    """Writes JSON through a temporary file and a rename, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(content, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, tuple | set):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def save_run_config(run_dir: Path, config: RunConfig) -> None:
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    write_json(Path(run_dir) / RUN_FILE, config.to_dict())
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / RUN_FILE
+    if not path.exists():
+        raise InputError("not a run directory (no run.json)", file=str(run_dir),
+                         hint="pass the --out directory of an earlier `mistral-cl train` or `continual`")
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError) as err:
+        raise InputError(f"run.json is damaged or from another version ({err})", file=str(path)) from None
+
+
+def initial_model(config: RunConfig, key: jax.Array) -> YieldModel:
+    """The model a run starts from: pretrained weights when the run names them, else random."""
+    backbone = None
+    if config.weights is not None:
+        from mistral_cl.weights import load_mistral
+
+        backbone = load_mistral(config.weights, config=config.model).with_remat(config.remat)
+    return build_yield_model(config.model, config.head, config.adaptation, key=key,
+                             backbone=backbone, remat=config.remat)
+
+
+def abstract_model(config: RunConfig) -> YieldModel:
+    """The model's structure with `ShapeDtypeStruct` leaves: a `like` for restoring checkpoints."""
+    return eqx.filter_eval_shape(
+        lambda: build_yield_model(config.model, config.head, config.adaptation,
+                                  key=jax.random.key(0), remat=config.remat)
+    )
+
+
+def split_model(model: YieldModel, config: RunConfig) -> tuple[YieldModel, YieldModel]:
+    """(trainable, frozen) halves for the run's adaptation mode."""
+    return eqx.partition(model, trainable_filter(model, config.adaptation.mode))
+
+
+def save_frozen(run_dir: Path, model: YieldModel, config: RunConfig) -> None:
+    """Stores the frozen half once, unless it can be re-read from the run's pretrained weights."""
+    _, frozen = split_model(model, config)
+    if not jax.tree.leaves(frozen):  # full fine-tuning: nothing is frozen
+        return
+    if config.weights is None and not checkpoint.steps(Path(run_dir) / "base"):
+        checkpoint.save(Path(run_dir) / "base", 0, frozen, keep=1)
+
+
+def load_model(run_dir: Path, config: RunConfig, trainable: YieldModel) -> YieldModel:
+    """The full model of a run, given its trainable half (restored from a checkpoint)."""
+    like = abstract_model(config)
+    if not jax.tree.leaves(split_model(like, config)[1]):
+        return trainable
+    if config.weights is None:
+        _, frozen_like = split_model(like, config)
+        frozen, _ = checkpoint.restore(Path(run_dir) / "base", frozen_like)
+    else:
+        _, frozen = split_model(initial_model(config, jax.random.key(0)), config)
+    return eqx.combine(trainable, frozen)
+
+
+def trainable_like(config: RunConfig) -> YieldModel:
+    """Abstract trainable half, for restoring the `trainable` entry of a checkpoint."""
+    trainable, _ = split_model(abstract_model(config), config)
+    return trainable

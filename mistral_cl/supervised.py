@@ -1,0 +1,241 @@
+"""`mistral-cl train` and `mistral-cl predict`: one model fitted on one split of all tasks at once.
+
+This is the seed paper's baseline, and the shared plumbing (reading data and models from command-line
+options) that the continual runner reuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import pandas as pd
+
+from mistral_cl import checkpoint, report
+from mistral_cl.config import ModelConfig
+from mistral_cl.data.batching import EncodedReactions, encode_reactions
+from mistral_cl.data.reactions import FIRST_DATA_ROW, ROW_CONVENTION, ReactionDataset
+from mistral_cl.data.smiles import SmilesError, canonical_reaction
+from mistral_cl.data.sources import load_dataset
+from mistral_cl.data.tasks import random_split, split_by_task
+from mistral_cl.errors import InputError
+from mistral_cl.features import cache_features
+from mistral_cl.head import HeadConfig
+from mistral_cl.lora import LoRAConfig
+from mistral_cl.predictor import AdaptationConfig, YieldModel, trainable_filter
+from mistral_cl.runs import (
+    RunConfig,
+    initial_model,
+    load_model,
+    load_run_config,
+    save_frozen,
+    save_run_config,
+    split_model,
+    trainable_like,
+)
+from mistral_cl.scores import regression_scores
+from mistral_cl.tokenizer import Tokenizer
+from mistral_cl.train import BatchSource, TrainConfig, fit, predict
+
+# ----------------------------------------------------------------------------- options -> objects
+
+
+def data_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """How to read the data, as stored in run.json (only the options the user set)."""
+    spec: dict[str, Any] = {"data": args.data}
+    for name in ("smiles_column", "yield_column", "yield_unit"):
+        value = getattr(args, name, None)
+        if value is not None and not (name == "yield_unit" and value == "auto"):
+            spec[name] = value
+    if getattr(args, "task_columns", None):
+        spec["task_columns"] = [c.strip() for c in args.task_columns.split(",") if c.strip()]
+    return spec
+
+
+def read_data(spec: dict[str, Any]) -> ReactionDataset:
+    options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k != "data"}
+    return load_dataset(spec["data"], **options)
+
+
+def model_config(model: str | None, weights: str | None) -> ModelConfig:
+    """The backbone shapes: from the weights directory when given (checked against `--model`)."""
+    if weights is None:
+        return ModelConfig.preset(model or "tiny")
+    if not Path(weights).is_dir():
+        raise InputError("weights directory not found", file=weights,
+                         hint="pass a directory with config.json or params.json and *.safetensors")
+    found = ModelConfig.from_dir(weights)
+    if model is not None:
+        wanted = ModelConfig.preset(model)
+        differ = [f"{name}: --model {getattr(wanted, name)}, weights {getattr(found, name)}"
+                  for name in wanted.to_dict() if name != "max_seq_len"
+                  and getattr(wanted, name) != getattr(found, name)]
+        if differ:
+            raise InputError(f"the weights do not match --model {model}: " + "; ".join(differ),
+                             file=weights, hint="drop --model to use the weights' own shapes")
+    return found
+
+
+def run_config(args: argparse.Namespace, **extra: Any) -> RunConfig:
+    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    return RunConfig(
+        model=model_config(args.model, args.weights),
+        head=HeadConfig(n_heads=args.head_heads, dropout=args.head_dropout),
+        adaptation=AdaptationConfig(
+            mode=args.mode, lora=LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
+        ),
+        train=TrainConfig(
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+            weight_decay=args.weight_decay, optimizer=args.optimizer, loss=args.loss,
+            compute_dtype=args.compute_dtype, seed=args.seed,
+        ),
+        data=data_spec(args),
+        weights=str(Path(args.weights).resolve()) if args.weights else None,
+        tokenizer=str(Path(args.tokenizer).resolve()) if args.tokenizer else None,
+        remat=args.remat,
+        extra=extra,
+    )
+
+
+def tokenizer_for(config: RunConfig) -> Tokenizer:
+    tokenizer = Tokenizer.from_file(config.tokenizer) if config.tokenizer else Tokenizer.default()
+    if tokenizer.vocab_size > config.model.vocab_size:
+        raise InputError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {config.model.vocab_size}",
+            file=str(tokenizer.path), hint="use the tokenizer that belongs to the weights",
+        )
+    return tokenizer
+
+
+def fresh_run_dir(out: str) -> Path:
+    """`out`, which must not already hold a run (so nothing saved is ever overwritten)."""
+    path = Path(out)
+    if (path / "run.json").exists():
+        raise InputError("a run already exists here", file=str(path),
+                         hint="choose another --out, resume it, or delete the directory first")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def training_source(model: YieldModel, config: RunConfig, data: EncodedReactions,
+                    run_dir: Path) -> BatchSource:
+    """What the step eats: token batches, or cached backbone features when only the head trains."""
+    if config.adaptation.mode != "head":
+        return data
+    return cache_features(model.backbone, data, run_dir / "feature_cache",
+                          batch_size=config.train.batch_size)
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def train_command(args: argparse.Namespace) -> int:
+    config = run_config(args, split=args.split, test_fraction=args.test_fraction)
+    dataset = read_data(config.data)
+    tokenizer = tokenizer_for(config)
+    run_dir = fresh_run_dir(args.out)
+    if args.split == "random":
+        train_set, test_set = random_split(dataset, args.test_fraction, seed=args.seed)
+    else:
+        tasks = split_by_task(dataset, args.test_fraction, seed=args.seed)
+        train_set = ReactionDataset.concat([t.train for t in tasks])
+        test_set = ReactionDataset.concat([t.test for t in tasks])
+    encoded = encode_reactions(dataset, tokenizer)  # buckets from all reactions: one set of shapes
+    index = {s: i for i, s in enumerate(dataset.smiles)}
+    train_data = encoded.subset([index[s] for s in train_set.smiles])
+    test_data = encoded.subset([index[s] for s in test_set.smiles])
+    save_run_config(run_dir, config)
+
+    model = initial_model(config, jax.random.key(config.train.seed))
+    save_frozen(run_dir, model, config)
+    start = time.perf_counter()
+    train_source = training_source(model, config, train_data, run_dir)
+    test_source = training_source(model, config, test_data, run_dir)
+    result = fit(model, trainable_filter(model, config.adaptation.mode), train_source, config.train,
+                 progress=not args.no_progress, description=f"train ({config.adaptation.mode})")
+    trainable, _ = split_model(result.model, config)
+    checkpoint.save(run_dir / "checkpoints", 0, {"trainable": trainable},
+                    metadata={"kind": "train"})
+
+    predicted = predict(result.model, test_source, batch_size=2 * config.train.batch_size)
+    scores = regression_scores(test_data.yields, predicted)
+    train_scores = regression_scores(train_data.yields, predict(
+        result.model, train_source, batch_size=2 * config.train.batch_size))
+    metrics = {**{f"test_{k}": v for k, v in scores.items()},
+               **{f"train_{k}": v for k, v in train_scores.items()},
+               "n_train": len(train_data), "n_test": len(test_data),
+               "seconds": time.perf_counter() - start, "mode": config.adaptation.mode,
+               "history": result.history}
+    report.write_metrics(run_dir, metrics)
+    report.write_csv(run_dir / "history.csv", result.history)
+    report.write_csv(run_dir / "predictions.csv", [
+        {"reaction": s, "task": t, "yield": float(y), "predicted": float(p)}
+        for s, t, y, p in zip(test_set.smiles, test_set.tasks, test_data.yields, predicted, strict=True)])
+    report.parity_plot(test_data.yields, predicted, run_dir / "parity.png",
+                       f"held-out test ({len(test_data)} reactions)", scores)
+    report.loss_curve(result.history, run_dir / "loss.png", "training loss")
+    print(report.format_table([{"split": "train", **train_scores}, {"split": "test", **scores}]))
+    print(f"wrote {run_dir}/ (metrics.json, predictions.csv, parity.png)")
+    return 0
+
+
+def restore_trained(run_dir: Path) -> tuple[RunConfig, YieldModel]:
+    """The model of a finished `train` run (its latest checkpoint)."""
+    config = load_run_config(run_dir)
+    like = {"trainable": trainable_like(config)}
+    state, _ = checkpoint.restore(Path(run_dir) / "checkpoints", like)
+    return config, load_model(run_dir, config, state["trainable"])
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run)
+    config, model = restore_trained(run_dir)
+    smiles = reactions_to_predict(args.file, args.smiles_column)
+    dataset = ReactionDataset.build(smiles, np.zeros(len(smiles)), ["all"] * len(smiles),
+                                    rows=range(FIRST_DATA_ROW, FIRST_DATA_ROW + len(smiles)),
+                                    source=args.file)
+    encoded = encode_reactions(dataset, tokenizer_for(config))
+    predicted = predict(model, encoded)
+    output = Path(args.output) if args.output else Path(args.file).with_suffix(".predictions.csv")
+    report.write_csv(output, [{"reaction": s, "predicted_yield": round(100 * float(p), 2)}
+                              for s, p in zip(smiles, predicted, strict=True)])
+    print(f"wrote {len(predicted)} predictions (yield %) to {output}")
+    return 0
+
+
+def reactions_to_predict(path: str, smiles_column: str | None) -> list[str]:
+    """Canonical reaction SMILES of a CSV without yields; all bad rows are reported at once."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise InputError("file not found", file=path) from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise InputError(f"not a readable CSV file ({err})", file=path) from None
+    header = list(frame.columns)
+    if smiles_column is None:
+        names = ("rxn", "reaction", "smiles", "reaction_smiles", "rxn_smiles")
+        found = [c for c in header if c.lower() in names]
+        if not found:
+            raise InputError(f"no reaction SMILES column among {header}", file=path,
+                             hint="name it with --smiles-column")
+        smiles_column = found[0]
+    elif smiles_column not in header:
+        raise InputError(f"no such column; the file has {header}", file=path, column=smiles_column,
+                         hint="pass the right --smiles-column")
+    if frame.empty:
+        raise InputError("the file has no reactions", file=path)
+    smiles, bad = [], []
+    for row, text in enumerate(frame[smiles_column], start=FIRST_DATA_ROW):
+        try:
+            smiles.append(canonical_reaction(text))
+        except SmilesError:
+            bad.append(row)
+    if bad:
+        raise InputError(f"unparsable reaction SMILES ({ROW_CONVENTION})", file=path, rows=bad,
+                         column=smiles_column, hint="fix or remove these rows")
+    return smiles
+

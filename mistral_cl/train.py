@@ -1,0 +1,244 @@
+"""Losses, the one jitted train step, evaluation, and the plain fit loop.
+
+Every trainer in the project (plain fitting, each continual-learning strategy, the benchmarks) builds
+its step with `make_train_step`, so precision, gradient clipping, donation and sharding are decided in
+one place. A strategy changes *what* is minimised (an `Objective`) and, rarely, how gradients are
+combined (a `GradientTransform`), never the step itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, Protocol
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, PRNGKeyArray, Scalar
+from tqdm.auto import tqdm
+
+from mistral_cl.data.batching import Batch
+from mistral_cl.errors import InputError
+from mistral_cl.predictor import YieldModel, cast_floating
+
+LossKind = Literal["mse", "huber"]
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; `learning_rate` is the peak of a warm-up + cosine schedule."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
+    clip_norm: float | None = 1.0
+    loss: LossKind = "mse"
+    huber_delta: float = 0.1
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.batch_size <= 0:
+            raise InputError(f"epochs and batch size must be positive, got {self.epochs}, {self.batch_size}")
+        if self.learning_rate <= 0:
+            raise InputError(f"learning rate must be positive, got {self.learning_rate}")
+        if self.optimizer not in ("adamw", "adafactor"):
+            raise InputError(f"unknown optimizer {self.optimizer!r}; choose adamw or adafactor")
+        if self.loss not in ("mse", "huber"):
+            raise InputError(f"unknown loss {self.loss!r}; choose mse or huber")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise InputError(f"unknown compute dtype {self.compute_dtype!r}; choose {sorted(COMPUTE_DTYPES)}")
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """Gradient clipping, then AdamW (default) or Adafactor, on a warm-up + cosine schedule."""
+    warmup = max(1, int(config.warmup_fraction * total_steps))
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, warmup, max(total_steps, warmup + 1), end_value=0.01 * config.learning_rate
+    )
+    if config.optimizer == "adamw":
+        update = optax.adamw(schedule, weight_decay=config.weight_decay)
+    else:
+        update = optax.adafactor(schedule, weight_decay_rate=config.weight_decay or None)
+    parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
+    return optax.chain(*parts, update)
+
+
+def regression_loss(
+    pred: Float[Array, " batch"],
+    target: Float[Array, " batch"],
+    weight: Float[Array, " batch"],
+    kind: LossKind = "mse",
+    delta: float = 0.1,
+) -> Scalar:
+    """Weighted mean of squared (or Huber) errors; rows with weight 0 (batch filler) do not count."""
+    err = pred.astype(jnp.float32) - target.astype(jnp.float32)
+    per_row = jnp.square(err) if kind == "mse" else 2.0 * optax.huber_loss(err, delta=delta)
+    return jnp.sum(per_row * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+class Objective(Protocol):
+    """What a step minimises: `(model, batches, key, extra) -> (loss, metrics)`.
+
+    `batches` is a tuple (the current batch, then e.g. a replay batch); `extra` is strategy state that
+    the step reads but does not train (a previous model, a Fisher diagonal, ...).
+    """
+
+    def __call__(
+        self, model: YieldModel, batches: tuple[Batch, ...], key: PRNGKeyArray, extra: Any
+    ) -> tuple[Scalar, dict[str, Array]]: ...
+
+
+GradientTransform = Callable[..., Any]
+
+
+class BatchSource(Protocol):
+    """Reactions that serve themselves as fixed-shape batches: `EncodedReactions` (token ids) or
+    `features.CachedFeatures` (frozen backbone outputs, for head-only training)."""
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0) -> Iterator[Any]: ...
+
+    def count_batches(self, batch_size: int) -> int: ...
+
+
+def forward(model: YieldModel, batch: Any, *, key: PRNGKeyArray | None = None) -> Float[Array, " batch"]:
+    """Predicted yields for a batch of token ids, or of cached backbone features (head mode)."""
+    features = getattr(batch, "features", None)
+    if features is not None:
+        return model.head(features, batch.mask, key=key)
+    return model(batch.tokens, batch.mask, key=key)
+
+
+def supervised_objective(kind: LossKind = "mse", delta: float = 0.1) -> Objective:
+    """The regression loss on the first batch of the tuple."""
+
+    def objective(model, batches, key, extra):
+        batch = batches[0]
+        pred = forward(model, batch, key=key)
+        loss = regression_loss(pred, batch.yields, batch.weight, kind, delta)
+        return loss, {"loss": loss}
+
+    return objective
+
+
+def make_train_step(
+    optimizer: optax.GradientTransformation,
+    objective: Objective,
+    *,
+    compute_dtype: str = "float32",
+    grad_transform: GradientTransform | None = None,
+    constrain: Callable[[Any], Any] | None = None,
+):
+    """The jitted step `(trainable, frozen, opt_state, batches, key, extra)` -> `(trainable, opt_state,
+    metrics)`.
+
+    `trainable`/`frozen` are the two halves of `eqx.partition(model, trainable_filter(...))`. The
+    trainable half and the optimizer state are donated, so their buffers are reused in place.
+    `grad_transform(grads, trainable, frozen, batches, key, extra)` may rewrite gradients (A-GEM);
+    `constrain` pins the sharding of the updated state (see `sharding.specs`).
+    """
+    dtype = COMPUTE_DTYPES[compute_dtype]
+
+    def loss_of(trainable, frozen, batches, key, extra):
+        model = cast_floating(eqx.combine(trainable, frozen), dtype)
+        return objective(model, batches, key, extra)
+
+    def step(trainable, frozen, opt_state, batches, key, extra):
+        (_, metrics), grads = eqx.filter_value_and_grad(loss_of, has_aux=True)(
+            trainable, frozen, batches, key, extra
+        )
+        if grad_transform is not None:
+            grads = grad_transform(grads, trainable, frozen, batches, key, extra)
+        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(trainable, eqx.is_array))
+        trainable = eqx.apply_updates(trainable, updates)
+        if constrain is not None:
+            trainable, opt_state = constrain((trainable, opt_state))
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        return trainable, opt_state, metrics
+
+    # Every leaf of every argument is an array (modules keep their configuration as static fields), so
+    # plain `jax.jit` applies and donation can be limited to the trainable half and optimizer state.
+    return jax.jit(step, donate_argnums=(0, 2))
+
+
+@eqx.filter_jit
+def predict_batch(model: YieldModel, batch: Batch) -> Float[Array, " batch"]:
+    """Predicted yields for one batch, without dropout."""
+    return forward(model, batch)
+
+
+def predict(model: YieldModel, data: BatchSource, batch_size: int = 64) -> np.ndarray:
+    """Predicted yields for every reaction of `data`, in `data`'s order."""
+    out = np.zeros(len(data), np.float32)
+    for batch in data.batches(batch_size, shuffle=False):
+        pred = np.asarray(predict_batch(model, batch))
+        real = np.asarray(batch.weight) > 0
+        out[np.asarray(batch.index)[real]] = pred[real]
+    return out
+
+
+@dataclasses.dataclass
+class FitResult:
+    model: YieldModel
+    opt_state: Any
+    history: list[dict[str, float]]
+    seconds: float
+
+
+def fit(
+    model: YieldModel,
+    filter_spec: Any,
+    data: BatchSource,
+    config: TrainConfig,
+    *,
+    objective: Objective | None = None,
+    progress: bool = True,
+    description: str = "train",
+    on_epoch_end: Callable[[int, YieldModel], dict[str, float] | None] | None = None,
+) -> FitResult:
+    """Trains `model` on `data` for `config.epochs` epochs; returns the trained model and loss history."""
+    if len(data) == 0:
+        raise InputError("no training reactions", hint="check the data file and the task selection")
+    steps_per_epoch = data.count_batches(config.batch_size)
+    optimizer = make_optimizer(config, config.epochs * steps_per_epoch)
+    objective = objective or supervised_objective(config.loss, config.huber_delta)
+    step = make_train_step(optimizer, objective, compute_dtype=config.compute_dtype)
+    trainable, frozen = eqx.partition(model, filter_spec)
+    opt_state = optimizer.init(eqx.filter(trainable, eqx.is_array))
+    key = jax.random.key(config.seed)
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc=description, disable=not progress,
+               unit="step", dynamic_ncols=True, leave=False)
+    n_step = 0
+    for epoch in range(config.epochs):
+        losses, reactions, tokens, t0 = [], 0, 0, time.perf_counter()
+        for batch in data.batches(config.batch_size, shuffle=True, seed=config.seed * 100_003 + epoch):
+            trainable, opt_state, metrics = step(
+                trainable, frozen, opt_state, (batch,), jax.random.fold_in(key, n_step), None
+            )
+            n_step += 1
+            losses.append(metrics["loss"])
+            reactions += int(np.sum(batch.weight))
+            tokens += int(np.sum(batch.mask))
+            bar.update()
+            if n_step % 10 == 0:
+                elapsed = max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", rxn_s=f"{reactions / elapsed:.0f}")
+        record = {"epoch": epoch + 1, "loss": float(np.mean(jax.device_get(losses))),
+                  "seconds": time.perf_counter() - t0, "tokens": tokens}
+        if on_epoch_end is not None:
+            record.update(on_epoch_end(epoch, eqx.combine(trainable, frozen)) or {})
+        history.append(record)
+    bar.close()
+    return FitResult(eqx.combine(trainable, frozen), opt_state, history, time.perf_counter() - start)
