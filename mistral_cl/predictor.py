@@ -70,7 +70,8 @@ def build_yield_model(
     elif backbone.config != model_config:
         raise InputError(
             "the loaded backbone does not match the requested model config",
-            hint="pass the --model preset that matches --weights, or omit --model to read it from the weights",
+            hint="pass the --model preset that matches --weights, or omit --model to read it from"
+            " the weights",
         )
     if adaptation.mode == "lora":
         backbone = add_lora(backbone, adaptation.lora, key=k_lora)
