@@ -515,10 +515,14 @@ class _Reading:
 
     entry: dict[str, Any]
     like: Any
-    reads: dict[tuple, tuple[Any, np.ndarray]]  # block bounds -> (read future, its host buffer)
     sharding: jax.sharding.Sharding | None  # None: a numpy leaf
+    blocks: dict[tuple, np.ndarray]  # block bounds -> the host buffer being filled
     placement: list[tuple[jax.Device, tuple]]  # device -> block bounds
-    nbytes: int
+    reads: list[Any]  # tensorstore futures filling the blocks
+
+    @property
+    def nbytes(self) -> int:
+        return sum(host.nbytes for host in self.blocks.values())
 
     @classmethod
     def start(
@@ -536,39 +540,41 @@ class _Reading:
             raise damaged(entry["path"], error) from error
         if isinstance(like, np.ndarray | np.generic):
             host = np.empty(store.shape, store.dtype.numpy_dtype)
-            read = ts.array(host, copy=False, write=True).write(store)
-            return cls(entry, like, {(): (read, host)}, None, [], host.nbytes)
+            return cls(entry, like, None, {(): host}, [], [_fill(host, store)])
         sharding = getattr(like, "sharding", None) or jax.sharding.SingleDeviceSharding(
             jax.local_devices()[0]
         )
-        reads, placement, nbytes = {}, [], 0
+        blocks, placement, reads = {}, [], []
         for device, index in sharding.addressable_devices_indices_map(like.shape).items():
             block = tuple((s.start, s.stop) for s in index)
-            if block not in reads:
+            if block not in blocks:
                 view = store[index]  # key data: the trailing key axes come whole
-                host = _aligned_empty(view.shape, view.dtype.numpy_dtype)
-                reads[block] = ts.array(host, copy=False, write=True).write(view), host
-                nbytes += host.nbytes
+                blocks[block] = _aligned_empty(view.shape, view.dtype.numpy_dtype)
+                reads.append(_fill(blocks[block], view))
             placement.append((device, block))
-        return cls(entry, like, reads, sharding, placement, nbytes)
+        return cls(entry, like, sharding, blocks, placement, reads)
 
     def finish(self, damaged: Callable[[str, ValueError], CheckpointError]) -> Any:
         try:
-            for read, _ in self.reads.values():
+            for read in self.reads:
                 read.result()
         except ValueError as error:
             raise damaged(self.entry["path"], error) from error
-        blocks = {block: host for block, (_, host) in self.reads.items()}
         if self.sharding is None:
-            host = blocks[()]
+            host = self.blocks[()]
             return host if isinstance(self.like, np.ndarray) else host[()]
         arrays = []
         for device, block in self.placement:
-            array = jax.device_put(blocks[block], device)
+            array = jax.device_put(self.blocks[block], device)
             if self.entry["kind"] == "key":
                 array = jax.random.wrap_key_data(array, impl=self.entry["impl"])
             arrays.append(array)
         return jax.make_array_from_single_device_arrays(self.like.shape, self.sharding, arrays)
+
+
+def _fill(host: np.ndarray, view: ts.TensorStore) -> Any:
+    """Start reading `view` straight into `host` (no intermediate array), returning the future."""
+    return ts.array(host, copy=False, write=True).write(view)
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
