@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="drop the page cache before restoring")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     results = []
     print(f"{'case':<32} {'GiB':>5} {'save MB/s':>10} {'restore MB/s':>13}")
     for name, build, like_of in variants(args.gib):
@@ -152,6 +153,7 @@ def main() -> None:
             "jax": jax.__version__,
             "tensorstore": importlib.metadata.version("tensorstore"),
         },
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "directory": str(args.directory),
         "runs": args.runs,
         "restore_from": "disk (page cache dropped)" if args.cold else "page cache",
