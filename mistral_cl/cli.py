@@ -8,6 +8,7 @@ anything else is a bug and keeps its traceback. Heavy modules are imported insid
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,8 +46,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_options(parser: argparse.ArgumentParser, default_mode: str = "full") -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", help=f"tiny or mistral-7b-v0.1 (default: read from --weights, "
-                                       f"else {DEFAULT_MODEL})")
+    group.add_argument("--model", help=f"tiny, mistral-7b-v0.1, or a Hugging Face config.json "
+                       f"(default: read from --weights, else {DEFAULT_MODEL})")
     group.add_argument("--weights", help="Hugging Face or Mistral weights directory, or a directory "
                                          "written by `mistral-cl convert`")
     group.add_argument("--mode", default=default_mode,
@@ -146,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    _enable_compilation_cache()
     try:
         if getattr(args, "distributed", False):
             from sharding.distributed import initialize
@@ -158,6 +160,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mistral-cl {args.command}: interrupted; saved checkpoints are intact", file=sys.stderr)
         return 130
+
+
+def _enable_compilation_cache() -> None:
+    """Keep compiled steps on disk, so a repeated run (the demo, a resume) skips most compiles.
+
+    Set MISTRAL_CL_JAX_CACHE to choose the directory, or to an empty string to switch it off.
+    """
+    directory = os.environ.get("MISTRAL_CL_JAX_CACHE", str(Path.home() / ".cache" / "mistral-cl" / "jax"))
+    if directory:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", directory)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -79,11 +79,18 @@ def build_yield_model(
     return YieldModel(backbone, head)
 
 
+def is_parameter(x) -> bool:
+    """A floating array, or the `ShapeDtypeStruct` of one (abstract models are filtered alike)."""
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jnp.issubdtype(x.dtype, jnp.inexact)
+    return eqx.is_inexact_array(x)
+
+
 def trainable_filter(model: YieldModel, mode: Mode) -> YieldModel:
     """Boolean pytree shaped like `model`: True where a parameter trains in `mode`."""
-    head = jax.tree.map(eqx.is_inexact_array, model.head)
+    head = jax.tree.map(is_parameter, model.head)
     if mode == "full":
-        backbone = jax.tree.map(eqx.is_inexact_array, model.backbone)
+        backbone = jax.tree.map(is_parameter, model.backbone)
     elif mode == "lora":
         backbone = lora_filter(model.backbone)
     elif mode == "head":

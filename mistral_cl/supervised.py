@@ -62,15 +62,19 @@ def read_data(spec: dict[str, Any]) -> ReactionDataset:
 
 
 def model_config(model: str | None, weights: str | None) -> ModelConfig:
-    """The backbone shapes: from the weights directory when given (checked against `--model`)."""
+    """The backbone shapes: a preset name or a config.json path, or those of the weights directory
+    (checked against `--model` when both are given)."""
+    if model is not None and model.endswith(".json"):
+        wanted = ModelConfig.from_hf_config(model)
+    elif model is not None:
+        wanted = ModelConfig.preset(model)
     if weights is None:
-        return ModelConfig.preset(model or "tiny")
+        return wanted if model is not None else ModelConfig.preset("tiny")
     if not Path(weights).is_dir():
         raise InputError("weights directory not found", file=weights,
                          hint="pass a directory with config.json or params.json and *.safetensors")
     found = ModelConfig.from_dir(weights)
     if model is not None:
-        wanted = ModelConfig.preset(model)
         differ = [f"{name}: --model {getattr(wanted, name)}, weights {getattr(found, name)}"
                   for name in wanted.to_dict() if name != "max_seq_len"
                   and getattr(wanted, name) != getattr(found, name)]

@@ -163,7 +163,7 @@ def make_train_step(
         trainable = eqx.apply_updates(trainable, updates)
         if constrain is not None:
             trainable, opt_state = constrain((trainable, opt_state))
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
         return trainable, opt_state, metrics
 
     # Every leaf of every argument is an array (modules keep their configuration as static fields), so
