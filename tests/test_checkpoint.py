@@ -392,6 +392,7 @@ def test_two_processes_each_write_their_shards_and_restore_onto_another_mesh(
     children = [
         subprocess.Popen(
             [sys.executable, "-c", TWO_PROCESS_CHILD, str(process), str(port), str(tmp_path)],
+            cwd=Path(__file__).resolve().parents[1],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
