@@ -68,9 +68,7 @@ def variants(gib: float) -> list[tuple[str, Callable[[], dict], Callable[[dict],
         onto_grid = lambda tree: {
             k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=grid) for k, v in tree.items()
         }
-        cases.append(
-            ("float32, 8 devices -> 2x4 mesh", lambda: weights(gib, jnp.float32, rows), onto_grid)
-        )
+        cases.append(("float32, 8 devices -> 2x4 mesh", lambda: weights(gib, jnp.float32, rows), onto_grid))
     return cases
 
 

@@ -445,9 +445,7 @@ def _damaged(folder: Path, step: int, committed: list[int], reason: str) -> Chec
         if earlier
         else "there is no earlier committed step; start the run again"
     )
-    return CheckpointError(
-        f"checkpoint of step {step} is damaged: {reason}", file=str(folder), hint=hint
-    )
+    return CheckpointError(f"checkpoint of step {step} is damaged: {reason}", file=str(folder), hint=hint)
 
 
 def _mismatches(saved: dict[str, dict], wanted: list[tuple[str, Any]]) -> list[str]:
@@ -461,9 +459,7 @@ def _mismatches(saved: dict[str, dict], wanted: list[tuple[str, Any]]) -> list[s
             problems.append(f"{name}: saved {_shown(entry)}, expected {_shown(expected)}")
     names = {name for name, _ in wanted}
     problems += [
-        f"{name}: saved {_shown(entry)}, not in `like`"
-        for name, entry in saved.items()
-        if name not in names
+        f"{name}: saved {_shown(entry)}, not in `like`" for name, entry in saved.items() if name not in names
     ]
     return problems
 

@@ -46,9 +46,7 @@ def tiny_model(seed: int = 0, width: int = 64, depth: int = 2) -> TinyModel:
 
     def block(key: jax.Array) -> Block:
         q_key, o_key = jax.random.split(key)
-        attention = Attention(
-            eqx.nn.Linear(32, width, key=q_key), eqx.nn.Linear(width, 32, key=o_key)
-        )
+        attention = Attention(eqx.nn.Linear(32, width, key=q_key), eqx.nn.Linear(width, 32, key=o_key))
         return Block(attention, jnp.ones(32))
 
     layers = eqx.filter_vmap(block)(jax.random.split(block_key, depth))
@@ -91,9 +89,7 @@ def assert_trees_equal(actual, expected) -> None:
     assert actual_def == expected_def
     for (path, got), (_, want) in zip(actual_leaves, expected_leaves, strict=True):
         where = jax.tree_util.keystr(path)
-        assert type(got) is type(want) or (
-            isinstance(got, jax.Array) and isinstance(want, jax.Array)
-        ), where
+        assert type(got) is type(want) or (isinstance(got, jax.Array) and isinstance(want, jax.Array)), where
         if isinstance(want, jax.Array | np.ndarray | np.generic):
             assert got.dtype == want.dtype, where
             np.testing.assert_array_equal(host_value(got), host_value(want), err_msg=where)
@@ -164,14 +160,10 @@ def test_saved_on_one_mesh_restores_onto_another_with_requested_shardings(tmp_pa
         "keys": P("tensor"),
         "count": P(),
     }
-    sharded = {
-        k: jax.device_put(v, NamedSharding(save_mesh, saved_specs[k])) for k, v in values.items()
-    }
+    sharded = {k: jax.device_put(v, NamedSharding(save_mesh, saved_specs[k])) for k, v in values.items()}
     save(tmp_path, 1, sharded)
     wanted = {k: NamedSharding(load_mesh, spec) for k, spec in wanted_specs.items()}
-    like = {
-        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=wanted[k]) for k, v in values.items()
-    }
+    like = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=wanted[k]) for k, v in values.items()}
     restored, _ = restore(tmp_path, like)
     assert_trees_equal(restored, values)
     for name, array in restored.items():
@@ -325,14 +317,10 @@ def test_asking_for_an_unsaved_step_lists_the_committed_ones(tmp_path: Path) -> 
         ({"metadata": {"mean": np.float32(1.0)}}, "JSON-serialisable"),
     ],
 )
-def test_bad_save_arguments_are_input_errors(
-    tmp_path: Path, arguments: dict, complaint: str
-) -> None:
+def test_bad_save_arguments_are_input_errors(tmp_path: Path, arguments: dict, complaint: str) -> None:
     call = {"step": 1, "keep": 3, "metadata": None, **arguments}
     with pytest.raises(CheckpointError, match=complaint):
-        save(
-            tmp_path, call["step"], {"w": jnp.ones(2)}, metadata=call["metadata"], keep=call["keep"]
-        )
+        save(tmp_path, call["step"], {"w": jnp.ones(2)}, metadata=call["metadata"], keep=call["keep"])
     assert steps(tmp_path) == []
 
 

@@ -131,9 +131,7 @@ def assert_committed_steps_restore_exactly(directory: Path) -> list[int]:
         expected = state_at(step)
         restored, _ = restore(directory, expected, step=step)
         for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(expected), strict=True):
-            if isinstance(want, jax.Array) and jax.dtypes.issubdtype(
-                want.dtype, jax.dtypes.prng_key
-            ):
+            if isinstance(want, jax.Array) and jax.dtypes.issubdtype(want.dtype, jax.dtypes.prng_key):
                 got, want = jax.random.key_data(got), jax.random.key_data(want)
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=f"{step}")
     return committed
