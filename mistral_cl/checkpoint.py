@@ -173,11 +173,26 @@ def restore(directory: PathLike, like: PyTree, *, step: int | None = None) -> tu
 
 
 @dataclass(frozen=True)
+class Deferred:
+    """An array leaf that exists only while it is written: `blocks()` yields `(index, block)` pairs
+    that tile an array of `shape` and `dtype`, each block the size of `block_shape` (chunks tile it).
+
+    Lets a caller stream data that is never whole in memory (weights converted tensor by tensor)
+    through `save`. Written by process 0; restored like any array leaf.
+    """
+
+    shape: tuple[int, ...]
+    dtype: Any
+    block_shape: tuple[int, ...]
+    blocks: Callable[[], Iterator[tuple[tuple, np.ndarray]]]
+
+
+@dataclass(frozen=True)
 class _Leaf:
     """One leaf of a tree being saved: its manifest entry and, for arrays, the array to write."""
 
     entry: dict[str, Any]
-    data: jax.Array | np.ndarray | None
+    data: jax.Array | np.ndarray | Deferred | None
 
 
 def _describe(tree: PyTree) -> list[_Leaf]:
@@ -196,7 +211,7 @@ def _describe(tree: PyTree) -> list[_Leaf]:
             entry["impl"] = str(jax.random.key_impl(leaf))
             data = jax.random.key_data(leaf)
         elif entry["kind"] == "array":
-            data = leaf if isinstance(leaf, jax.Array) else np.asarray(leaf)
+            data = leaf if isinstance(leaf, jax.Array | Deferred) else np.asarray(leaf)
         elif entry["kind"] == "value":
             entry["value"] = leaf
         if data is not None:
@@ -211,7 +226,7 @@ def _signature(leaf: Any) -> dict[str, Any]:
         leaf.dtype, jax.dtypes.prng_key
     ):
         return {"kind": "key", "shape": list(leaf.shape), "dtype": str(leaf.dtype)}
-    if isinstance(leaf, jax.Array | jax.ShapeDtypeStruct | np.ndarray | np.generic):
+    if isinstance(leaf, jax.Array | jax.ShapeDtypeStruct | np.ndarray | np.generic | Deferred):
         return {"kind": "array", "shape": list(leaf.shape), "dtype": np.dtype(leaf.dtype).name}
     if isinstance(leaf, bool | int | float | str):
         return {"kind": "value", "type": type(leaf).__name__}
@@ -247,9 +262,12 @@ def _array_spec(path: Path) -> dict[str, Any]:
     }
 
 
-def _zarr_metadata(data: jax.Array | np.ndarray, name: str) -> dict[str, Any]:
+def _zarr_metadata(data: jax.Array | np.ndarray | Deferred, name: str) -> dict[str, Any]:
     dtype = np.dtype(data.dtype)
-    block = data.sharding.shard_shape(data.shape) if isinstance(data, jax.Array) else data.shape
+    if isinstance(data, Deferred):
+        block = data.block_shape
+    else:
+        block = data.sharding.shard_shape(data.shape) if isinstance(data, jax.Array) else data.shape
     return {
         "shape": list(data.shape),
         "data_type": dtype.name,
@@ -326,8 +344,12 @@ def _write_owned_shards(
         write.result()
 
 
-def _owned_blocks(data: jax.Array | np.ndarray) -> Iterator[tuple[tuple, np.ndarray]]:
+def _owned_blocks(data: jax.Array | np.ndarray | Deferred) -> Iterator[tuple[tuple, np.ndarray]]:
     """The (index, host block) pairs this process writes: one copy of each shard, globally."""
+    if isinstance(data, Deferred):
+        if jax.process_index() == 0:
+            yield from data.blocks()
+        return
     if isinstance(data, np.ndarray):
         if jax.process_index() == 0:
             yield (), data

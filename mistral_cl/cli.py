@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mistral_cl.errors import InputError
 
@@ -199,7 +200,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from mistral_cl.weights import convert_command
+    from mistral_cl.convert import convert_command
 
     return convert_command(args)
 

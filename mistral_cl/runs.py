@@ -99,9 +99,14 @@ def initial_model(config: RunConfig, key: jax.Array) -> YieldModel:
     """The model a run starts from: pretrained weights when the run names them, else random."""
     backbone = None
     if config.weights is not None:
+        from mistral_cl.convert import is_converted, load_converted
         from mistral_cl.weights import load_mistral
 
-        backbone = load_mistral(config.weights, config=config.model).with_remat(config.remat)
+        if is_converted(config.weights):
+            backbone = load_converted(config.weights, config.model)
+        else:
+            backbone = load_mistral(config.weights, config=config.model)
+        backbone = backbone.with_remat(config.remat)
     return build_yield_model(config.model, config.head, config.adaptation, key=key,
                              backbone=backbone, remat=config.remat)
 

@@ -208,7 +208,7 @@ def load_mistral(
     leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(abstract)
     names = [jax.tree_util.keystr(p, simple=True, separator=".") for p, _ in leaves_with_paths]
     leaves = [leaf for _, leaf in leaves_with_paths]
-    _check_tensors(checkpoint, _expected_shapes(names, leaves))
+    check_tensors(checkpoint, names, leaves)
     placements = _placements(sharding, names)
     loaded = [
         _place(_fill(checkpoint, name, leaf, config), placement)
@@ -319,6 +319,12 @@ def _expected_shapes(names: list[str], leaves: list[jax.ShapeDtypeStruct]) -> di
         else:
             expected[name] = tuple(leaf.shape)
     return expected
+
+
+def check_tensors(checkpoint: Checkpoint, names: list[str], leaves: list[jax.ShapeDtypeStruct]) -> None:
+    """Raises one `InputError` listing every missing, unexpected or wrongly shaped tensor of
+    `checkpoint` for the model leaves `names` (stacked block leaves stand for one tensor a layer)."""
+    _check_tensors(checkpoint, _expected_shapes(names, leaves))
 
 
 def _check_tensors(checkpoint: Checkpoint, expected: dict[str, tuple]) -> None:
