@@ -28,10 +28,10 @@ import sys
 N_DEVICES = 8
 CPU_DEFAULT_PASSES = "--cpu-default-passes" in sys.argv
 NO_LICM = "--xla_disable_hlo_passes=while-loop-invariant-code-motion"
-os.environ["XLA_FLAGS"] = " ".join([
-    os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={N_DEVICES}",
-    "" if CPU_DEFAULT_PASSES else NO_LICM,
-])
+_DEVICE_COUNT = f"--xla_force_host_platform_device_count={N_DEVICES}"
+_inherited = [f for f in os.environ.get("XLA_FLAGS", "").split()
+              if f != NO_LICM and not f.startswith("--xla_force_host_platform_device_count")]
+os.environ["XLA_FLAGS"] = " ".join([*_inherited, _DEVICE_COUNT, *([] if CPU_DEFAULT_PASSES else [NO_LICM])])
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import argparse  # noqa: E402
