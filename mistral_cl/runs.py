@@ -20,12 +20,15 @@ from typing import Any
 
 import equinox as eqx
 import jax
+from jax.sharding import Mesh
 
+import sharding
 from mistral_cl import checkpoint
 from mistral_cl.config import ModelConfig
 from mistral_cl.errors import InputError
 from mistral_cl.head import HeadConfig
 from mistral_cl.lora import LoRAConfig
+from mistral_cl.model import Mistral
 from mistral_cl.predictor import AdaptationConfig, YieldModel, build_yield_model, trainable_filter
 from mistral_cl.train import TrainConfig
 
@@ -95,20 +98,29 @@ def load_run_config(run_dir: Path) -> RunConfig:
         raise InputError(f"run.json is damaged or from another version ({err})", file=str(path)) from None
 
 
-def initial_model(config: RunConfig, key: jax.Array) -> YieldModel:
-    """The model a run starts from: pretrained weights when the run names them, else random."""
-    backbone = None
-    if config.weights is not None:
-        from mistral_cl.convert import is_converted, load_converted
-        from mistral_cl.weights import load_mistral
+def initial_model(config: RunConfig, key: jax.Array, mesh: Mesh | None = None) -> YieldModel:
+    """The model a run starts from: pretrained weights when the run names them, else random.
 
-        if is_converted(config.weights):
-            backbone = load_converted(config.weights, config.model)
-        else:
-            backbone = load_mistral(config.weights, config=config.model)
-        backbone = backbone.with_remat(config.remat)
-    return build_yield_model(config.model, config.head, config.adaptation, key=key,
-                             backbone=backbone, remat=config.remat)
+    With a `mesh`, parameters are created (or read) directly in their sharded layout: no device
+    ever holds a full copy.
+    """
+    build = lambda backbone: build_yield_model(config.model, config.head, config.adaptation, key=key,
+                                               backbone=backbone, remat=config.remat)
+    if config.weights is None:
+        return build(None) if mesh is None else sharding.sharded_init(lambda: build(None), mesh)
+    from mistral_cl.convert import is_converted, load_converted
+    from mistral_cl.weights import load_mistral
+
+    placement = None
+    if mesh is not None:
+        abstract = eqx.filter_eval_shape(Mistral, config.model, key=jax.random.key(0))
+        placement = sharding.shardings(sharding.model_specs(abstract, mesh), mesh)
+    if is_converted(config.weights):
+        backbone = load_converted(config.weights, config.model, sharding=placement)
+    else:
+        backbone = load_mistral(config.weights, config=config.model, sharding=placement)
+    model = build(backbone.with_remat(config.remat))
+    return model if mesh is None else sharding.place(model, mesh)
 
 
 def abstract_model(config: RunConfig) -> YieldModel:

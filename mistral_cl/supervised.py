@@ -14,7 +14,9 @@ from typing import Any
 import jax
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh
 
+import sharding
 from mistral_cl import checkpoint, report
 from mistral_cl.config import ModelConfig
 from mistral_cl.data.batching import EncodedReactions, encode_reactions
@@ -115,9 +117,17 @@ def tokenizer_for(config: RunConfig) -> Tokenizer:
     return tokenizer
 
 
+def training_mesh(spec: str) -> Mesh | None:
+    """The device mesh of `--mesh`, or None for one device (no sharding machinery at all)."""
+    mesh = sharding.make_mesh(spec)
+    return mesh if mesh.size > 1 else None
+
+
 def fresh_run_dir(out: str) -> Path:
     """`out`, which must not already hold a run (so nothing saved is ever overwritten)."""
     path = Path(out)
+    if not sharding.is_reporting_process():  # process 0 alone decides and writes
+        return path
     if (path / "run.json").exists():
         raise InputError("a run already exists here", file=str(path),
                          hint="choose another --out, resume it, or delete the directory first")
@@ -152,23 +162,27 @@ def train_command(args: argparse.Namespace) -> int:
     index = {s: i for i, s in enumerate(dataset.smiles)}
     train_data = encoded.subset([index[s] for s in train_set.smiles])
     test_data = encoded.subset([index[s] for s in test_set.smiles])
-    save_run_config(run_dir, config)
+    if sharding.is_reporting_process():
+        save_run_config(run_dir, config)
 
-    model = initial_model(config, jax.random.key(config.train.seed))
+    mesh = training_mesh(args.mesh)
+    model = initial_model(config, jax.random.key(config.train.seed), mesh)
     save_frozen(run_dir, model, config)
     start = time.perf_counter()
     train_source = training_source(model, config, train_data, run_dir)
     test_source = training_source(model, config, test_data, run_dir)
     result = fit(model, trainable_filter(model, config.adaptation.mode), train_source, config.train,
-                 progress=not args.no_progress, description=f"train ({config.adaptation.mode})")
+                 progress=not args.no_progress, description=f"train ({config.adaptation.mode})", mesh=mesh)
     trainable, _ = split_model(result.model, config)
     checkpoint.save(run_dir / "checkpoints", 0, {"trainable": trainable},
                     metadata={"kind": "train"})
 
-    predicted = predict(result.model, test_source, batch_size=2 * config.train.batch_size)
+    predicted = predict(result.model, test_source, batch_size=2 * config.train.batch_size, mesh=mesh)
     scores = regression_scores(test_data.yields, predicted)
     train_scores = regression_scores(train_data.yields, predict(
-        result.model, train_source, batch_size=2 * config.train.batch_size))
+        result.model, train_source, batch_size=2 * config.train.batch_size, mesh=mesh))
+    if not sharding.is_reporting_process():
+        return 0
     metrics = {**{f"test_{k}": v for k, v in scores.items()},
                **{f"train_{k}": v for k, v in train_scores.items()},
                "n_train": len(train_data), "n_test": len(test_data),

@@ -18,9 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 from tqdm.auto import tqdm
 
+import sharding
 from mistral_cl.data.batching import Batch
 from mistral_cl.errors import InputError
 from mistral_cl.predictor import YieldModel, cast_floating
@@ -177,11 +179,22 @@ def predict_batch(model: YieldModel, batch: Batch) -> Float[Array, " batch"]:
     return forward(model, batch)
 
 
-def predict(model: YieldModel, data: BatchSource, batch_size: int = 64) -> np.ndarray:
-    """Predicted yields for every reaction of `data`, in `data`'s order."""
+def _feeder(mesh: Mesh | None, batch_size: int) -> Callable[[Any], Any]:
+    """How a host batch enters a step: as is, or as global arrays split over the mesh, each process
+    passing only its own rows."""
+    if mesh is None:
+        return lambda batch: batch
+    rows = sharding.process_rows(batch_size, mesh)
+    return lambda batch: sharding.place_batch(jax.tree.map(lambda x: x[rows], batch), mesh)
+
+
+def predict(model: YieldModel, data: BatchSource, batch_size: int = 64, *, mesh: Mesh | None = None
+            ) -> np.ndarray:
+    """Predicted yields for every reaction of `data`, in `data`'s order (on every process)."""
     out = np.zeros(len(data), np.float32)
+    feed = _feeder(mesh, batch_size)
     for batch in data.batches(batch_size, shuffle=False):
-        pred = np.asarray(predict_batch(model, batch))
+        pred = np.asarray(sharding.to_host(predict_batch(model, feed(batch))))
         real = np.asarray(batch.weight) > 0
         out[np.asarray(batch.index)[real]] = pred[real]
     return out
@@ -205,16 +218,26 @@ def fit(
     progress: bool = True,
     description: str = "train",
     on_epoch_end: Callable[[int, YieldModel], dict[str, float] | None] | None = None,
+    mesh: Mesh | None = None,
 ) -> FitResult:
-    """Trains `model` on `data` for `config.epochs` epochs; returns the trained model and loss history."""
+    """Trains `model` on `data` for `config.epochs` epochs; returns the trained model and loss history.
+
+    With a `mesh`, the model (already placed, see `sharding.sharded_init`), the optimizer state and
+    every batch are sharded by `sharding.specs`, and the step keeps that layout.
+    """
     if len(data) == 0:
         raise InputError("no training reactions", hint="check the data file and the task selection")
     steps_per_epoch = data.count_batches(config.batch_size)
     optimizer = make_optimizer(config, config.epochs * steps_per_epoch)
     objective = objective or supervised_objective(config.loss, config.huber_delta)
-    step = make_train_step(optimizer, objective, compute_dtype=config.compute_dtype)
+    step = make_train_step(optimizer, objective, compute_dtype=config.compute_dtype,
+                           constrain=None if mesh is None else sharding.state_constraint(mesh))
     trainable, frozen = eqx.partition(model, filter_spec)
-    opt_state = optimizer.init(eqx.filter(trainable, eqx.is_array))
+    if mesh is None:
+        opt_state = optimizer.init(eqx.filter(trainable, eqx.is_array))
+    else:
+        opt_state = sharding.sharded_opt_init(optimizer, trainable, mesh)
+    feed = _feeder(mesh, config.batch_size)
     key = jax.random.key(config.seed)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
@@ -225,7 +248,7 @@ def fit(
         losses, reactions, tokens, t0 = [], 0, 0, time.perf_counter()
         for batch in data.batches(config.batch_size, shuffle=True, seed=config.seed * 100_003 + epoch):
             trainable, opt_state, metrics = step(
-                trainable, frozen, opt_state, (batch,), jax.random.fold_in(key, n_step), None
+                trainable, frozen, opt_state, (feed(batch),), jax.random.fold_in(key, n_step), None
             )
             n_step += 1
             losses.append(metrics["loss"])
