@@ -90,3 +90,58 @@ def loss_curve(history: Sequence[dict[str, float]], path: Path, title: str) -> N
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], path: Path, title: str,
+            label: str = "R²", reverse: bool = False) -> None:
+    """A score matrix (rows: after each round; columns: tasks) with every value written in its cell.
+
+    `reverse` flips the colour map for errors (RMSE, MAE), so that good is always the same colour.
+    NaN cells (never measured) stay blank.
+    """
+    plt = _pyplot()
+    matrix = np.asarray(matrix, dtype=np.float64)
+    n_rows, n_cols = matrix.shape
+    fig, ax = plt.subplots(figsize=(max(4.5, 2.5 + 0.55 * n_cols), max(3.5, 2.2 + 0.4 * n_rows)), dpi=120)
+    finite = matrix[np.isfinite(matrix)]
+    low, high = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
+    image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis_r" if reverse else "viridis",
+                      vmin=low, vmax=max(high, low + 1e-9), aspect="auto")
+    for (i, j), value in np.ndenumerate(matrix):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}", ha="center",
+                    va="center", fontsize=6, color="white" if (value < (low + high) / 2) != reverse
+                    else "black")
+    ax.set_xticks(range(n_cols), list(columns), rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n_rows), list(rows), fontsize=7)
+    ax.set(xlabel="evaluated on task", ylabel="after training", title=title)
+    fig.colorbar(image, ax=ax, label=label, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def task_curves(matrix: np.ndarray, before: Sequence[float], keys: Sequence[str],
+                learned_at: Sequence[int], path: Path, title: str, label: str = "R²") -> None:
+    """One line per task: its score before training and after every round; a dot marks the round
+    that learned it, so forgetting shows as a line falling after its dot."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    colours = plt.get_cmap("tab20")
+    steps = np.arange(matrix.shape[0] + 1)
+    for j, key in enumerate(keys):
+        values = np.concatenate([[before[j]], matrix[:, j]])
+        ax.plot(steps, values, color=colours(j % 20), linewidth=1.0, label=key)
+        if j < len(learned_at):
+            ax.plot(learned_at[j] + 1, matrix[learned_at[j], j], "o", color=colours(j % 20), markersize=4)
+    shown = np.concatenate([matrix.ravel(), np.asarray(before, np.float64)])
+    finite = shown[np.isfinite(shown)]
+    if finite.size:  # very negative R^2 (a badly offset untrained model) would squash the lines
+        ax.set_ylim(max(float(np.min(finite)), -1.0) - 0.05, float(np.max(finite)) + 0.05)
+    ax.set_xticks(steps, ["before", *[str(r + 1) for r in range(matrix.shape[0])]], fontsize=7)
+    ax.set(xlabel="training round", ylabel=f"test {label}", title=title)
+    ax.legend(fontsize=6, ncol=1, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

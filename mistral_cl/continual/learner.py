@@ -1,0 +1,185 @@
+"""The task loop of one strategy: train a round, score every task, checkpoint, repeat.
+
+Everything random is derived from the run seed and the position in the loop (round, epoch, step),
+never from the process, so a run resumed from its checkpoint after round k ends with exactly the
+scores of an uninterrupted run. A checkpoint after every round (step number = rounds done) holds the
+trainable half, the strategy's arrays and the run's PRNG key; its metadata holds the strategy's
+values (e.g. memory positions), every score so far and the wall time of each round.
+
+The optimizer restarts at every round: fresh Adam moments and a warm-up + cosine schedule, as a lab
+would fine-tune on each new batch of experiments; a checkpoint at a round's end therefore needs no
+optimizer state. The schedule is as long as the longest round of the plan (a round a batch shorter
+simply stops a little before the schedule's end), so all rounds share one jitted step, compiled once
+per batch width. A step of another length (an ingested task larger than all others) is built anew.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from mistral_cl import checkpoint
+from mistral_cl.continual.metrics import ScoreBoard
+from mistral_cl.continual.strategies import Setting, Strategy, StrategyState
+from mistral_cl.continual.strategies.base import copy_tree
+from mistral_cl.predictor import YieldModel
+from mistral_cl.scores import regression_scores
+from mistral_cl.train import make_optimizer, make_train_step, predict
+
+CHECKPOINTS = "checkpoints"
+KEEP = 2  # the latest round to resume from, and the one before it in case the latest is damaged
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a strategy's run stands: after `rounds_done` rounds, with these parameters and scores."""
+
+    trainable: YieldModel
+    state: StrategyState
+    key: jax.Array
+    board: ScoreBoard
+    seconds: list[float]
+
+    @property
+    def rounds_done(self) -> int:
+        return self.board.rounds
+
+
+def evaluate(strategy: Strategy, setting: Setting, state: StrategyState, trainable: YieldModel,
+             tasks: Sequence[int], batch_size: int) -> list[dict[str, float]]:
+    """R^2, RMSE and MAE on the test set of each of `tasks`, each predicted by the strategy's choice
+    of model (one prediction pass over all tasks that share a model)."""
+    pool, wanted, scores = setting.pool, set(tasks), {}
+    for predictor, group in strategy.predictors(setting, state, trainable, len(pool)):
+        group = [j for j in group if j in wanted]
+        if not group:
+            continue
+        positions = pool.test_positions(group)
+        predicted = predict(setting.model(predictor), pool.source(positions), batch_size)
+        truth = pool.encoded.yields[positions]
+        ends = np.cumsum([len(pool.test[j]) for j in group])
+        for j, end in zip(group, ends, strict=True):
+            start = end - len(pool.test[j])
+            scores[j] = regression_scores(truth[start:end], predicted[start:end])
+    return [scores[j] for j in tasks]
+
+
+def start(strategy: Strategy, setting: Setting, before: dict[str, np.ndarray]) -> Progress:
+    """A strategy's state before its first round."""
+    board = ScoreBoard(list(setting.pool.keys), {k: np.asarray(v) for k, v in before.items()})
+    return Progress(copy_tree(setting.initial), strategy.initial_state(setting),
+                    jax.random.key(setting.seed), board, [])
+
+
+def restore(strategy: Strategy, setting: Setting, directory: Path) -> Progress | None:
+    """The state saved after the latest round in `directory`, or None before the first round."""
+    rounds_done = checkpoint.latest_step(directory / CHECKPOINTS)
+    if not rounds_done:
+        return None
+    like = {"trainable": setting.initial, "state": strategy.state_like(setting, rounds_done),
+            "key": jax.random.key(0)}
+    tree, meta = checkpoint.restore(directory / CHECKPOINTS, like, step=rounds_done)
+    return Progress(tree["trainable"], StrategyState(tree["state"], meta["values"]), tree["key"],
+                    ScoreBoard.from_json(meta["board"]), list(meta["seconds"]))
+
+
+def save(progress: Progress, directory: Path, strategy: Strategy) -> None:
+    tree = {"trainable": progress.trainable, "state": progress.state.arrays, "key": progress.key}
+    metadata = {"strategy": strategy.spec, "values": progress.state.values,
+                "board": progress.board.to_json(), "seconds": progress.seconds}
+    checkpoint.save(directory / CHECKPOINTS, progress.rounds_done, tree, metadata=metadata, keep=KEEP)
+
+
+class StepBuilder:
+    """The strategy's jitted step and optimizer for a round of a given length, built once per length."""
+
+    def __init__(self, strategy: Strategy, setting: Setting) -> None:
+        self.objective = strategy.objective(setting)
+        self.transform = strategy.grad_transform(setting)
+        self.setting = setting
+        self.built: dict[int, tuple[Any, Callable]] = {}
+
+    def __call__(self, total_steps: int) -> tuple[Any, Callable]:
+        if total_steps not in self.built:
+            config = self.setting.train
+            optimizer = make_optimizer(config, total_steps)
+            step = make_train_step(optimizer, self.objective, compute_dtype=config.compute_dtype,
+                                   grad_transform=self.transform)
+            self.built[total_steps] = (optimizer, step)
+        return self.built[total_steps]
+
+
+def train_round(strategy: Strategy, setting: Setting, progress: Progress, tasks: Sequence[int],
+                steps: StepBuilder, schedule_steps: int, *, show: bool, description: str) -> YieldModel:
+    """The trainable half after one round on `tasks` (epochs of the strategy's steps), with a learning
+    rate schedule `schedule_steps` long."""
+    config = setting.train
+    round_index = progress.rounds_done
+    per_epoch = strategy.round_source(setting, tasks).count_batches(config.batch_size)
+    optimizer, step = steps(schedule_steps)
+    trainable = strategy.begin_round(setting, progress.state, progress.trainable)
+    opt_state = optimizer.init(eqx.filter(trainable, eqx.is_array))
+    extra = strategy.extra(setting, progress.state)
+    key = jax.random.fold_in(progress.key, round_index)
+    bar = tqdm(total=config.epochs * per_epoch, desc=description, disable=not show, unit="step",
+               dynamic_ncols=True, leave=False)
+    n = 0
+    for epoch in range(config.epochs):
+        for batches in strategy.steps(setting, progress.state, tasks, round_index, epoch):
+            trainable, opt_state, metrics = step(trainable, setting.frozen, opt_state, batches,
+                                                 jax.random.fold_in(key, n), extra)
+            n += 1
+            bar.update()
+            if n % 10 == 0:
+                bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+    bar.close()
+    return trainable
+
+
+def run_strategy(strategy: Strategy, setting: Setting, directory: Path, arrivals: Sequence[int],
+                 before: dict[str, np.ndarray], *, eval_batch_size: int, stop_after: int | None = None,
+                 show: bool = True, on_round: Callable[[Progress], None] | None = None) -> Progress:
+    """Continue `strategy`'s run in `directory` to the end of the stream (or `stop_after` rounds).
+
+    `arrivals` are the task counts after the initial stream and after each ingested task; `before`
+    holds the untrained model's scores on every task. Tasks that arrived after the latest round are
+    first scored with the current model, then trained in new rounds. `on_round` sees the progress
+    after every round (to write tables and plots).
+    """
+    clock = time.perf_counter()
+    progress = restore(strategy, setting, directory) or start(strategy, setting, before)
+    pool, board = setting.pool, progress.board
+    for task in range(len(board.keys), len(pool)):
+        latest = evaluate(strategy, setting, progress.state, progress.trainable, [task], eval_batch_size)
+        board.add_task(pool.keys[task], {k: float(v[task]) for k, v in before.items()}, latest[0])
+    plan = strategy.rounds(arrivals)
+    steps = StepBuilder(strategy, setting)
+    config = setting.train
+    schedule = config.epochs * max(strategy.round_source(setting, tasks).count_batches(config.batch_size)
+                                   for tasks in plan)
+    last = len(plan) if stop_after is None else min(len(plan), stop_after)
+    for round_index in range(progress.rounds_done, last):
+        tasks = plan[round_index]
+        named = pool.keys[tasks[0]] if len(tasks) == 1 else f"{len(tasks)} tasks"
+        description = f"{strategy.spec} {round_index + 1}/{len(plan)} {named}"
+        trainable = train_round(strategy, setting, progress, tasks, steps, schedule, show=show,
+                                description=description)
+        state = strategy.end_round(setting, progress.state, trainable, tasks, round_index)
+        scores = evaluate(strategy, setting, state, trainable, range(len(pool)), eval_batch_size)
+        board.add_round(tasks, scores)
+        now = time.perf_counter()
+        progress = dataclasses.replace(progress, trainable=trainable, state=state,
+                                       seconds=[*progress.seconds, now - clock])
+        clock = now
+        save(progress, directory, strategy)
+        if on_round is not None:
+            on_round(progress)
+    return progress

@@ -1,0 +1,50 @@
+"""`adapters`: one set of trainable parameters per task, chosen by task id at prediction time.
+
+Each task starts from the untrained trainable half and its result is kept as that task's own: in
+`lora` mode a LoRA adapter and head per task, in `head` mode a head per task on the frozen backbone,
+in `full` mode a whole model per task (independent models: costly for large backbones). A task is
+predicted with its own parameters, or the untrained ones before it is learned, so earlier tasks'
+predictions never change: no forgetting by construction, and no forward transfer either. It is
+**task-aware**: prediction needs the task id, which the other strategies do not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from mistral_cl.continual.strategies.base import Setting, Strategy, StrategyState, copy_tree
+from mistral_cl.predictor import YieldModel
+
+
+def _slot(task: int) -> str:
+    return f"task_{task:04d}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Adapters(Strategy):
+    """A fresh trainable half per task, stored when the task ends."""
+
+    name: ClassVar[str] = "adapters"
+    task_aware: ClassVar[bool] = True
+
+    def state_like(self, setting: Setting, rounds_done: int) -> dict[str, Any]:
+        return {_slot(task): setting.initial for task in range(rounds_done)}
+
+    def begin_round(self, setting: Setting, state: StrategyState, trainable: YieldModel) -> YieldModel:
+        return copy_tree(setting.initial)
+
+    def end_round(self, setting: Setting, state: StrategyState, trainable: YieldModel,
+                  tasks: Sequence[int], round_index: int) -> StrategyState:
+        arrays = dict(state.arrays)
+        for task in tasks:
+            arrays[_slot(task)] = copy_tree(trainable)
+        return StrategyState(arrays=arrays, values=state.values)
+
+    def predictors(self, setting: Setting, state: StrategyState, trainable: YieldModel,
+                   n_tasks: int) -> list[tuple[YieldModel, list[int]]]:
+        learned = [task for task in range(n_tasks) if _slot(task) in state.arrays]
+        unseen = [task for task in range(n_tasks) if _slot(task) not in state.arrays]
+        groups = [(state.arrays[_slot(task)], [task]) for task in learned]
+        return groups + ([(setting.initial, unseen)] if unseen else [])

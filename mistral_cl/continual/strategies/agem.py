@@ -1,0 +1,57 @@
+"""`agem`: averaged gradient episodic memory (Chaudhry et al., 2019).
+
+Each step computes the current task's gradient `g` and a reference gradient `g_ref` on a batch of the
+replay memory (same memory policies and pairing as `replay`). When they conflict (`g . g_ref < 0`),
+`g` is projected onto the half-space where the memory loss does not increase to first order:
+`g - (g . g_ref / g_ref . g_ref) g_ref`. Only the projected gradient reaches the optimizer; the memory
+loss itself is never minimised. Every mode makes sense.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from optax.tree_utils import tree_vdot
+
+from mistral_cl.continual.strategies.base import Setting
+from mistral_cl.continual.strategies.replay import Replay
+from mistral_cl.predictor import cast_floating
+from mistral_cl.train import (
+    COMPUTE_DTYPES,
+    GradientTransform,
+    Objective,
+    forward,
+    regression_loss,
+    supervised_objective,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class AGEM(Replay):
+    """The current task's loss, with its gradient projected away from the memory's."""
+
+    name: ClassVar[str] = "agem"
+
+    def objective(self, setting: Setting) -> Objective:
+        return supervised_objective(setting.train.loss, setting.train.huber_delta)
+
+    def grad_transform(self, setting: Setting) -> GradientTransform:
+        kind, delta = setting.train.loss, setting.train.huber_delta
+        dtype = COMPUTE_DTYPES[setting.train.compute_dtype]
+
+        def memory_loss(trainable, frozen, batch):
+            model = cast_floating(eqx.combine(trainable, frozen), dtype)
+            return regression_loss(forward(model, batch), batch.yields, batch.weight, kind, delta)
+
+        def project(grads, trainable, frozen, batches, key, extra):
+            reference = eqx.filter_grad(memory_loss)(trainable, frozen, batches[1])
+            dot = tree_vdot(grads, reference)
+            norm = tree_vdot(reference, reference)
+            scale = jnp.where(dot < 0, dot / jnp.maximum(norm, 1e-30), 0.0)
+            return jax.tree.map(lambda g, r: g - scale * r, grads, reference)
+
+        return project

@@ -1,0 +1,78 @@
+"""`replay` and `replay-avg-grad`: experience replay from a memory of past tasks' reactions.
+
+As in the seed paper, every step pairs a batch of the current task with a batch drawn from the memory
+(`--memory all | reservoir:N | quota:N`, see `buffer.py`) and minimises the **sum** of the two losses.
+`replay-avg-grad` averages the two gradients instead, i.e. minimises their mean: under Adam the two
+differ only where gradient clipping or Adam's epsilon see the factor of two. The first task has no
+memory; its second batch is a zero-weight copy of the first and adds nothing. Every mode makes sense.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
+
+import jax
+import numpy as np
+
+from mistral_cl.continual.buffer import ReplayMemory
+from mistral_cl.continual.strategies.base import (
+    Setting,
+    Steps,
+    Strategy,
+    StrategyState,
+    paired_with_memory,
+    seed_for,
+)
+from mistral_cl.predictor import YieldModel
+from mistral_cl.train import Objective, forward, regression_loss
+
+
+def memory_of(state: StrategyState) -> ReplayMemory:
+    return ReplayMemory.from_json(state.values["memory"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Replay(Strategy):
+    """Current batch + remembered batch per step; loss = sum of their regression losses."""
+
+    name: ClassVar[str] = "replay"
+    average: ClassVar[bool] = False
+
+    def objective(self, setting: Setting) -> Objective:
+        kind, delta = setting.train.loss, setting.train.huber_delta
+        scale = 0.5 if self.average else 1.0
+
+        def objective(model, batches, key, extra):
+            current, remembered = (
+                regression_loss(forward(model, batch, key=k), batch.yields, batch.weight, kind, delta)
+                for batch, k in zip(batches, jax.random.split(key), strict=True))
+            loss = scale * (current + remembered)
+            return loss, {"loss": loss, "current_loss": current, "replay_loss": remembered}
+
+        return objective
+
+    def initial_state(self, setting: Setting) -> StrategyState:
+        return StrategyState(values={"memory": ReplayMemory(setting.memory).to_json()})
+
+    def steps(self, setting: Setting, state: StrategyState, tasks: Sequence[int], round_index: int,
+              epoch: int) -> Steps:
+        current = super().steps(setting, state, tasks, round_index, epoch)
+        return paired_with_memory(setting, current, memory_of(state).positions, round_index, epoch)
+
+    def end_round(self, setting: Setting, state: StrategyState, trainable: YieldModel,
+                  tasks: Sequence[int], round_index: int) -> StrategyState:
+        memory = memory_of(state)
+        for task in tasks:
+            rng = np.random.default_rng(seed_for(setting.seed, "memory", task))
+            memory = memory.add_task(setting.pool.train[task], rng)
+        return dataclasses.replace(state, values={**state.values, "memory": memory.to_json()})
+
+
+@dataclasses.dataclass(frozen=True)
+class AveragedReplay(Replay):
+    """Like `replay`, with the mean of the two losses (the average of their gradients)."""
+
+    name: ClassVar[str] = "replay-avg-grad"
+    average: ClassVar[bool] = True

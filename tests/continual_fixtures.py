@@ -1,0 +1,63 @@
+"""Small data and a micro model for the continual-learning tests (fast on two CPU cores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mistral_cl.config import ModelConfig
+from mistral_cl.data.sources import load_dataset
+from mistral_cl.head import HeadConfig
+from mistral_cl.predictor import AdaptationConfig
+from mistral_cl.runs import RunConfig
+from mistral_cl.train import TrainConfig
+
+MICRO = ModelConfig(vocab_size=32000, dim=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16,
+                    hidden_dim=64, sliding_window=64)
+
+
+def suzuki_tasks_csv(path: Path, keys: list[str], per_task: int = 30, levels: list[float] | None = None,
+                     seed: int = 0) -> Path:
+    """`per_task` Suzuki reactions of each reactant pair in `keys`, with a task column. With `levels`,
+    task k's yields are replaced by `levels[k]` plus a little noise (for conflicting tasks)."""
+    dataset = load_dataset("suzuki")
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k, key in enumerate(keys):
+        rows = rng.choice(np.flatnonzero(dataset.tasks == key), per_task, replace=False)
+        yields = dataset.yields[rows] if levels is None else levels[k] + rng.uniform(-0.03, 0.03, per_task)
+        frames.append(pd.DataFrame({"rxn": dataset.smiles[rows], "yield": 100 * np.asarray(yields),
+                                    "task": key}))
+    pd.concat(frames).to_csv(path, index=False)
+    return path
+
+
+def micro_config(data: Path, *, mode: str = "full", epochs: int = 2, batch_size: int = 16,
+                 learning_rate: float = 3e-3, seed: int = 0) -> RunConfig:
+    return RunConfig(
+        model=MICRO, head=HeadConfig(n_heads=2, mlp_dim=16), adaptation=AdaptationConfig(mode=mode),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed),
+        data={"data": str(data), "task_columns": ["task"]},
+    )
+
+
+SUBSTITUENTS = ("C", "O", "F", "Cl", "N", "CC", "OC", "C#N")
+
+
+def coupling_tasks_csv(path: Path, levels: dict[str, float], seed: int = 0) -> Path:
+    """Short synthetic Suzuki-like couplings (about 30 tokens, so tests run fast): one task per
+    halide in `levels` (e.g. {"Br": 0.85, "I": 0.15}), 64 reactions each (alkyl chain of 1-8 carbons
+    times 8 aryl substituents), yields at the task's level plus a little noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for halide, level in levels.items():
+        for n in range(1, 9):
+            for r in SUBSTITUENTS:
+                chain = "C" * n
+                rows.append({"rxn": f"{chain}{halide}.OB(O)c1ccc({r})cc1>>{chain}c1ccc({r})cc1",
+                             "yield": round(100 * (level + rng.uniform(-0.03, 0.03)), 3),
+                             "task": f"{halide}-coupling"})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path

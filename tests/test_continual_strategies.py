@@ -1,0 +1,123 @@
+"""What each strategy promises: naive forgets a conflicting task, replay keeps it, adapters never
+change an earlier task's predictions, A-GEM's step never raises the memory loss to first order, and
+EWC's Fisher is the mean squared per-reaction gradient."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from continual_fixtures import coupling_tasks_csv, micro_config
+from optax.tree_utils import tree_vdot
+
+from mistral_cl.continual import runner
+from mistral_cl.continual.learner import run_strategy
+from mistral_cl.continual.strategies import STRATEGIES, build_strategy, parse_strategies
+from mistral_cl.continual.strategies.base import StrategyState
+from mistral_cl.continual.strategies.ewc import EWC, diagonal_fisher
+from mistral_cl.errors import InputError
+from mistral_cl.train import forward, predict, regression_loss
+
+
+def _setting(tmp_path, levels, **config):
+    data = coupling_tasks_csv(tmp_path / "tasks.csv", levels)
+    config = runner.with_continual(micro_config(data, **config), "naive", eval_batch_size=32, buckets=1)
+    run_dir = runner.create_run(tmp_path / "run", config)
+    stream = runner.json.loads((run_dir / runner.STREAM_FILE).read_text())
+    return run_dir, runner.make_setting(run_dir, config, runner.build_pool(run_dir, config, stream))
+
+
+def test_naive_forgets_a_conflicting_task_and_replay_remembers_it(tmp_path):
+    # Same couplings, opposite yields: only the halide tells the tasks apart.
+    data = coupling_tasks_csv(tmp_path / "conflict.csv", {"Br": 0.85, "I": 0.15})
+    config = runner.with_continual(micro_config(data, epochs=40, learning_rate=3e-3), "naive,replay",
+                                   eval_batch_size=32, buckets=1)
+    run_dir = runner.create_run(tmp_path / "run", config)
+    runner.run_all(run_dir, show=False)
+    rmse = {s: np.asarray(runner.json.loads((run_dir / s / "scores.json").read_text())["matrices"]["rmse"])
+            for s in ("naive", "replay")}
+    for matrix in rmse.values():
+        assert matrix[0, 0] < 10  # both learn the first task (yield % error)
+    assert rmse["naive"][1, 0] > rmse["naive"][0, 0] + 40  # ... naive then forgets it
+    assert rmse["replay"][1, 0] < 10 and rmse["replay"][1, 1] < 30  # replay keeps it and learns the second
+
+
+def test_adapters_never_change_an_earlier_tasks_predictions(tmp_path):
+    run_dir, setting = _setting(tmp_path, {"Br": 0.8, "I": 0.2}, mode="lora", epochs=2)
+    adapters = build_strategy("adapters")
+    before = {k: np.zeros(2) for k in ("r2", "rmse", "mae")}
+
+    def first_task_predictions(progress):
+        (model, _), = [(m, g) for m, g in adapters.predictors(setting, progress.state, progress.trainable, 2)
+                       if g == [0]]
+        return predict(setting.model(model), setting.pool.source(setting.pool.test[0]), 32)
+
+    directory = run_dir / "adapters"
+    directory.mkdir()
+    after_first = run_strategy(adapters, setting, directory, [2], before, eval_batch_size=32, stop_after=1,
+                               show=False)
+    after_second = run_strategy(adapters, setting, directory, [2], before, eval_batch_size=32, show=False)
+    assert after_second.rounds_done == 2
+    np.testing.assert_array_equal(first_task_predictions(after_first), first_task_predictions(after_second))
+    r2 = after_second.board.matrices["r2"]
+    assert r2[0, 0] == r2[1, 0]
+
+
+def test_agem_step_never_raises_the_memory_loss_to_first_order(tmp_path):
+    _, setting = _setting(tmp_path, {"Br": 0.8, "I": 0.2})
+    agem = build_strategy("agem")
+    project = eqx.filter_jit(agem.grad_transform(setting))
+    pool = setting.pool
+    current = next(pool.source(pool.train[1]).batches(16, shuffle=False))
+    memory = next(pool.source(pool.train[0]).batches(16, shuffle=False))
+    trainable, frozen = setting.initial, setting.frozen
+
+    def loss(params, batch):
+        model = eqx.combine(params, frozen)
+        return regression_loss(forward(model, batch), batch.yields, batch.weight)
+
+    gradient = eqx.filter_jit(eqx.filter_grad(loss))
+    grads, reference = gradient(trainable, current), gradient(trainable, memory)
+    # Remove twice the memory direction: a gradient that surely conflicts with the memory's.
+    along = tree_vdot(grads, reference) / tree_vdot(reference, reference)
+    flipped = jax.tree.map(lambda g, r: g - 2 * along * r, grads, reference)
+    for g in (grads, flipped):
+        projected = project(g, trainable, frozen, (current, memory), jax.random.key(0), None)
+        assert float(tree_vdot(projected, reference)) >= -1e-6 * float(tree_vdot(g, g))
+    agreeing = jax.tree.map(lambda r: 2 * r, reference)
+    unchanged = project(agreeing, trainable, frozen, (current, memory), jax.random.key(0), None)
+    assert all(jnp.array_equal(a, b) for a, b in zip(jax.tree.leaves(agreeing), jax.tree.leaves(unchanged),
+                                                     strict=True))
+
+
+def test_ewc_fisher_is_the_mean_squared_gradient_of_each_reactions_squared_error(tmp_path):
+    _, setting = _setting(tmp_path, {"Br": 0.8, "I": 0.2}, batch_size=8)
+    source = setting.pool.source(setting.pool.train[0][:12])  # two batches, the second with fillers
+    fisher = diagonal_fisher(setting, setting.initial, source)
+
+    def error(params, batch, row):
+        pred = forward(eqx.combine(params, setting.frozen), batch)
+        return jnp.square(pred[row] - batch.yields[row])
+
+    gradient = eqx.filter_jit(eqx.filter_grad(error))
+    expected = jax.tree.map(jnp.zeros_like, setting.initial)
+    for batch in source.batches(8, shuffle=False):
+        for row in np.flatnonzero(batch.weight):
+            grad = gradient(setting.initial, batch, jnp.int32(row))
+            expected = jax.tree.map(lambda e, g: e + jnp.square(g) / 12, expected, grad)
+    for got, want in zip(jax.tree.leaves(fisher), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-12)
+    state = EWC(lam=5.0).end_round(setting, EWC().initial_state(setting), setting.initial, [0], 0)
+    assert isinstance(state, StrategyState) and set(state.arrays) == {"fisher", "anchor"}
+
+
+def test_strategies_are_named_with_their_settings_and_checked_against_the_mode():
+    assert set(STRATEGIES) == {"joint", "naive", "replay", "replay-avg-grad", "ewc", "lwf", "agem",
+                               "adapters"}
+    ewc = build_strategy("ewc:lam=300")
+    assert ewc.lam == 300.0 and ewc.spec == "ewc:lam=300.0" and build_strategy(ewc.spec) == ewc
+    assert [s.spec for s in parse_strategies("naive, replay,adapters", "lora")] == [
+        "naive", "replay", "adapters"]
+    for bad in ("nope", "ewc:strength=3", "ewc:lam=high", "naive,naive", ""):
+        with pytest.raises(InputError):
+            parse_strategies(bad, "full")
