@@ -84,3 +84,28 @@ def write_consolidated(model: transformers.MistralModel, config: ModelConfig, di
     save_file(tensors, str(directory / "consolidated.safetensors"))
     params = {k: v for k, v in config.to_dict().items() if k != "max_seq_len"}
     (directory / "params.json").write_text(json.dumps(params))
+
+
+def write_random_consolidated(config: ModelConfig, directory: Path) -> tuple[int, int]:
+    """A random float32 `consolidated.safetensors` + `params.json` with `config`'s shapes, written one
+    tensor at a time; returns (bytes of all tensors, bytes of the largest tensor)."""
+    import equinox as eqx
+    import jax
+
+    from mistral_cl.model import Mistral
+
+    rng = np.random.default_rng(0)
+    abstract = eqx.filter_eval_shape(Mistral, config, key=jax.random.key(0))
+    tensors = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+        name = jax.tree_util.keystr(path, simple=True, separator=".")
+        if name.startswith("layers."):
+            for i in range(config.n_layers):
+                tensors[name.replace("layers.", f"layers.{i}.", 1)] = rng.random(leaf.shape[1:], np.float32)
+        else:
+            tensors[name] = rng.random(leaf.shape, np.float32)
+    save_file(tensors, Path(directory) / "consolidated.safetensors")
+    sizes = [t.nbytes for t in tensors.values()]
+    params = {k: v for k, v in config.to_dict().items() if k != "max_seq_len"}
+    (Path(directory) / "params.json").write_text(json.dumps(params))
+    return sum(sizes), max(sizes)

@@ -1,6 +1,5 @@
 """`mistral-cl convert`: weights -> checkpoint, streamed, restorable into any sharding."""
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -10,9 +9,8 @@ import equinox as eqx
 import jax
 import numpy as np
 import pytest
-from hf_fixtures import GQA, hf_mistral
+from hf_fixtures import GQA, hf_mistral, write_random_consolidated
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from safetensors.numpy import save_file
 
 from mistral_cl.cli import main
 from mistral_cl.config import ModelConfig
@@ -90,22 +88,7 @@ def test_conversion_streams_tensor_by_tensor(tmp_path):
         pytest.fail("this test needs Linux /proc to read the peak resident size")
     config = ModelConfig(vocab_size=4000, dim=1024, n_layers=6, n_heads=8, n_kv_heads=4, head_dim=128,
                          hidden_dim=3072, sliding_window=None)
-    rng = np.random.default_rng(0)
-    abstract = eqx.filter_eval_shape(Mistral, config, key=jax.random.key(0))
-    tensors = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
-        name = jax.tree_util.keystr(path, simple=True, separator=".")
-        if name.startswith("layers."):
-            for i in range(config.n_layers):
-                tensors[name.replace("layers.", f"layers.{i}.", 1)] = rng.random(leaf.shape[1:], np.float32)
-        else:
-            tensors[name] = rng.random(leaf.shape, np.float32)
-    save_file(tensors, tmp_path / "consolidated.safetensors")
-    model_bytes = sum(t.nbytes for t in tensors.values())
-    largest = max(t.nbytes for t in tensors.values())
-    del tensors
-    (tmp_path / "params.json").write_text(json.dumps(
-        {k: v for k, v in config.to_dict().items() if k != "max_seq_len"}))
+    model_bytes, largest = write_random_consolidated(config, tmp_path)
     result = subprocess.run([sys.executable, "-c", MEASURE_PEAK, str(tmp_path), str(tmp_path / "out")],
                             cwd=REPO, capture_output=True, text=True, check=True)
     peak = int(result.stdout.split()[-1])

@@ -1,7 +1,6 @@
 """Loading checkpoints: both layouts, dtypes, shardings, streaming memory and every user mistake."""
 
 import dataclasses
-import json
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from hf_fixtures import GQA, hf_config, hf_mistral, state_dict, write_consolidated
+from hf_fixtures import GQA, hf_config, hf_mistral, state_dict, write_consolidated, write_random_consolidated
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from safetensors.numpy import load_file, save_file
@@ -227,22 +226,7 @@ MEASURE_PEAK = textwrap.dedent("""
 def test_loading_streams_with_a_peak_well_under_twice_the_model_size(tmp_path):
     config = ModelConfig(vocab_size=8000, dim=1024, n_layers=4, n_heads=8, n_kv_heads=4,
                          head_dim=128, hidden_dim=3072, sliding_window=None)
-    model_bytes = 4 * config.n_params
-    rng = np.random.default_rng(0)
-    abstract = eqx.filter_eval_shape(Mistral, config, key=jax.random.key(0))
-    tensors = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
-        name = jax.tree_util.keystr(path, simple=True, separator=".")
-        if name.startswith("layers."):
-            for i in range(config.n_layers):
-                tensors[name.replace("layers.", f"layers.{i}.", 1)] = rng.random(leaf.shape[1:],
-                                                                                 np.float32)
-        else:
-            tensors[name] = rng.random(leaf.shape, np.float32)
-    save_file(tensors, tmp_path / "consolidated.safetensors")
-    del tensors
-    params = {k: v for k, v in config.to_dict().items() if k != "max_seq_len"}
-    (tmp_path / "params.json").write_text(json.dumps(params))
+    model_bytes, _ = write_random_consolidated(config, tmp_path)
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("needs Linux /proc to read the peak resident size")
     result = subprocess.run([sys.executable, "-c", MEASURE_PEAK, str(tmp_path)], cwd=REPO,
