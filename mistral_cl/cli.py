@@ -93,17 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    cont = commands.add_parser("continual", help="learn tasks one after another (the main job)")
+    cont = commands.add_parser(
+        "continual", help="learn tasks one after another (the main job)",
+        description="Learn the tasks of a dataset one after another with each strategy, score every "
+                    "task after every task, and print ACC, BWT, FWT and forgetting. With no options: "
+                    "Suzuki-Miyaura, the tiny model, naive then replay (about 10 minutes on 2 cores).")
     cont.add_argument("--strategies", default="naive,replay",
-                      help="comma-separated: joint, naive, replay, replay-avg-grad, ewc, lwf, agem, adapters")
+                      help="comma-separated, each NAME or NAME:SETTING=VALUE (e.g. ewc:lam=3e4): joint, "
+                           "naive, replay, replay-avg-grad, ewc, lwf, agem, adapters (default naive,replay)")
     cont.add_argument("--task-order", default="sorted",
-                      help="sorted (default), random, or comma-separated task keys")
-    cont.add_argument("--memory", default="all", help="replay memory: all | reservoir:N | quota:N")
-    cont.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+                      help="sorted (default), random (drawn with --seed), or comma-separated task keys")
+    cont.add_argument("--memory", default="all",
+                      help="replay memory of replay, replay-avg-grad and agem: all (default) | "
+                           "reservoir:N (at most N reactions) | quota:N (N per task)")
+    cont.add_argument("--resume", metavar="RUN_DIR",
+                      help="continue an interrupted run; every setting comes from RUN_DIR/run.json")
     cont.add_argument("--out", default="runs/continual", help="run directory (default runs/continual)")
     _add_data_options(cont)
     _add_model_options(cont, default_mode="full")
-    _add_train_options(cont, epochs=8, lr=1e-3)
+    _add_train_options(cont, epochs=3, lr=1e-3)
     _add_distributed_options(cont)
 
     train = commands.add_parser("train", help="train on one split (all tasks at once)")
@@ -122,11 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--task", help="task key, for runs with one adapter per task")
     pred.add_argument("--output", help="output CSV (default: FILE with .predictions.csv)")
 
-    ingest = commands.add_parser("ingest", help="add a new task (a batch of experiments) to a run")
+    ingest = commands.add_parser(
+        "ingest", help="add a new task (a batch of experiments) to a run",
+        description="Add the experiments of FILE as a new task (split into train and test like the "
+                    "others), train it with every strategy of the run, score every task again and "
+                    "extend the matrices. A bad file changes nothing and exits with code 2.")
     ingest.add_argument("run", help="run directory of a finished `continual` run")
     ingest.add_argument("file", help="CSV of the new experiments (reaction SMILES and yields)")
-    ingest.add_argument("--smiles-column")
-    ingest.add_argument("--yield-column")
+    ingest.add_argument("--smiles-column",
+                        help="default: rxn, reaction, reaction_smiles, rxn_smiles or smiles")
+    ingest.add_argument("--yield-column", help="default: yield, yield_percent or measured_yield")
     ingest.add_argument("--yield-unit", choices=["auto", "percent", "fraction"], default="auto")
     ingest.add_argument("--task", help="name of the new task (default: the file name)")
     ingest.add_argument("--no-progress", action="store_true")
@@ -138,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
 
     rep = commands.add_parser("report", help="re-draw tables and plots of a run directory")
-    rep.add_argument("run")
+    rep.add_argument("run", help="run directory of a `continual` run")
     return parser
 
 

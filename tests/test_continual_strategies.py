@@ -121,3 +121,18 @@ def test_strategies_are_named_with_their_settings_and_checked_against_the_mode()
     for bad in ("nope", "ewc:strength=3", "ewc:lam=high", "naive,naive", ""):
         with pytest.raises(InputError):
             parse_strategies(bad, "full")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["head", "lora", "full"])
+def test_every_strategy_learns_a_two_task_stream_in_every_mode(tmp_path, mode):
+    data = coupling_tasks_csv(tmp_path / "tasks.csv", {"Br": 0.7, "I": 0.3})
+    config = runner.with_continual(micro_config(data, mode=mode, epochs=1), ",".join(STRATEGIES),
+                                   memory="quota:10", eval_batch_size=32, buckets=1)
+    run_dir = runner.create_run(tmp_path / "run", config)
+    rows = runner.run_all(run_dir, show=False)
+    assert [row["strategy"] for row in rows] == list(STRATEGIES)
+    for row in rows:
+        scores = runner.json.loads((run_dir / row["strategy"] / "scores.json").read_text())
+        assert np.isfinite(np.array(scores["matrices"]["r2"], dtype=float)).all()
+        assert len(scores["matrices"]["r2"]) == (1 if row["strategy"] == "joint" else 2)

@@ -46,7 +46,8 @@ class Progress:
     state: StrategyState
     key: jax.Array
     board: ScoreBoard
-    seconds: list[float]
+    seconds: list[float]  # wall time of each round (training, scoring, checkpoint; compiles included)
+    cpu_seconds: list[float]  # CPU time of each round (steadier than wall time on a shared machine)
 
     @property
     def rounds_done(self) -> int:
@@ -76,7 +77,7 @@ def start(strategy: Strategy, setting: Setting, before: dict[str, np.ndarray]) -
     """A strategy's state before its first round."""
     board = ScoreBoard(list(setting.pool.keys), {k: np.asarray(v) for k, v in before.items()})
     return Progress(copy_tree(setting.initial), strategy.initial_state(setting),
-                    jax.random.key(setting.seed), board, [])
+                    jax.random.key(setting.seed), board, [], [])
 
 
 def restore(strategy: Strategy, setting: Setting, directory: Path) -> Progress | None:
@@ -88,13 +89,14 @@ def restore(strategy: Strategy, setting: Setting, directory: Path) -> Progress |
             "key": jax.random.key(0)}
     tree, meta = checkpoint.restore(directory / CHECKPOINTS, like, step=rounds_done)
     return Progress(tree["trainable"], StrategyState(tree["state"], meta["values"]), tree["key"],
-                    ScoreBoard.from_json(meta["board"]), list(meta["seconds"]))
+                    ScoreBoard.from_json(meta["board"]), list(meta["seconds"]), list(meta["cpu_seconds"]))
 
 
 def save(progress: Progress, directory: Path, strategy: Strategy) -> None:
     tree = {"trainable": progress.trainable, "state": progress.state.arrays, "key": progress.key}
     metadata = {"strategy": strategy.spec, "values": progress.state.values,
-                "board": progress.board.to_json(), "seconds": progress.seconds}
+                "board": progress.board.to_json(), "seconds": progress.seconds,
+                "cpu_seconds": progress.cpu_seconds}
     checkpoint.save(directory / CHECKPOINTS, progress.rounds_done, tree, metadata=metadata, keep=KEEP)
 
 
@@ -154,7 +156,7 @@ def run_strategy(strategy: Strategy, setting: Setting, directory: Path, arrivals
     first scored with the current model, then trained in new rounds. `on_round` sees the progress
     after every round (to write tables and plots).
     """
-    clock = time.perf_counter()
+    clock, cpu_clock = time.perf_counter(), time.process_time()
     progress = restore(strategy, setting, directory) or start(strategy, setting, before)
     pool, board = setting.pool, progress.board
     for task in range(len(board.keys), len(pool)):
@@ -175,10 +177,11 @@ def run_strategy(strategy: Strategy, setting: Setting, directory: Path, arrivals
         state = strategy.end_round(setting, progress.state, trainable, tasks, round_index)
         scores = evaluate(strategy, setting, state, trainable, range(len(pool)), eval_batch_size)
         board.add_round(tasks, scores)
-        now = time.perf_counter()
+        now, cpu_now = time.perf_counter(), time.process_time()
         progress = dataclasses.replace(progress, trainable=trainable, state=state,
-                                       seconds=[*progress.seconds, now - clock])
-        clock = now
+                                       seconds=[*progress.seconds, now - clock],
+                                       cpu_seconds=[*progress.cpu_seconds, cpu_now - cpu_clock])
+        clock, cpu_clock = now, cpu_now
         save(progress, directory, strategy)
         if on_round is not None:
             on_round(progress)

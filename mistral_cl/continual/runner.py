@@ -171,7 +171,9 @@ def write_results(directory: Path, strategy: Strategy, progress: Progress, arriv
         report.write_csv(directory / f"{name}_matrix.csv", rows)
     summary = {"strategy": strategy.spec, "task_aware": strategy.task_aware, **board.summary()}
     write_json(directory / "summary.json", summary)
-    write_json(directory / "timing.json", {"seconds": sum(progress.seconds), "rounds": progress.seconds})
+    write_json(directory / "timing.json", {"seconds": sum(progress.seconds), "rounds": progress.seconds,
+                                           "cpu_seconds": sum(progress.cpu_seconds),
+                                           "cpu_rounds": progress.cpu_seconds})
     write_json(directory / "scores.json", board.to_json())
     if plots:
         draw(directory, strategy.spec, board, labels)
