@@ -88,23 +88,6 @@ def dot_product_attention(
     """
     if jax.default_backend() == "gpu":
         return jax.nn.dot_product_attention(q, k, v, mask=mask.visible)
-    if _BATCH_CHUNK and q.shape[0] % _BATCH_CHUNK == 0 and q.shape[0] > _BATCH_CHUNK:
-        b = q.shape[0]
-        split = lambda a: a.reshape(b // _BATCH_CHUNK, _BATCH_CHUNK, *a.shape[1:])
-        visible = jnp.broadcast_to(mask.visible, (b, *mask.visible.shape[1:]))
-        def one(args):
-            q_, k_, v_, vis = args
-            return _blocked(q_, k_, v_, AttentionMask(vis, mask.causal, mask.window))
-        f = jax.checkpoint(one) if _REMAT else one
-        return jax.lax.map(f, (split(q), split(k), split(v), split(visible))).reshape(q.shape)
-    return _blocked(q, k, v, mask)
-
-
-_BATCH_CHUNK = 0
-_REMAT = True
-
-
-def _blocked(q, k, v, mask):
     groups = q.shape[2] // k.shape[2]
     scale = 1.0 / float(q.shape[-1]) ** 0.5
     q = q.transpose(0, 2, 1, 3)
