@@ -133,14 +133,14 @@ def main(argv: list[str] | None = None) -> int:
                                        test_fraction=cli.test_fraction)
         runner.create_run(run_dir, config, runner.task_order(cli.task_order))
     config = load_run_config(run_dir)
-    started = datetime.now(UTC).isoformat(timespec="seconds")
+    started, commit = datetime.now(UTC).isoformat(timespec="seconds"), git_commit()
     with LoadSampler() as load:
         runner.run_all(run_dir, show=False)
     rows = collect(run_dir)
     by_name = {row["strategy"]: row for row in rows}
     result = {
         "benchmark": "continual learning of the Suzuki-Miyaura stream: R^2-based ACC/BWT/FWT/forgetting",
-        "date": started, "git_commit": git_commit(), "machine": machine(),
+        "date": started, "git_commit": commit, "machine": machine(),
         "load_average_1min": load.summary(),
         "settings": {"model": "tiny (random init)", "mode": config.adaptation.mode,
                      "train": dataclasses.asdict(config.train), "continual": config.extra["continual"],

@@ -10,7 +10,7 @@ The optimizer restarts at every round: fresh Adam moments and a warm-up + cosine
 would fine-tune on each new batch of experiments; a checkpoint at a round's end therefore needs no
 optimizer state. The schedule is as long as the longest round of the plan (a round a batch shorter
 simply stops a little before the schedule's end), so all rounds share one jitted step, compiled once
-per batch width. A step of another length (an ingested task larger than all others) is built anew.
+per batch width (an ingested task larger than all others lengthens the schedule of its own round).
 """
 
 from __future__ import annotations
@@ -100,33 +100,22 @@ def save(progress: Progress, directory: Path, strategy: Strategy) -> None:
     checkpoint.save(directory / CHECKPOINTS, progress.rounds_done, tree, metadata=metadata, keep=KEEP)
 
 
-class StepBuilder:
-    """The strategy's jitted step and optimizer for a round of a given length, built once per length."""
-
-    def __init__(self, strategy: Strategy, setting: Setting) -> None:
-        self.objective = strategy.objective(setting)
-        self.transform = strategy.grad_transform(setting)
-        self.setting = setting
-        self.built: dict[int, tuple[Any, Callable]] = {}
-
-    def __call__(self, total_steps: int) -> tuple[Any, Callable]:
-        if total_steps not in self.built:
-            config = self.setting.train
-            optimizer = make_optimizer(config, total_steps)
-            step = make_train_step(optimizer, self.objective, compute_dtype=config.compute_dtype,
-                                   grad_transform=self.transform)
-            self.built[total_steps] = (optimizer, step)
-        return self.built[total_steps]
+def build_step(strategy: Strategy, setting: Setting, schedule_steps: int) -> tuple[Any, Callable]:
+    """The strategy's optimizer (warm-up + cosine over `schedule_steps`) and its jitted train step."""
+    config = setting.train
+    optimizer = make_optimizer(config, schedule_steps)
+    step = make_train_step(optimizer, strategy.objective(setting), compute_dtype=config.compute_dtype,
+                           grad_transform=strategy.grad_transform(setting))
+    return optimizer, step
 
 
 def train_round(strategy: Strategy, setting: Setting, progress: Progress, tasks: Sequence[int],
-                steps: StepBuilder, schedule_steps: int, *, show: bool, description: str) -> YieldModel:
-    """The trainable half after one round on `tasks` (epochs of the strategy's steps), with a learning
-    rate schedule `schedule_steps` long."""
+                optimizer: Any, step: Callable, *, show: bool, description: str) -> YieldModel:
+    """The trainable half after one round on `tasks`: epochs of the strategy's steps, starting from a
+    fresh optimizer state."""
     config = setting.train
     round_index = progress.rounds_done
     per_epoch = strategy.round_source(setting, tasks).count_batches(config.batch_size)
-    optimizer, step = steps(schedule_steps)
     trainable = strategy.begin_round(setting, progress.state, progress.trainable)
     opt_state = optimizer.init(eqx.filter(trainable, eqx.is_array))
     extra = strategy.extra(setting, progress.state)
@@ -163,16 +152,15 @@ def run_strategy(strategy: Strategy, setting: Setting, directory: Path, arrivals
         latest = evaluate(strategy, setting, progress.state, progress.trainable, [task], eval_batch_size)
         board.add_task(pool.keys[task], {k: float(v[task]) for k, v in before.items()}, latest[0])
     plan = strategy.rounds(arrivals)
-    steps = StepBuilder(strategy, setting)
     config = setting.train
-    schedule = config.epochs * max(strategy.round_source(setting, tasks).count_batches(config.batch_size)
-                                   for tasks in plan)
+    longest = max(strategy.round_source(setting, tasks).count_batches(config.batch_size) for tasks in plan)
+    optimizer, step = build_step(strategy, setting, config.epochs * longest)
     last = len(plan) if stop_after is None else min(len(plan), stop_after)
     for round_index in range(progress.rounds_done, last):
         tasks = plan[round_index]
         named = pool.keys[tasks[0]] if len(tasks) == 1 else f"{len(tasks)} tasks"
         description = f"{strategy.spec} {round_index + 1}/{len(plan)} {named}"
-        trainable = train_round(strategy, setting, progress, tasks, steps, schedule, show=show,
+        trainable = train_round(strategy, setting, progress, tasks, optimizer, step, show=show,
                                 description=description)
         state = strategy.end_round(setting, progress.state, trainable, tasks, round_index)
         scores = evaluate(strategy, setting, state, trainable, range(len(pool)), eval_batch_size)
