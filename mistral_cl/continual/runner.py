@@ -13,7 +13,7 @@
         r2_matrix.csv ...   rmse_matrix.csv, mae_matrix.csv: row "before", then one row per round
         summary.json        ACC, BWT, FWT, forgetting of every score (deterministic: no timings)
         timing.json         wall seconds of every round
-        r2_heatmap.png, r2_per_task.png
+        r2_heatmap.png, rmse_heatmap.png, r2_per_task.png
 
 A run is resumed by running the same loop again: each strategy continues from its latest checkpoint.
 Ingesting a task appends it to stream.json (after checking everything about the new file) and runs
@@ -181,9 +181,12 @@ def write_results(directory: Path, strategy: Strategy, progress: Progress, arriv
 
 
 def draw(directory: Path, title: str, board: ScoreBoard, labels: list[str]) -> None:
+    """Heatmaps of the R^2 and RMSE matrices (with the `before` row) and the per-task R^2 curves."""
     rows = ["before", *labels]
-    matrix = np.concatenate([board.before["r2"][None, :], board.matrices["r2"]])
-    report.heatmap(matrix, rows, board.keys, directory / "r2_heatmap.png", f"{title}: test R²")
+    for name, label, reverse in (("r2", "R²", False), ("rmse", "RMSE (yield %)", True)):
+        matrix = np.concatenate([board.before[name][None, :], board.matrices[name]])
+        report.heatmap(matrix, rows, board.keys, directory / f"{name}_heatmap.png",
+                       f"{title}: test {label}", label=label, reverse=reverse)
     report.task_curves(board.matrices["r2"], board.before["r2"], board.keys, board.learned_at,
                        directory / "r2_per_task.png", f"{title}: test R² of each task")
 
