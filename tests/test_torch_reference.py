@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import torch_reference  # noqa: E402
 
 BACKENDS = torch_reference.available_lora_backends()
-LENGTHS = [24, 17, 9, 3]  # longer than the sliding window of 8, and right-padded
+LENGTHS = [150, 97, 24, 3]  # right-padded; beyond the sliding window of 8 and the CPU query blocks
 
 
 def randomized(model, key):
@@ -74,7 +74,7 @@ def test_torch_reference_predicts_what_the_jax_model_predicts(mode, backend):
     ours = np.asarray(model(jnp.asarray(tokens), jnp.asarray(mask)))
     with torch.no_grad():
         theirs = reference(*as_torch(tokens, mask)).numpy()
-    assert np.ptp(ours) > 0.05  # predictions that depend on the input, not a saturated constant
+    assert np.ptp(ours) > 0.01  # predictions that depend on the input, not a saturated constant
     np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-6)
 
 
