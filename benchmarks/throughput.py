@@ -49,7 +49,6 @@ prints a table. On CPU the 7B preset is refused unless `--force`.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -65,8 +64,6 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "throughput.json"
-# glibc mallopt parameters (malloc.h).
-M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,11 +102,10 @@ def configure_process(threads: int, malloc: str) -> dict[str, Any]:
     if threads > 1:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if malloc == "reuse":
-        libc = ctypes.CDLL("libc.so.6")
-        # One arena (a thread's own arena maps every large block afresh), no mmap, never trim.
-        for parameter, value in ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1)):
-            if not libc.mallopt(parameter, value):
-                sys.exit(f"mallopt({parameter}, {value}) failed; use --malloc default")
+        from mistral_cl.hostmem import keep_freed_memory  # imports neither jax nor torch
+
+        if not keep_freed_memory():
+            sys.exit("could not set glibc's mallopt; use --malloc default")
     elif malloc != "default":
         sys.exit(f"--malloc {malloc!r}: choose reuse or default")
     return {"threads": threads, "cores": cores[:threads], "malloc": malloc,
