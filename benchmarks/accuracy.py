@@ -25,6 +25,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -42,7 +43,7 @@ from mistral_cl.data.tasks import random_split
 from mistral_cl.predictor import YieldModel, trainable_filter
 from mistral_cl.runs import RunConfig, initial_model
 from mistral_cl.scores import regression_scores
-from mistral_cl.supervised import run_config
+from mistral_cl.supervised import run_config, training_source
 from mistral_cl.tokenizer import Tokenizer
 from mistral_cl.train import fit, predict
 
@@ -124,8 +125,11 @@ def run_split(
     batch = 2 * config.train.batch_size
     start, cpu_start = time.perf_counter(), time.process_time()
     model = initial_model(config, jax.random.key(seed))
-    result = fit(model, trainable_filter(model, config.adaptation.mode), train, config.train,
-                 progress=progress, description=f"seed {seed}", on_epoch_end=on_epoch_end)
+    with tempfile.TemporaryDirectory(prefix="accuracy-") as scratch:
+        # In head mode the frozen backbone's features are computed once, as `mistral-cl train` does.
+        source = training_source(model, config, train, Path(scratch))
+        result = fit(model, trainable_filter(model, config.adaptation.mode), source, config.train,
+                     progress=progress, description=f"seed {seed}", on_epoch_end=on_epoch_end)
     scores = regression_scores(test.yields, predict(result.model, test, batch_size=batch))
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     return {"seed": seed, **scores, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
