@@ -68,8 +68,11 @@ class LoRALinear(eqx.Module):
     scale: float = eqx.field(static=True)
 
     def __call__(self, x: Float[Array, "*batch in"]) -> Float[Array, "*batch out"]:
-        low = jnp.einsum("...i,ri->...r", x, self.a.astype(x.dtype))
-        return self.base(x) + self.scale * jnp.einsum("...r,or->...o", low, self.b.astype(x.dtype))
+        # 2-D matmuls over all leading axes, like `Linear`: the gradients of A and B are plain GEMMs.
+        flat = x.reshape(-1, x.shape[-1])
+        low = flat @ self.a.astype(x.dtype).T
+        update = (low @ self.b.astype(x.dtype).T).reshape(*x.shape[:-1], -1)
+        return self.base(x) + self.scale * update
 
     def merged(self) -> Linear:
         delta = self.scale * jnp.einsum("...or,...ri->...oi", self.b, self.a)
