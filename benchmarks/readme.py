@@ -107,20 +107,110 @@ def memory_section(result: dict[str, Any]) -> str:
     ])
 
 
+def _mean_sd(stat: dict[str, float], scale: float = 1.0, digits: int = 3) -> str:
+    return f"{stat['mean'] / scale:.{digits}f} ± {stat['sd'] / scale:.{digits}f}"
+
+
+def accuracy_section(result: dict[str, Any]) -> str:
+    rows = [dict(r, minutes=r["seconds"] / 60, cpu_minutes=r.get("cpu_seconds", float("nan")) / 60)
+            for r in result["rows"]]
+    s = result["summary"]
+    train = result["settings"]["train"]
+    mode = result["settings"]["adaptation"]["mode"]
+    met = s["r2"]["mean"] >= 0.85 and max(r["minutes"] for r in rows) <= 15
+    return "\n\n".join([
+        "## Yield prediction accuracy (`benchmarks/accuracy.py`)",
+        _meta(result),
+        f"Standard protocol: random 70/30 splits of all 5760 Suzuki–Miyaura reactions, one model per split "
+        f"trained from scratch (the `tiny` preset from random initialisation: no pretrained weights exist on "
+        f"this machine), mode `{mode}`, {train['epochs']} epochs, batch {train['batch_size']}, peak lr "
+        f"{train['learning_rate']:g}. Command: `{' '.join(result['command'])}`. Wall time counts "
+        "everything from building the model to the last held-out prediction.",
+        _table(rows, [("split seed", "seed"), ("R²", "r2"), ("RMSE (%)", "rmse"), ("MAE (%)", "mae"),
+                      ("wall min", "minutes"), ("CPU min", "cpu_minutes")]),
+        f"**Mean ± sd over {len(rows)} splits: R² {_mean_sd(s['r2'])}, "
+        f"RMSE {_mean_sd(s['rmse'], digits=2)} %, "
+        f"MAE {_mean_sd(s['mae'], digits=2)} %, wall {_mean_sd(s['seconds'], 60, 1)} min per split.**",
+        "Context on the same protocol: Yield-BERT R² 0.815 ± 0.013; one-hot random forest ≈ 0.83; best "
+        "published ≈ 0.89.",
+        f"Target (mean R² ≥ 0.85 in at most 15 min per split on 2 cores): **{'met' if met else 'NOT met'}**.",
+    ])
+
+
+def continual_section(result: dict[str, Any]) -> str:
+    settings = result["settings"]
+    train = settings["train"]
+    targets = [dict(target=name, **{k: v for k, v in t.items()}) for name, t in result["targets"].items()]
+    for t in targets:
+        t["figures"] = ", ".join(f"{k} {_cell(v)}" for k, v in t.items() if k not in ("target", "met"))
+    images = [f"![{row['strategy']}](results/continual_{row['strategy'].replace(':', '_')}_r2_heatmap.png)"
+              for row in result["rows"]]
+    return "\n\n".join([
+        "## Continual learning (`benchmarks/continual.py`)",
+        _meta(result),
+        f"The 15 Suzuki–Miyaura reactant-pair tasks in sorted order, each split 70/30, learned one after "
+        f"another by the `{settings['model']}` model in `{settings['mode']}` mode ({train['epochs']} epochs "
+        f"per task, batch {train['batch_size']}, peak lr {train['learning_rate']:g}, replay memory "
+        f"`{settings['continual']['memory']}`). Command: `{settings['command'].strip()}`. ACC, BWT, FWT and "
+        "forgetting are computed on held-out R² of every task (R² of a task is relative to its own "
+        "spread of yields, so a model that predicts the wrong yield level for a task scores far below "
+        "0). RMSE and MAE are the mean over tasks after the last one, in yield %. `adapters` keeps one "
+        "adapter and head per task and picks it by task id (task-aware), so it cannot forget.",
+        _table(result["rows"], [("strategy", "strategy"), ("ACC", "ACC"), ("BWT", "BWT"), ("FWT", "FWT"),
+                                ("forgetting", "forgetting"), ("RMSE %", "RMSE %"), ("MAE %", "MAE %"),
+                                ("wall s", "wall s"), ("CPU s", "CPU s"), ("task-aware", "task-aware"),
+                                ("stores reactions", "stores reactions")]),
+        "Targets:",
+        _table(targets, [("target", "target"), ("met", "met"), ("figures", "figures")]),
+        "R² heatmaps (row: after learning that task; column: the task scored):",
+        "\n".join(images),
+    ])
+
+
+def throughput_section(result: dict[str, Any]) -> str:
+    rows = [dict(r, ratio=f"{r['jax_over_torch']:.2f}x" if r.get("jax_over_torch") else None,
+                 mfu=f"{r['mfu']:.1%}" if r.get("mfu") is not None else None) for r in result["rows"]]
+    configs = "; ".join(f"{c['threads']} threads (cores {c['cores']}), malloc {c['malloc']}, "
+                        f"OMP_WAIT_POLICY {c['OMP_WAIT_POLICY']}, measured matmul peak "
+                        f"{c['peak_flops']['peak'] / 1e9:.0f} GFLOP/s, PyTorch LoRA via {c['torch_lora']}"
+                        for c in result["configurations"])
+    versions = ", ".join(f"{k} {v}" for k, v in result["versions"].items())
+    parts = [
+        "## Throughput, JAX against PyTorch (`benchmarks/throughput.py`)",
+        _meta(result),
+        f"Model `{result['model']}`, {result['dtype']}, batch {result['batch_size']} real Suzuki reactions "
+        f"padded to their bucket width, median of {result['steps']} steps after warm-up, JAX and PyTorch "
+        f"steps alternating. Settings: {configs}. Versions: {versions}. A train step is forward, backward, "
+        "clipping and AdamW; MFU is analytic matmul FLOPs (formula in the script) over time × measured peak.",
+        _table(rows, [("mode", "mode"), ("step", "step"), ("framework", "framework"), ("batch", "batch"),
+                      ("ms", "ms"), ("real tokens/s", "real_tokens_per_s"),
+                      ("reactions/s", "reactions_per_s"),
+                      ("MFU", "mfu"), ("JAX / PyTorch", "ratio")]),
+    ]
+    trains = {r["mode"]: r.get("jax_over_torch") for r in result["rows"]
+              if r["step"] == "train" and r["framework"] == "jax" and r.get("jax_over_torch")}
+    if trains:
+        verdicts = ", ".join(f"{mode} {ratio:.2f}x ({'met' if ratio >= 1.3 else 'NOT met'})"
+                             for mode, ratio in trains.items() if mode in ("lora", "full"))
+        parts.append(f"Target (train step ≥ 1.3x PyTorch eager in lora and full mode): {verdicts}.")
+    bucketing = result.get("bucketing")
+    if bucketing:
+        b, longest = bucketing["buckets"], bucketing["longest"]
+        parts.append(
+            f"Length bucketing ({bucketing['mode']} mode, one epoch of the Suzuki set): buckets "
+            f"{b['widths']} pad {b['padding']:.1%} of positions and take {b['epoch_s']:.1f} s; padding every "
+            f"batch to the longest reaction ({longest['widths'][0]}) pads {longest['padding']:.1%} and takes "
+            f"{longest['epoch_s']:.1f} s: bucketing is **{bucketing['speedup']:.2f}x** faster.")
+    return "\n\n".join(parts)
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "accuracy": lambda r: _generic("Accuracy (`benchmarks/accuracy.py`)", r),
-    "continual": lambda r: _generic("Continual learning (`benchmarks/continual.py`)", r),
-    "throughput": lambda r: _generic("Throughput (`benchmarks/throughput.py`)", r),
+    "accuracy": accuracy_section,
+    "continual": continual_section,
+    "throughput": throughput_section,
     "memory": memory_section,
     "checkpoint": checkpoint_section,
 }
-
-
-def _generic(title: str, result: dict[str, Any]) -> str:
-    rows = result.get("rows") or result.get("results") or []
-    flat = [{k: v for k, v in row.items() if not isinstance(v, dict | list)} for row in rows]
-    columns = [(k, k) for k in (flat[0] if flat else {})]
-    return "\n\n".join([f"## {title}", _meta(result), _table(flat, columns) if flat else "(no rows)"])
 
 
 def render() -> str:
