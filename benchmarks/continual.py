@@ -2,8 +2,8 @@
 
     python benchmarks/continual.py [--strategies joint,naive,...] [--out DIR] [--resume] [-- OPTIONS]
 
-Runs `mistral-cl continual` (the `tiny` model, random init, full fine-tuning, the 15 reactant-pair
-tasks in sorted order, the command's default epochs, learning rate and batch size) for every strategy
+Runs `mistral-cl continual` (the `tiny` model, random init, the command's default mode (head), epochs,
+learning rate and batch size, the 15 reactant-pair tasks in sorted order) for every strategy
 plus `joint`, in one run directory (resumable: rerun with `--resume`). Anything after `--` is passed
 to `mistral-cl continual` (e.g. `-- --epochs 4`). Prints the table and writes
 benchmarks/results/continual.json (date, machine, commit, load average, settings, every row, the
