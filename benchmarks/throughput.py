@@ -11,6 +11,9 @@ are ready. `--compare-torch` builds the PyTorch model of `torch_reference.py` (t
 `MistralModel`, PEFT LoRA, the MHAR head in PyTorch) with the same weights and times the same step on
 the same batch; JAX and PyTorch steps alternate, so that load from other processes hits both alike.
 
+In head mode a third row, `jax, cached features`, times the step that `--mode head` epochs run: on the
+frozen backbone's hidden states, computed once and cached, so only the head runs forward and backward.
+
 Each row: milliseconds per step, tokens/s (real tokens, and padded positions), reactions/s, and MFU =
 matmul FLOPs executed / (time x peak), where the peak is the best rate of a large matmul in the compute
 dtype measured in the same process (same threads) with JAX and PyTorch.
@@ -124,6 +127,7 @@ import numpy as np  # noqa: E402
 from mistral_cl.config import ModelConfig  # noqa: E402
 from mistral_cl.data.batching import Batch, EncodedReactions, batches, encode_reactions  # noqa: E402
 from mistral_cl.data.sources import load_dataset  # noqa: E402
+from mistral_cl.features import FeatureBatch  # noqa: E402
 from mistral_cl.head import HeadConfig  # noqa: E402
 from mistral_cl.lora import TARGETS, LoRAConfig  # noqa: E402
 from mistral_cl.predictor import (  # noqa: E402
@@ -174,7 +178,8 @@ def step_flops(config: ModelConfig, mode: str, batch: int, width: int) -> dict[s
     if mode != "head":
         backward += tokens * (backbone_linear + 2 * backbone_attention)
         weights += tokens * config.n_layers * (layer_linear if mode == "full" else adapters)
-    return {"eval": forward_flops, "train": forward_flops + backward + weights}
+    return {"eval": forward_flops, "train": forward_flops + backward + weights,
+            "backbone": tokens * (backbone_linear + backbone_attention)}
 
 
 def matmul_peak(dtype: str, with_torch: bool) -> dict[str, float]:
@@ -244,6 +249,18 @@ class JaxSteps:
         jax.block_until_ready(self.predict(eqx.combine(self.trainable, self.frozen), self.batch))
 
 
+class CachedHeadSteps(JaxSteps):
+    """Head mode as `mistral-cl train --mode head` runs its epochs: on the frozen backbone's features,
+    computed once (see `features.py`), so a step is the head's forward and backward only."""
+
+    def __init__(self, model: YieldModel, dtype: str, batch: Batch) -> None:
+        hidden = eqx.filter_jit(lambda m, b: m.backbone(b.tokens, b.mask))(model, jax.device_put(batch))
+        features = FeatureBatch(np.asarray(hidden), batch.mask, batch.yields, batch.weight, batch.task,
+                                batch.index)
+        own = jax.tree.map(lambda x: x.copy() if eqx.is_array(x) else x, model)  # steps donate theirs
+        super().__init__(own, "head", dtype, features)
+
+
 class TorchSteps:
     """The same steps on `torch_reference`'s copy of the model (same weights, same batch)."""
 
@@ -295,6 +312,8 @@ def time_mode(args: argparse.Namespace, config: ModelConfig, mode: str, batch: B
     if args.compare_torch:  # copied before the JAX step donates (deletes) the initial weights
         frameworks["torch"] = TorchSteps(model, config, mode, args.dtype, batch, settings["threads"])
     frameworks = {"jax": JaxSteps(model, mode, args.dtype, batch), **frameworks}
+    if mode == "head":
+        frameworks["jax, cached features"] = CachedHeadSteps(model, args.dtype, batch)
     flops = step_flops(config, mode, *batch.tokens.shape)
     real = batch.weight > 0
     real_tokens, reactions = int(batch.mask[real].sum()), int(real.sum())
@@ -313,7 +332,8 @@ def time_mode(args: argparse.Namespace, config: ModelConfig, mode: str, batch: B
                 "real_tokens_per_s": real_tokens / median[name],
                 "padded_tokens_per_s": batch.tokens.size / median[name],
                 "reactions_per_s": reactions / median[name],
-                "mfu": flops[step] / median[name] / peak,
+                "mfu": (flops[step] - (flops["backbone"] if name.endswith("cached features") else 0))
+                / median[name] / peak,
                 "jax_over_torch": median["torch"] / median["jax"] if name == "jax" and "torch" in median
                 else None,
                 "load_1min": load,
