@@ -40,7 +40,7 @@ from mistral_cl.supervised import run_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = "joint,naive,replay,replay-avg-grad,ewc,lwf,agem,adapters"
-STORES_DATA = {"replay", "replay-avg-grad", "agem"}
+STORES_DATA = {"joint", "replay", "replay-avg-grad", "agem"}
 
 
 class LoadSampler:

@@ -194,6 +194,16 @@ def throughput_section(result: dict[str, Any]) -> str:
         verdicts = ", ".join(f"{mode} {ratio:.2f}x ({'met' if ratio >= 1.3 else 'NOT met'})"
                              for mode, ratio in trains.items() if mode in ("lora", "full"))
         parts.append(f"Target (train step ≥ 1.3x PyTorch eager in lora and full mode): {verdicts}.")
+    ms = {(r["mode"], r["step"], r["framework"]): r["ms"] for r in result["rows"]}
+    cached, tokens = ms.get(("head", "train", "jax, cached features")), ms.get(("head", "train", "jax"))
+    if cached and tokens:
+        full = ms.get(("full", "train", "jax"))
+        parts.append(
+            f"Head mode with cached features: a train step takes {cached:.1f} ms against {tokens:.1f} ms "
+            f"when the frozen backbone runs on token ids every step, so a head-mode epoch is "
+            f"**{tokens / cached:.2f}x** faster after the one-off caching pass"
+            + (f" (and {full / cached:.2f}x faster than a full fine-tuning epoch)" if full else "")
+            + ". The tiny backbone has 2 layers; with Mistral-7B's 32 the gain is far larger.")
     bucketing = result.get("bucketing")
     if bucketing:
         b, longest = bucketing["buckets"], bucketing["longest"]

@@ -93,11 +93,13 @@ def loss_curve(history: Sequence[dict[str, float]], path: Path, title: str) -> N
 
 
 def heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], path: Path, title: str,
-            label: str = "R²", reverse: bool = False) -> None:
+            label: str = "R²", reverse: bool = False, limits: tuple[float, float] | None = None) -> None:
     """A score matrix (rows: after each round; columns: tasks) with every value written in its cell.
 
     `reverse` flips the colour map for errors (RMSE, MAE), so that good is always the same colour.
-    NaN cells (never measured) stay blank.
+    `limits` fixes the colour range; values beyond it get the end colours (R² of a task whose yields
+    barely vary can fall to -90, which would otherwise wash out every other cell). NaN cells (never
+    measured) stay blank.
     """
     plt = _pyplot()
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -105,6 +107,8 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], pat
     fig, ax = plt.subplots(figsize=(max(4.5, 2.5 + 0.55 * n_cols), max(3.5, 2.2 + 0.4 * n_rows)), dpi=120)
     finite = matrix[np.isfinite(matrix)]
     low, high = (np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0))
+    if limits is not None:
+        low, high = limits
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis_r" if reverse else "viridis",
                       vmin=low, vmax=max(high, low + 1e-9), aspect="auto")
     for (i, j), value in np.ndenumerate(matrix):
@@ -115,7 +119,10 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], pat
     ax.set_xticks(range(n_cols), list(columns), rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(n_rows), list(rows), fontsize=7)
     ax.set(xlabel="evaluated on task", ylabel="after training", title=title)
-    fig.colorbar(image, ax=ax, label=label, fraction=0.04)
+    beyond = (finite.size and finite.min() < low, finite.size and finite.max() > high)
+    extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get(tuple(map(bool, beyond)),
+                                                                                  "neither")
+    fig.colorbar(image, ax=ax, label=label, fraction=0.04, extend=extend)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -183,10 +183,11 @@ def write_results(directory: Path, strategy: Strategy, progress: Progress, arriv
 def draw(directory: Path, title: str, board: ScoreBoard, labels: list[str]) -> None:
     """Heatmaps of the R^2 and RMSE matrices (with the `before` row) and the per-task R^2 curves."""
     rows = ["before", *labels]
-    for name, label, reverse in (("r2", "R²", False), ("rmse", "RMSE (yield %)", True)):
+    for name, label, reverse, limits in (("r2", "R²", False, (-1.0, 1.0)),
+                                         ("rmse", "RMSE (yield %)", True, None)):
         matrix = np.concatenate([board.before[name][None, :], board.matrices[name]])
         report.heatmap(matrix, rows, board.keys, directory / f"{name}_heatmap.png",
-                       f"{title}: test {label}", label=label, reverse=reverse)
+                       f"{title}: test {label}", label=label, reverse=reverse, limits=limits)
     report.task_curves(board.matrices["r2"], board.before["r2"], board.keys, board.learned_at,
                        directory / "r2_per_task.png", f"{title}: test R² of each task")
 
