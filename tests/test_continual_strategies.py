@@ -2,7 +2,6 @@
 change an earlier task's predictions, A-GEM's step never raises the memory loss to first order, and
 EWC's Fisher is the mean squared per-reaction gradient."""
 
-import os
 
 import equinox as eqx
 import jax
@@ -126,8 +125,6 @@ def test_strategies_are_named_with_their_settings_and_checked_against_the_mode()
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("MISTRAL_CL_SLOW_TESTS") != "1",
-                    reason="compiles every strategy in every mode (minutes); set MISTRAL_CL_SLOW_TESTS=1")
 @pytest.mark.parametrize("mode", ["head", "lora", "full"])
 def test_every_strategy_learns_a_two_task_stream_in_every_mode(tmp_path, mode):
     data = coupling_tasks_csv(tmp_path / "tasks.csv", {"Br": 0.7, "I": 0.3})
