@@ -144,6 +144,10 @@ def continual_section(result: dict[str, Any]) -> str:
     targets = [dict(target=name, **{k: v for k, v in t.items()}) for name, t in result["targets"].items()]
     for t in targets:
         t["figures"] = ", ".join(f"{k} {_cell(v)}" for k, v in t.items() if k not in ("target", "met"))
+    rows = [{**row, **{k: (f"{row[k]:.3f}" if isinstance(row.get(k), float) else row.get(k))
+                       for k in ("ACC", "BWT", "FWT", "forgetting")},
+             **{k: "yes" if row.get(k) else "no" for k in ("task-aware", "stores reactions")}}
+            for row in result["rows"]]
     images = [f"![{row['strategy']}](results/continual_{row['strategy'].replace(':', '_')}_r2_heatmap.png)"
               for row in result["rows"]]
     return "\n\n".join([
@@ -157,7 +161,7 @@ def continual_section(result: dict[str, Any]) -> str:
         "spread of yields, so a model that predicts the wrong yield level for a task scores far below "
         "0). RMSE and MAE are the mean over tasks after the last one, in yield %. `adapters` keeps one "
         "adapter and head per task and picks it by task id (task-aware), so it cannot forget.",
-        _table(result["rows"], [("strategy", "strategy"), ("ACC", "ACC"), ("BWT", "BWT"), ("FWT", "FWT"),
+        _table(rows, [("strategy", "strategy"), ("ACC", "ACC"), ("BWT", "BWT"), ("FWT", "FWT"),
                                 ("forgetting", "forgetting"), ("RMSE %", "RMSE %"), ("MAE %", "MAE %"),
                                 ("wall s", "wall s"), ("CPU s", "CPU s"), ("task-aware", "task-aware"),
                                 ("stores reactions", "stores reactions")]),
