@@ -42,23 +42,34 @@ class FeatureBatch(NamedTuple):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class CachedFeatures:
-    """Hidden states of the reactions of `encoded`, row for row; batches like `encoded` does."""
+    """Hidden states of the reactions of `encoded`; batches like `encoded` does.
+
+    `store_rows[i]` is the cache row of `encoded`'s reaction i; None means row i (the whole cache,
+    as `cache_features` returns it). `subset` selects reactions without copying any features.
+    """
 
     encoded: EncodedReactions
     store: ts.TensorStore
     in_memory: np.ndarray | None = None
+    store_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.encoded)
+
+    def subset(self, positions: np.ndarray) -> CachedFeatures:
+        """Reactions `positions` of this one (batched like `EncodedReactions.subset`)."""
+        positions = np.asarray(positions, np.int64)
+        rows = positions if self.store_rows is None else self.store_rows[positions]
+        return dataclasses.replace(self, encoded=self.encoded.subset(positions), store_rows=rows)
 
     def count_batches(self, batch_size: int) -> int:
         return self.encoded.count_batches(batch_size)
 
     def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0) -> Iterator[FeatureBatch]:
         for batch in self.encoded.batches(batch_size, shuffle=shuffle, seed=seed):
-            width = batch.tokens.shape[1]
-            yield FeatureBatch(self.rows(batch.index, width), batch.mask, batch.yields, batch.weight,
-                               batch.task, batch.index)
+            index = batch.index if self.store_rows is None else self.store_rows[batch.index]
+            yield FeatureBatch(self.rows(index, batch.tokens.shape[1]), batch.mask, batch.yields,
+                               batch.weight, batch.task, batch.index)
 
     def rows(self, index: np.ndarray, width: int) -> np.ndarray:
         """Features of reactions `index`, cut or zero-padded to `width` positions."""

@@ -9,7 +9,7 @@ backbone's features (computed once, see `features.py`), and positions select row
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,35 +17,12 @@ import numpy as np
 from mistral_cl.data.batching import EncodedReactions, choose_buckets, encode_reactions
 from mistral_cl.data.reactions import ReactionDataset
 from mistral_cl.data.tasks import Task
-from mistral_cl.features import CachedFeatures, FeatureBatch, cache_features
+from mistral_cl.features import CachedFeatures, cache_features
 from mistral_cl.model import Mistral
 from mistral_cl.tokenizer import Tokenizer
 from mistral_cl.train import BatchSource
 
 _BUCKET_MULTIPLE = 16
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class CachedSelection:
-    """Rows `positions` of a feature cache, served as batches like `EncodedReactions.subset` would."""
-
-    cache: CachedFeatures
-    positions: np.ndarray
-
-    @property
-    def encoded(self) -> EncodedReactions:
-        return self.cache.encoded.subset(self.positions)
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def count_batches(self, batch_size: int) -> int:
-        return self.encoded.count_batches(batch_size)
-
-    def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0) -> Iterator[FeatureBatch]:
-        for batch in self.encoded.batches(batch_size, shuffle=shuffle, seed=seed):
-            rows = self.cache.rows(self.positions[batch.index], batch.tokens.shape[1])
-            yield FeatureBatch(rows, batch.mask, batch.yields, batch.weight, batch.task, batch.index)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -101,7 +78,7 @@ class TaskPool:
         positions = np.asarray(positions, np.int64)
         if self.features is None:
             return self.encoded.subset(positions)
-        return CachedSelection(self.features, positions)
+        return self.features.subset(positions)
 
     def train_positions(self, tasks: Sequence[int]) -> np.ndarray:
         return np.concatenate([self.train[i] for i in tasks]) if tasks else np.zeros(0, np.int64)
