@@ -34,13 +34,13 @@ from typing import Any
 
 import jax
 
+from mistral_cl import hostmem
 from mistral_cl.cli import build_parser
 from mistral_cl.config import ModelConfig
 from mistral_cl.data.batching import EncodedReactions, encode_reactions
 from mistral_cl.data.reactions import ReactionDataset
 from mistral_cl.data.sources import load_dataset
 from mistral_cl.data.tasks import random_split
-from mistral_cl.hostmem import keep_freed_memory
 from mistral_cl.predictor import YieldModel, trainable_filter
 from mistral_cl.runs import RunConfig, initial_model
 from mistral_cl.scores import regression_scores
@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.table:
         print(markdown_table(json.loads(args.results.read_text())))
         return 0
-    keep_freed_memory()  # as `mistral-cl` does (see mistral_cl/hostmem.py)
+    hostmem.configure()  # as `mistral-cl` does
 
     config = train_settings(train_options, args.shape)
     screen = SuzukiScreen.load(config)

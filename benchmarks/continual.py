@@ -31,10 +31,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from mistral_cl import hostmem
 from mistral_cl.cli import build_parser
 from mistral_cl.continual import runner
 from mistral_cl.continual.strategies import build_strategy
-from mistral_cl.hostmem import keep_freed_memory
 from mistral_cl.runs import load_run_config
 from mistral_cl.supervised import run_config
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run directory --out")
     parser.add_argument("options", nargs="*", help="options for `mistral-cl continual` (after --)")
     args = parser.parse_args(argv)
-    keep_freed_memory()  # as `mistral-cl` does (see mistral_cl/hostmem.py)
+    hostmem.configure()  # as `mistral-cl` does
     cli = build_parser().parse_args(["continual", "--strategies", args.strategies, "--out", args.out,
                                      "--no-progress", *args.options])
     run_dir = Path(args.out)

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mistral_cl import hostmem
 from mistral_cl.errors import InputError
-from mistral_cl.hostmem import keep_freed_memory
 
 DEFAULT_MODEL = "tiny"
 
@@ -166,8 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     _enable_compilation_cache()
-    if os.environ.get("MISTRAL_CL_MALLOC") != "default":
-        keep_freed_memory()
+    hostmem.configure()
     try:
         if getattr(args, "distributed", False):
             from sharding.distributed import initialize

@@ -119,9 +119,8 @@ def heatmap(matrix: np.ndarray, rows: Sequence[str], columns: Sequence[str], pat
     ax.set_xticks(range(n_cols), list(columns), rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(n_rows), list(rows), fontsize=7)
     ax.set(xlabel="evaluated on task", ylabel="after training", title=title)
-    beyond = (finite.size and finite.min() < low, finite.size and finite.max() > high)
-    extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get(tuple(map(bool, beyond)),
-                                                                                  "neither")
+    below, above = bool(finite.size and finite.min() < low), bool(finite.size and finite.max() > high)
+    extend = "both" if below and above else "min" if below else "max" if above else "neither"
     fig.colorbar(image, ax=ax, label=label, fraction=0.04, extend=extend)
     fig.tight_layout()
     fig.savefig(path)
