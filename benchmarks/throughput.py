@@ -127,7 +127,7 @@ import numpy as np  # noqa: E402
 from mistral_cl.config import ModelConfig  # noqa: E402
 from mistral_cl.data.batching import Batch, EncodedReactions, batches, encode_reactions  # noqa: E402
 from mistral_cl.data.sources import load_dataset  # noqa: E402
-from mistral_cl.features import FeatureBatch  # noqa: E402
+from mistral_cl.features import FeatureBatch, hidden_states  # noqa: E402
 from mistral_cl.head import HeadConfig  # noqa: E402
 from mistral_cl.lora import TARGETS, LoRAConfig  # noqa: E402
 from mistral_cl.predictor import (  # noqa: E402
@@ -254,7 +254,7 @@ class CachedHeadSteps(JaxSteps):
     computed once (see `features.py`), so a step is the head's forward and backward only."""
 
     def __init__(self, model: YieldModel, dtype: str, batch: Batch) -> None:
-        hidden = eqx.filter_jit(lambda m, b: m.backbone(b.tokens, b.mask))(model, jax.device_put(batch))
+        hidden = hidden_states(model.backbone, batch.tokens, batch.mask)
         features = FeatureBatch(np.asarray(hidden), batch.mask, batch.yields, batch.weight, batch.task,
                                 batch.index)
         own = jax.tree.map(lambda x: x.copy() if eqx.is_array(x) else x, model)  # steps donate theirs

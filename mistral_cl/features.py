@@ -94,7 +94,8 @@ def fingerprint(backbone: Mistral, encoded: EncodedReactions) -> str:
 
 
 @eqx.filter_jit
-def _hidden(backbone: Mistral, tokens, mask):
+def hidden_states(backbone: Mistral, tokens, mask):
+    """The frozen backbone's output for a batch of token ids: what the cache stores."""
     return backbone(tokens, mask)
 
 
@@ -122,7 +123,7 @@ def cache_features(
         store = ts.open(spec, create=True, open=True).result()
         writes = []
         for batch in encoded.batches(batch_size, shuffle=False):
-            hidden = np.asarray(_hidden(backbone, batch.tokens, batch.mask), dtype=dtype)
+            hidden = np.asarray(hidden_states(backbone, batch.tokens, batch.mask), dtype=dtype)
             for row in np.flatnonzero(batch.weight > 0):
                 writes.append(store[int(batch.index[row]), : hidden.shape[1]].write(hidden[row]))
         for write in writes:
