@@ -40,7 +40,6 @@ from mistral_cl.supervised import run_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = "joint,naive,replay,replay-avg-grad,ewc,lwf,agem,adapters"
-STORES_DATA = {"joint", "replay", "replay-avg-grad", "agem"}
 
 
 class LoadSampler:
@@ -100,7 +99,7 @@ def collect(run_dir: Path) -> list[dict[str, Any]]:
             "FWT": summary.get("r2_fwt"), "forgetting": summary.get("r2_forgetting"),
             "RMSE %": summary["rmse_acc"], "MAE %": summary["mae_acc"],
             "wall s": round(timing["seconds"], 1), "CPU s": round(timing.get("cpu_seconds", float("nan")), 1),
-            "task-aware": strategy.task_aware, "stores reactions": strategy.name in STORES_DATA,
+            "task-aware": strategy.task_aware, "stores reactions": strategy.stores_data,
         })
     return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
             for row in rows]

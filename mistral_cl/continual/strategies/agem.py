@@ -35,6 +35,7 @@ class AGEM(Replay):
     """The current task's loss, with its gradient projected away from the memory's."""
 
     name: ClassVar[str] = "agem"
+    stores_data: ClassVar[bool] = True
 
     def objective(self, setting: Setting) -> Objective:
         return supervised_objective(setting.train.loss, setting.train.huber_delta)

@@ -71,6 +71,7 @@ class Strategy:
 
     name: ClassVar[str] = ""
     task_aware: ClassVar[bool] = False  # picks a model by task id at prediction time
+    stores_data: ClassVar[bool] = False  # keeps past tasks' reactions (joint, replay, agem)
     modes: ClassVar[tuple[str, ...]] = MODES
 
     @property

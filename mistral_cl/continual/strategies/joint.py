@@ -21,6 +21,7 @@ class Joint(Strategy):
     """One round per arrival of data, each on every task known by then."""
 
     name: ClassVar[str] = "joint"
+    stores_data: ClassVar[bool] = True
 
     def rounds(self, arrivals: Sequence[int]) -> list[list[int]]:
         return [list(range(known)) for known in arrivals]

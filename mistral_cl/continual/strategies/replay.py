@@ -38,6 +38,7 @@ class Replay(Strategy):
     """Current batch + remembered batch per step; loss = sum of their regression losses."""
 
     name: ClassVar[str] = "replay"
+    stores_data: ClassVar[bool] = True
     average: ClassVar[bool] = False
 
     def objective(self, setting: Setting) -> Objective:
