@@ -43,6 +43,27 @@ def test_naive_forgets_a_conflicting_task_and_replay_remembers_it(tmp_path):
     assert rmse["replay"][1, 0] < 10 and rmse["replay"][1, 1] < 30  # replay keeps it and learns the second
 
 
+def test_replay_weight_tasks_counts_every_remembered_task_like_the_current_one(tmp_path):
+    _, setting = _setting(tmp_path, {"Br": 0.8, "I": 0.2, "Cl": 0.5})
+    paper, balanced = build_strategy("replay"), build_strategy("replay:weight=tasks")
+    state = balanced.initial_state(setting)
+    assert float(balanced.extra(setting, state)) == 1.0  # empty memory: the paper's loss
+    for task in (0, 1):
+        state = balanced.end_round(setting, state, setting.initial, [task], task)
+    assert float(balanced.extra(setting, state)) == 2.0 and float(paper.extra(setting, state)) == 1.0
+    pool, model = setting.pool, setting.model(setting.initial)
+    batches = (next(pool.source(pool.train[2]).batches(16, shuffle=False)),
+               next(pool.source(pool.train_positions([0, 1])).batches(16, shuffle=False)))
+    for strategy, k in ((paper, 1.0), (balanced, 2.0)):
+        loss, parts = strategy.objective(setting)(model, batches, jax.random.key(0), jnp.float32(k))
+        current, replayed = float(parts["current_loss"]), float(parts["replay_loss"])
+        assert current != replayed
+        np.testing.assert_allclose(float(loss), 2 * (current + k * replayed) / (1 + k), rtol=1e-6)
+    for bad in ("replay:weight=0", "replay:weight=-1", "replay-avg-grad:weight=many"):
+        with pytest.raises(InputError):
+            build_strategy(bad)
+
+
 def test_adapters_never_change_an_earlier_tasks_predictions(tmp_path):
     run_dir, setting = _setting(tmp_path, {"Br": 0.8, "I": 0.2}, mode="lora", epochs=2)
     adapters = build_strategy("adapters")

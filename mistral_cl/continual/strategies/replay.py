@@ -5,6 +5,13 @@ As in the seed paper, every step pairs a batch of the current task with a batch 
 `replay-avg-grad` averages the two gradients instead, i.e. minimises their mean: under Adam the two
 differ only where gradient clipping or Adam's epsilon see the factor of two. The first task has no
 memory; its second batch is a zero-weight copy of the first and adds nothing. Every mode makes sense.
+
+The paper's sum gives the current task half of every step however many tasks the memory holds, so
+with 15 tasks the newest one weighs as much as the 14 before it together. `replay:weight=tasks` weighs
+the remembered batch by the number of tasks in the memory, k, so that every task seen so far counts
+the same, as in joint training: loss = 2 (current + k remembered) / (1 + k). The factor 2 / (1 + k)
+keeps the total weight of the paper's sum (k = 1 is the paper's loss), so gradient clipping sees the
+same scale. `weight=W` (a number) fixes k = W.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mistral_cl.continual.buffer import ReplayMemory
@@ -25,6 +33,7 @@ from mistral_cl.continual.strategies.base import (
     paired_with_memory,
     seed_for,
 )
+from mistral_cl.errors import InputError
 from mistral_cl.predictor import YieldModel
 from mistral_cl.train import Objective, forward, regression_loss
 
@@ -35,24 +44,45 @@ def memory_of(state: StrategyState) -> ReplayMemory:
 
 @dataclasses.dataclass(frozen=True)
 class Replay(Strategy):
-    """Current batch + remembered batch per step; loss = sum of their regression losses."""
+    """Current batch + remembered batch per step; loss = sum of their regression losses, the
+    remembered one weighted by `weight` ("1", the paper's sum; "tasks"; or a positive number)."""
 
     name: ClassVar[str] = "replay"
     stores_data: ClassVar[bool] = True
     average: ClassVar[bool] = False
+    weight: str = "1"
+
+    def __post_init__(self) -> None:
+        if self.weight != "tasks":
+            try:
+                valid = float(self.weight) > 0
+            except ValueError:
+                valid = False
+            if not valid:
+                raise InputError(f"{self.name}: weight must be 'tasks' or a positive number, got "
+                                 f"{self.weight!r}", hint=f"e.g. --strategies {self.name}:weight=tasks")
+
+    def memory_weight(self, setting: Setting, memory: ReplayMemory) -> float:
+        """k, the weight of the remembered batch relative to the current one."""
+        if self.weight != "tasks":
+            return float(self.weight)
+        return max(1, len(np.unique(setting.pool.encoded.task[memory.positions])))
 
     def objective(self, setting: Setting) -> Objective:
         kind, delta = setting.train.loss, setting.train.huber_delta
         scale = 0.5 if self.average else 1.0
 
-        def objective(model, batches, key, extra):
+        def objective(model, batches, key, k):
             current, remembered = (
-                regression_loss(forward(model, batch, key=k), batch.yields, batch.weight, kind, delta)
-                for batch, k in zip(batches, jax.random.split(key), strict=True))
-            loss = scale * (current + remembered)
+                regression_loss(forward(model, batch, key=subkey), batch.yields, batch.weight, kind, delta)
+                for batch, subkey in zip(batches, jax.random.split(key), strict=True))
+            loss = scale * 2.0 * (current + k * remembered) / (1.0 + k)
             return loss, {"loss": loss, "current_loss": current, "replay_loss": remembered}
 
         return objective
+
+    def extra(self, setting: Setting, state: StrategyState) -> jax.Array:
+        return jnp.float32(self.memory_weight(setting, memory_of(state)))
 
     def initial_state(self, setting: Setting) -> StrategyState:
         return StrategyState(values={"memory": ReplayMemory(setting.memory).to_json()})
