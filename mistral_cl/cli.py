@@ -58,6 +58,8 @@ def _add_model_options(parser: argparse.ArgumentParser, default_mode: str = "ful
     group.add_argument("--lora-alpha", type=float, default=16.0)
     group.add_argument("--lora-targets", default="q,k,v,o", help="from q,k,v,o,gate,up,down")
     group.add_argument("--head-heads", type=int, default=4, help="attention heads of the MHAR head")
+    group.add_argument("--head-members", type=int, default=1,
+                       help="train an ensemble of this many MHAR heads side by side and average them")
     group.add_argument("--head-dropout", type=float, default=0.1)
     group.add_argument("--remat", choices=["none", "dots", "full"], default="none")
 

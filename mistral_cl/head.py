@@ -1,4 +1,8 @@
-"""Multi-Head Attention Regression (MHAR) head: token states in, one yield in [0, 1] out."""
+"""Multi-Head Attention Regression (MHAR) head: token states in, one yield in [0, 1] out.
+
+`HeadConfig.members > 1` builds a `HeadEnsemble`: that many independently initialised MHAR heads on
+the same backbone features, trained side by side (each on its own loss) and averaged at prediction.
+"""
 
 from __future__ import annotations
 
@@ -19,11 +23,16 @@ class HeadConfig:
     """Shapes of the regression head; `ffn_dim=None` means the backbone width."""
 
     n_heads: int = 4
+    members: int = 1
     ffn_dim: int | None = None
     mlp_dim: int = 256
     dropout: float = 0.1
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.members, int) or self.members <= 0:
+            raise InputError(f"head members must be a positive number of heads, got {self.members!r}")
 
     def check(self, dim: int) -> None:
         if self.n_heads <= 0 or dim % self.n_heads:
@@ -99,3 +108,48 @@ class MHARHead(eqx.Module):
 
         h = _dropout(jax.nn.silu(self.mlp_in(pooled)), self.dropout, keys[2])
         return jax.nn.sigmoid(self.mlp_out(h)[..., 0].astype(jnp.float32))
+
+
+class HeadEnsemble(eqx.Module):
+    """`n` MHAR heads stored as one stacked pytree (every leaf has a leading axis of length `n`): one
+    step trains all of them, each with its own initialisation and dropout.
+
+    Returns one prediction per member, [n, batch]. The losses average the members' losses, so each
+    member is fitted on its own (a deep ensemble, not one wide model); `point_prediction` averages
+    them into the ensemble's prediction. Only global-norm gradient clipping sees them together.
+    The members run one after another inside the traced function rather than under `vmap`: XLA:CPU
+    ran the batched matmuls of `vmap` slower (3 members, batch 16 x 176 tokens, dim 128: 169 ms per
+    train step under `vmap`, 128 ms unrolled, against 47 ms for one head).
+    """
+
+    members: MHARHead
+    n: int = eqx.field(static=True)
+
+    def __init__(self, dim: int, config: HeadConfig, *, key: PRNGKeyArray) -> None:
+        config.check(dim)
+        self.members = eqx.filter_vmap(lambda k: MHARHead(dim, config, key=k))(
+            jax.random.split(key, config.members))
+        self.n = config.members
+
+    def member(self, i: int) -> MHARHead:
+        return jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, self.members)
+
+    def __call__(
+        self,
+        hidden: Float[Array, "batch seq dim"],
+        mask: Bool[Array, "batch seq"],
+        *,
+        key: PRNGKeyArray | None = None,
+    ) -> Float[Array, "members batch"]:
+        keys = [None] * self.n if key is None else list(jax.random.split(key, self.n))
+        return jnp.stack([self.member(i)(hidden, mask, key=keys[i]) for i in range(self.n)])
+
+
+def build_head(dim: int, config: HeadConfig, *, key: PRNGKeyArray) -> MHARHead | HeadEnsemble:
+    """One MHAR head, or an ensemble of `config.members` of them."""
+    return MHARHead(dim, config, key=key) if config.members == 1 else HeadEnsemble(dim, config, key=key)
+
+
+def point_prediction(pred: Float[Array, "*members batch"]) -> Float[Array, " batch"]:
+    """The yield predicted per reaction: a single head's output, or the mean of an ensemble's."""
+    return pred if pred.ndim == 1 else jnp.mean(pred, axis=0)

@@ -18,7 +18,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from mistral_cl.config import ModelConfig
 from mistral_cl.errors import InputError
-from mistral_cl.head import HeadConfig, MHARHead
+from mistral_cl.head import HeadConfig, HeadEnsemble, MHARHead, build_head
 from mistral_cl.lora import LoRAConfig, add_lora, lora_filter
 from mistral_cl.model import Mistral, Remat
 
@@ -39,10 +39,10 @@ class AdaptationConfig:
 
 
 class YieldModel(eqx.Module):
-    """Reaction tokens in, predicted yields in [0, 1] out."""
+    """Reaction tokens in, predicted yields in [0, 1] out ([members, batch] for a head ensemble)."""
 
     backbone: Mistral
-    head: MHARHead
+    head: MHARHead | HeadEnsemble
 
     def __call__(
         self,
@@ -50,7 +50,7 @@ class YieldModel(eqx.Module):
         mask: Bool[Array, "batch seq"],
         *,
         key: PRNGKeyArray | None = None,
-    ) -> Float[Array, " batch"]:
+    ) -> Float[Array, "*members batch"]:
         return self.head(self.backbone(tokens, mask), mask, key=key)
 
 
@@ -75,7 +75,7 @@ def build_yield_model(
         )
     if adaptation.mode == "lora":
         backbone = add_lora(backbone, adaptation.lora, key=k_lora)
-    head = MHARHead(model_config.dim, head_config, key=k_head)
+    head = build_head(model_config.dim, head_config, key=k_head)
     return YieldModel(backbone, head)
 
 

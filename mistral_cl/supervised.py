@@ -90,7 +90,7 @@ def run_config(args: argparse.Namespace, **extra: Any) -> RunConfig:
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     return RunConfig(
         model=model_config(args.model, args.weights),
-        head=HeadConfig(n_heads=args.head_heads, dropout=args.head_dropout),
+        head=HeadConfig(n_heads=args.head_heads, members=args.head_members, dropout=args.head_dropout),
         adaptation=AdaptationConfig(
             mode=args.mode, lora=LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
         ),

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 import sharding
 from mistral_cl.data.batching import Batch
 from mistral_cl.errors import InputError
+from mistral_cl.head import point_prediction
 from mistral_cl.predictor import YieldModel, cast_floating
 
 LossKind = Literal["mse", "huber"]
@@ -81,9 +82,13 @@ def regression_loss(
     kind: LossKind = "mse",
     delta: float = 0.1,
 ) -> Scalar:
-    """Weighted mean of squared (or Huber) errors; rows with weight 0 (batch filler) do not count."""
+    """Weighted mean of squared (or Huber) errors; rows with weight 0 (batch filler) do not count.
+
+    `pred` may carry a leading axis of head-ensemble members: each member's loss, averaged.
+    """
     err = pred.astype(jnp.float32) - target.astype(jnp.float32)
     per_row = jnp.square(err) if kind == "mse" else 2.0 * optax.huber_loss(err, delta=delta)
+    per_row = per_row.reshape(-1, *weight.shape).mean(axis=0)
     return jnp.sum(per_row * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
@@ -113,8 +118,10 @@ class BatchSource(Protocol):
     def count_batches(self, batch_size: int) -> int: ...
 
 
-def forward(model: YieldModel, batch: Any, *, key: PRNGKeyArray | None = None) -> Float[Array, " batch"]:
-    """Predicted yields for a batch of token ids, or of cached backbone features (head mode)."""
+def forward(model: YieldModel, batch: Any, *, key: PRNGKeyArray | None = None
+            ) -> Float[Array, "*members batch"]:
+    """Predicted yields for a batch of token ids, or of cached backbone features (head mode); one row
+    per member for a head ensemble (`head.point_prediction` averages them)."""
     features = getattr(batch, "features", None)
     if features is not None:
         return model.head(features, batch.mask, key=key)
@@ -175,8 +182,8 @@ def make_train_step(
 
 @eqx.filter_jit
 def predict_batch(model: YieldModel, batch: Batch) -> Float[Array, " batch"]:
-    """Predicted yields for one batch, without dropout."""
-    return forward(model, batch)
+    """Predicted yields for one batch, without dropout (an ensemble's mean)."""
+    return point_prediction(forward(model, batch))
 
 
 def _feeder(mesh: Mesh | None, batch_size: int) -> Callable[[Any], Any]:

@@ -14,7 +14,8 @@ Why these choices:
   moments for Mistral-7B), so it is split both ways: vocab over `tensor` (a lookup becomes a local
   masked gather plus one all-reduce) and width over `fsdp` like every other weight.
 - Norm gains and biases are tiny: replicated. The head is small next to the backbone: only its
-  model-width axis is split over `fsdp`, so it adds no divisibility constraint of its own.
+  model-width axis is split over `fsdp`, so it adds no divisibility constraint of its own. A head
+  ensemble's leading members axis is replicated.
 - Heads are never split: `tensor` must divide the number of query heads *and* of KV heads (Mistral-7B:
   8 KV heads, so tensor parallelism up to 8), not merely the feature count.
 """
@@ -87,6 +88,8 @@ def path_name(path: Sequence[Any]) -> str:
 def logical_axes(name: str) -> tuple[Logical, ...]:
     """The logical axes of the model weight at `name` (a LoRA `a`/`b` follows its base weight)."""
     base = name.replace(".base.", ".")
+    if base.startswith("head.members."):  # a head ensemble: its members' axis, then a head's own
+        return (None, *logical_axes("head." + base.removeprefix("head.members.")))
     stem, _, leaf = base.rpartition(".")
     if leaf in ("a", "b"):
         *layers, out_axis, in_axis = logical_axes(f"{stem}.weight")

@@ -38,6 +38,13 @@ def test_non_positive_lora_rank_is_a_clear_error(capsys, small_csv, tmp_path):
     assert code == 2 and "LoRA rank must be a positive integer" in err
 
 
+def test_non_positive_head_members_is_a_clear_error(capsys, small_csv, tmp_path):
+    code, err = _error(capsys, ["train", "--data", str(small_csv), "--head-members", "0",
+                                "--out", str(tmp_path / "run")])
+    assert code == 2 and "head members must be a positive number" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_data_without_the_needed_columns_names_file_and_column(capsys, tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("reaction,percent\nCC>>CC,10\n")
@@ -66,12 +73,14 @@ MICRO = ModelConfig(vocab_size=32000, dim=32, n_layers=1, n_heads=2, n_kv_heads=
                     hidden_dim=64)
 
 
-def test_train_then_predict_writes_predictions(capsys, small_csv, tmp_path):
+@pytest.mark.parametrize("members", [1, 2])
+def test_train_then_predict_writes_predictions(capsys, small_csv, tmp_path, members):
     run = tmp_path / "run"
     shapes = tmp_path / "micro.json"
     shapes.write_text(json.dumps(MICRO.to_hf_config()))
     assert main(["train", "--data", str(small_csv), "--model", str(shapes), "--epochs", "1",
-                 "--batch-size", "16", "--head-heads", "2", "--out", str(run), "--no-progress"]) == 0
+                 "--batch-size", "16", "--head-heads", "2", "--head-members", str(members),
+                 "--out", str(run), "--no-progress"]) == 0
     for name in ("run.json", "metrics.json", "metrics.csv", "predictions.csv", "parity.png", "loss.png"):
         assert (run / name).exists(), name
     metrics = json.loads((run / "metrics.json").read_text())

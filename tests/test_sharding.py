@@ -6,6 +6,7 @@ width 32 (fsdp up to 8), vocabulary 64.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import equinox as eqx
@@ -153,6 +154,16 @@ def test_lora_adapters_follow_the_axes_of_their_base_weight():
     assert attention.wq.b == PartitionSpec(None, "tensor", None)  # [L, out, r]
     assert attention.wo.a == PartitionSpec(None, None, "tensor")
     assert attention.wo.b == PartitionSpec(None, "fsdp", None)
+
+
+def test_a_head_ensemble_keeps_its_members_axis_whole_and_shards_each_head_like_one_head():
+    single = sharding.model_specs(_abstract("head")).head
+    ensemble = eqx.filter_eval_shape(lambda: build_yield_model(
+        TINY, dataclasses.replace(HEAD, members=3), AdaptationConfig(mode="head"), key=jax.random.key(0)))
+    members = sharding.model_specs(ensemble).head.members
+    assert members.attention.wq.weight == PartitionSpec(None, *single.attention.wq.weight)
+    assert members.ffn_out.weight == PartitionSpec(None, *single.ffn_out.weight)
+    assert members.mlp_in.bias == PartitionSpec(None, *single.mlp_in.bias)
 
 
 def test_optimizer_moments_follow_their_parameter():
