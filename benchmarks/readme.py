@@ -63,7 +63,8 @@ def _meta(result: dict[str, Any]) -> str:
     elif isinstance(load, list):
         load = ", ".join(f"{v:.1f}" for v in load)
     commit = str(result.get("git_commit", ""))[:10]
-    return f"_{result.get('date', '')} · {machine} · commit `{commit}` · load average {load}_"
+    load = f" · load average {load}" if load != "" else ""
+    return f"_{result.get('date', '')} · {machine} · commit `{commit}`{load}_"
 
 
 def checkpoint_section(result: dict[str, Any]) -> str:
@@ -113,22 +114,25 @@ def _mean_sd(stat: dict[str, float], scale: float = 1.0, digits: int = 3) -> str
 
 
 def accuracy_section(result: dict[str, Any]) -> str:
-    rows = [dict(r, minutes=r["seconds"] / 60, cpu_minutes=r.get("cpu_seconds", float("nan")) / 60)
+    rows = [dict(r, minutes=r["seconds"] / 60, cpu_minutes=r.get("cpu_seconds", float("nan")) / 60,
+                 load=" / ".join(f"{v:.1f}" for v in r.get("load_average", ())))
             for r in result["rows"]]
     s = result["summary"]
     train = result["settings"]["train"]
     mode = result["settings"]["adaptation"]["mode"]
+    members = result["settings"]["head"].get("members", 1)
+    heads = "one MHAR head" if members == 1 else f"an ensemble of {members} MHAR heads"
     met = s["r2"]["mean"] >= 0.85 and max(r["minutes"] for r in rows) <= 15
     return "\n\n".join([
         "## Yield prediction accuracy (`benchmarks/accuracy.py`)",
         _meta(result),
         f"Standard protocol: random 70/30 splits of all 5760 Suzuki–Miyaura reactions, one model per split "
         f"trained from scratch (the `tiny` preset from random initialisation: no pretrained weights exist on "
-        f"this machine), mode `{mode}`, {train['epochs']} epochs, batch {train['batch_size']}, peak lr "
-        f"{train['learning_rate']:g}. Command: `{' '.join(result['command'])}`. Wall time counts "
+        f"this machine), mode `{mode}`, {heads}, {train['epochs']} epochs, batch {train['batch_size']}, "
+        f"peak lr {train['learning_rate']:g}. Command: `{' '.join(result['command'])}`. Wall time counts "
         "everything from building the model to the last held-out prediction.",
         _table(rows, [("split seed", "seed"), ("R²", "r2"), ("RMSE (%)", "rmse"), ("MAE (%)", "mae"),
-                      ("wall min", "minutes"), ("CPU min", "cpu_minutes")]),
+                      ("wall min", "minutes"), ("CPU min", "cpu_minutes"), ("load 1/5/15 min", "load")]),
         f"**Mean ± sd over {len(rows)} splits: R² {_mean_sd(s['r2'])}, "
         f"RMSE {_mean_sd(s['rmse'], digits=2)} %, "
         f"MAE {_mean_sd(s['mae'], digits=2)} %, wall {_mean_sd(s['seconds'], 60, 1)} min per split.**",
