@@ -59,7 +59,7 @@ def test_replay_weight_tasks_counts_every_remembered_task_like_the_current_one(t
         current, replayed = float(parts["current_loss"]), float(parts["replay_loss"])
         assert current != replayed
         np.testing.assert_allclose(float(loss), 2 * (current + k * replayed) / (1 + k), rtol=1e-6)
-    for bad in ("replay:weight=0", "replay:weight=-1", "replay-avg-grad:weight=many"):
+    for bad in ("replay:weight=0", "replay:weight=-1", "replay-avg-grad:weight=many", "agem:weight=tasks"):
         with pytest.raises(InputError):
             build_strategy(bad)
 

@@ -14,7 +14,7 @@ CONFIG = HeadConfig(n_heads=2, members=3, mlp_dim=16)
 
 
 def _member(ensemble: HeadEnsemble, i: int) -> MHARHead:
-    member = jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, ensemble.members)
+    member = ensemble.member(i)
     assert isinstance(member, MHARHead)
     return member
 

@@ -18,27 +18,17 @@ import jax.numpy as jnp
 from optax.tree_utils import tree_vdot
 
 from mistral_cl.continual.strategies.base import Setting
-from mistral_cl.continual.strategies.replay import Replay
+from mistral_cl.continual.strategies.replay import Rehearsal
 from mistral_cl.predictor import cast_floating
-from mistral_cl.train import (
-    COMPUTE_DTYPES,
-    GradientTransform,
-    Objective,
-    forward,
-    regression_loss,
-    supervised_objective,
-)
+from mistral_cl.train import COMPUTE_DTYPES, GradientTransform, forward, regression_loss
 
 
 @dataclasses.dataclass(frozen=True)
-class AGEM(Replay):
-    """The current task's loss, with its gradient projected away from the memory's."""
+class AGEM(Rehearsal):
+    """The current task's loss (the base objective), with its gradient projected away from the
+    memory's."""
 
     name: ClassVar[str] = "agem"
-    stores_data: ClassVar[bool] = True
-
-    def objective(self, setting: Setting) -> Objective:
-        return supervised_objective(setting.train.loss, setting.train.huber_delta)
 
     def grad_transform(self, setting: Setting) -> GradientTransform:
         kind, delta = setting.train.loss, setting.train.huber_delta

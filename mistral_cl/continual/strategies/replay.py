@@ -43,12 +43,36 @@ def memory_of(state: StrategyState) -> ReplayMemory:
 
 
 @dataclasses.dataclass(frozen=True)
-class Replay(Strategy):
+class Rehearsal(Strategy):
+    """What `replay` and `agem` share: a memory of past tasks' training reactions (`--memory`), updated
+    after every round, and steps that pair each current batch with a remembered one. How the
+    remembered batch is used is each subclass's own."""
+
+    stores_data: ClassVar[bool] = True
+
+    def initial_state(self, setting: Setting) -> StrategyState:
+        return StrategyState(values={"memory": ReplayMemory(setting.memory).to_json()})
+
+    def steps(self, setting: Setting, state: StrategyState, tasks: Sequence[int], round_index: int,
+              epoch: int) -> Steps:
+        current = super().steps(setting, state, tasks, round_index, epoch)
+        return paired_with_memory(setting, current, memory_of(state).positions, round_index, epoch)
+
+    def end_round(self, setting: Setting, state: StrategyState, trainable: YieldModel,
+                  tasks: Sequence[int], round_index: int) -> StrategyState:
+        memory = memory_of(state)
+        for task in tasks:
+            rng = np.random.default_rng(seed_for(setting.seed, "memory", task))
+            memory = memory.add_task(setting.pool.train[task], rng)
+        return dataclasses.replace(state, values={**state.values, "memory": memory.to_json()})
+
+
+@dataclasses.dataclass(frozen=True)
+class Replay(Rehearsal):
     """Current batch + remembered batch per step; loss = sum of their regression losses, the
     remembered one weighted by `weight` ("1", the paper's sum; "tasks"; or a positive number)."""
 
     name: ClassVar[str] = "replay"
-    stores_data: ClassVar[bool] = True
     average: ClassVar[bool] = False
     weight: str = "1"
 
@@ -83,22 +107,6 @@ class Replay(Strategy):
 
     def extra(self, setting: Setting, state: StrategyState) -> jax.Array:
         return jnp.float32(self.memory_weight(setting, memory_of(state)))
-
-    def initial_state(self, setting: Setting) -> StrategyState:
-        return StrategyState(values={"memory": ReplayMemory(setting.memory).to_json()})
-
-    def steps(self, setting: Setting, state: StrategyState, tasks: Sequence[int], round_index: int,
-              epoch: int) -> Steps:
-        current = super().steps(setting, state, tasks, round_index, epoch)
-        return paired_with_memory(setting, current, memory_of(state).positions, round_index, epoch)
-
-    def end_round(self, setting: Setting, state: StrategyState, trainable: YieldModel,
-                  tasks: Sequence[int], round_index: int) -> StrategyState:
-        memory = memory_of(state)
-        for task in tasks:
-            rng = np.random.default_rng(seed_for(setting.seed, "memory", task))
-            memory = memory.add_task(setting.pool.train[task], rng)
-        return dataclasses.replace(state, values={**state.values, "memory": memory.to_json()})
 
 
 @dataclasses.dataclass(frozen=True)
