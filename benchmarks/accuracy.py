@@ -133,10 +133,12 @@ def run_split(
                      progress=progress, description=f"seed {seed}", on_epoch_end=on_epoch_end)
     scores = regression_scores(test.yields, predict(result.model, test, batch_size=batch))
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    return {"seed": seed, **scores, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
-            "n_train": len(train),
-            "n_test": len(test), "final_loss": result.history[-1]["loss"],
-            "load_average": [round(x, 2) for x in os.getloadavg()]}
+    row = {"seed": seed, **scores, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+           "n_train": len(train), "n_test": len(test), "final_loss": result.history[-1]["loss"],
+           "load_average": [round(x, 2) for x in os.getloadavg()]}
+    if on_epoch_end is not None:  # tracked: the held-out scores after every epoch
+        row["history"] = result.history
+    return row
 
 
 def test_scores_hook(test: EncodedReactions, batch_size: int = 64) -> EpochHook:

@@ -60,6 +60,8 @@ def _add_model_options(parser: argparse.ArgumentParser, default_mode: str = "ful
     group.add_argument("--head-heads", type=int, default=4, help="attention heads of the MHAR head")
     group.add_argument("--head-members", type=int, default=1,
                        help="train an ensemble of this many MHAR heads side by side and average them")
+    group.add_argument("--head-pool-heads", type=int, default=1,
+                       help="attention-pooling heads of the MHAR head (each pools a slice of the width)")
     group.add_argument("--head-dropout", type=float, default=0.1)
     group.add_argument("--remat", choices=["none", "dots", "full"], default="none")
 
@@ -72,6 +74,8 @@ def _add_train_options(parser: argparse.ArgumentParser, epochs: int, lr: float, 
     group.add_argument("--weight-decay", type=float, default=0.01)
     group.add_argument("--optimizer", choices=["adamw", "adafactor"], default="adamw")
     group.add_argument("--loss", choices=["mse", "huber"], default="mse")
+    group.add_argument("--ema", type=float, metavar="DECAY",
+                       help="keep an exponential moving average of the weights (e.g. 0.999) and use it")
     group.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default="float32")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--no-progress", action="store_true", help="no progress bars")

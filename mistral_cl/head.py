@@ -7,6 +7,7 @@ the same backbone features, trained side by side (each on its own loss) and aver
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
@@ -24,6 +25,7 @@ class HeadConfig:
 
     n_heads: int = 4
     members: int = 1
+    pool_heads: int = 1
     ffn_dim: int | None = None
     mlp_dim: int = 256
     dropout: float = 0.1
@@ -38,6 +40,10 @@ class HeadConfig:
         if self.n_heads <= 0 or dim % self.n_heads:
             raise InputError(
                 f"head n_heads={self.n_heads} must be positive and divide the backbone width {dim}"
+            )
+        if self.pool_heads <= 0 or dim % self.pool_heads:
+            raise InputError(
+                f"head pool_heads={self.pool_heads} must be positive and divide the backbone width {dim}"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"head dropout must be in [0, 1), got {self.dropout}")
@@ -79,7 +85,7 @@ class MHARHead(eqx.Module):
         self.ffn_in = Linear(dim, ffn_dim, key=k1, use_bias=True)
         self.ffn_out = Linear(ffn_dim, dim, key=k2, use_bias=True)
         self.ffn_norm = RMSNorm(dim, config.norm_eps)
-        self.pool = Linear(dim, 1, key=kp)
+        self.pool = Linear(dim, config.pool_heads, key=kp)
         self.mlp_in = Linear(dim, config.mlp_dim, key=k3, use_bias=True)
         self.mlp_out = Linear(config.mlp_dim, 1, key=k4, use_bias=True)
         self.dropout = config.dropout
@@ -93,21 +99,38 @@ class MHARHead(eqx.Module):
     ) -> Float[Array, " batch"]:
         """Predicted yields in [0, 1]. `key=None` is evaluation (no dropout)."""
         keys = [None] * 3 if key is None else list(jax.random.split(key, 3))
+        pooled = self.attention_pool(self.token_states(hidden, mask, keys=keys[:2]), mask)
+        h = _dropout(jax.nn.silu(self.mlp_in(pooled)), self.dropout, keys[2])
+        return jax.nn.sigmoid(self.mlp_out(h)[..., 0].astype(jnp.float32))
+
+    def token_states(
+        self,
+        hidden: Float[Array, "batch seq dim"],
+        mask: Bool[Array, "batch seq"],
+        *,
+        keys: Sequence[PRNGKeyArray | None] = (None, None),
+    ) -> Float[Array, "batch seq dim"]:
+        """The attention and feed-forward sublayers: x = RMSNorm(x + MHA(x)), x = RMSNorm(x + FFN(x))."""
         mask = mask.astype(bool)
         positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
         x = hidden
         attn = self.attention(x, positions, attention_mask(mask, causal=False, window=None))
         x = self.attention_norm(x + _dropout(attn, self.dropout, keys[0]))
         ffn = self.ffn_out(jax.nn.silu(self.ffn_in(x)))
-        x = self.ffn_norm(x + _dropout(ffn, self.dropout, keys[1]))
+        return self.ffn_norm(x + _dropout(ffn, self.dropout, keys[1]))
 
-        scores = self.pool(x)[..., 0].astype(jnp.float32)
-        scores = jnp.where(mask, scores, -jnp.inf)
-        weights = jax.nn.softmax(scores, axis=-1)
-        pooled = jnp.einsum("bt,btd->bd", weights.astype(x.dtype), x)
-
-        h = _dropout(jax.nn.silu(self.mlp_in(pooled)), self.dropout, keys[2])
-        return jax.nn.sigmoid(self.mlp_out(h)[..., 0].astype(jnp.float32))
+    def attention_pool(
+        self, x: Float[Array, "batch seq dim"], mask: Bool[Array, "batch seq"]
+    ) -> Float[Array, "batch dim"]:
+        """Masked attention pooling: each pooling head weighs the real tokens with its own softmax and
+        pools its own slice of the width (one head pools the whole width)."""
+        scores = self.pool(x).astype(jnp.float32)
+        scores = jnp.where(mask.astype(bool)[..., None], scores, -jnp.inf)
+        weights = jax.nn.softmax(scores, axis=1)
+        batch, seq, dim = x.shape
+        pool_heads = weights.shape[-1]
+        slices = x.reshape(batch, seq, pool_heads, dim // pool_heads)
+        return jnp.einsum("btp,btpd->bpd", weights.astype(x.dtype), slices).reshape(batch, dim)
 
 
 class HeadEnsemble(eqx.Module):

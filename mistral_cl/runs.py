@@ -49,6 +49,9 @@ class RunConfig:
     remat: str = "none"
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.head.check(self.model.dim)  # before any run directory is made
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -90,14 +90,15 @@ def run_config(args: argparse.Namespace, **extra: Any) -> RunConfig:
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     return RunConfig(
         model=model_config(args.model, args.weights),
-        head=HeadConfig(n_heads=args.head_heads, members=args.head_members, dropout=args.head_dropout),
+        head=HeadConfig(n_heads=args.head_heads, members=args.head_members,
+                        pool_heads=args.head_pool_heads, dropout=args.head_dropout),
         adaptation=AdaptationConfig(
             mode=args.mode, lora=LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
         ),
         train=TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
             weight_decay=args.weight_decay, optimizer=args.optimizer, loss=args.loss,
-            compute_dtype=args.compute_dtype, seed=args.seed,
+            compute_dtype=args.compute_dtype, seed=args.seed, ema=args.ema,
         ),
         data=data_spec(args),
         weights=str(Path(args.weights).resolve()) if args.weights else None,

@@ -47,6 +47,8 @@ class TrainConfig:
     huber_delta: float = 0.1
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     seed: int = 0
+    ema: float | None = None  # decay of an exponential moving average of the weights, used at the end
+
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.batch_size <= 0:
@@ -59,6 +61,8 @@ class TrainConfig:
             raise InputError(f"unknown loss {self.loss!r}; choose mse or huber")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise InputError(f"unknown compute dtype {self.compute_dtype!r}; choose {sorted(COMPUTE_DTYPES)}")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise InputError(f"EMA decay must be in (0, 1), got {self.ema}", hint="e.g. --ema 0.999")
 
 
 def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
@@ -207,6 +211,12 @@ def predict(model: YieldModel, data: BatchSource, batch_size: int = 64, *, mesh:
     return out
 
 
+@jax.jit
+def ema_update(average: Any, current: Any, decay: Scalar) -> Any:
+    """One step of an exponential moving average of the trainable weights (floating leaves only)."""
+    return jax.tree.map(lambda a, c: decay * a + (1.0 - decay) * c.astype(a.dtype), average, current)
+
+
 @dataclasses.dataclass
 class FitResult:
     model: YieldModel
@@ -245,6 +255,8 @@ def fit(
     else:
         opt_state = sharding.sharded_opt_init(optimizer, trainable, mesh)
     feed = _feeder(mesh, config.batch_size)
+    # The average has buffers of its own: the step donates (reuses) the trainable half's.
+    average = None if config.ema is None else jax.tree.map(jnp.copy, trainable)
     key = jax.random.key(config.seed)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
@@ -258,6 +270,8 @@ def fit(
                 trainable, frozen, opt_state, (feed(batch),), jax.random.fold_in(key, n_step), None
             )
             n_step += 1
+            if average is not None:
+                average = ema_update(average, trainable, config.ema)
             losses.append(metrics["loss"])
             reactions += int(np.sum(batch.weight))
             tokens += int(np.sum(batch.mask))
@@ -268,7 +282,9 @@ def fit(
         record = {"epoch": epoch + 1, "loss": float(np.mean(jax.device_get(losses))),
                   "seconds": time.perf_counter() - t0, "tokens": tokens}
         if on_epoch_end is not None:
-            record.update(on_epoch_end(epoch, eqx.combine(trainable, frozen)) or {})
+            current = trainable if average is None else average
+            record.update(on_epoch_end(epoch, eqx.combine(current, frozen)) or {})
         history.append(record)
     bar.close()
-    return FitResult(eqx.combine(trainable, frozen), opt_state, history, time.perf_counter() - start)
+    final = trainable if average is None else average
+    return FitResult(eqx.combine(final, frozen), opt_state, history, time.perf_counter() - start)

@@ -38,10 +38,16 @@ def test_non_positive_lora_rank_is_a_clear_error(capsys, small_csv, tmp_path):
     assert code == 2 and "LoRA rank must be a positive integer" in err
 
 
-def test_non_positive_head_members_is_a_clear_error(capsys, small_csv, tmp_path):
-    code, err = _error(capsys, ["train", "--data", str(small_csv), "--head-members", "0",
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--head-members", "0", "head members must be a positive number"),
+    ("--head-pool-heads", "5", "pool_heads=5 must be positive and divide the backbone width 128"),
+    ("--ema", "1.5", "EMA decay must be in (0, 1)"),
+])
+def test_bad_head_or_optimiser_settings_are_clear_errors(capsys, small_csv, tmp_path, option, value,
+                                                         message):
+    code, err = _error(capsys, ["train", "--data", str(small_csv), option, value,
                                 "--out", str(tmp_path / "run")])
-    assert code == 2 and "head members must be a positive number" in err
+    assert code == 2 and message in err
     assert not (tmp_path / "run").exists()
 
 

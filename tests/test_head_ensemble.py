@@ -70,3 +70,24 @@ def test_training_loss_is_the_mean_of_member_losses_and_prediction_the_mean_of_m
 def test_members_must_be_positive():
     with pytest.raises(InputError, match="members"):
         HeadConfig(n_heads=2, members=0)
+
+
+def test_each_pooling_head_weighs_tokens_on_its_own_and_pools_its_own_slice():
+    head = MHARHead(32, HeadConfig(n_heads=2, pool_heads=4, mlp_dim=16, dropout=0.0),
+                    key=jax.random.key(3))
+    hidden, mask = _features([12, 7])
+    # Pooling head 0 scores tokens by their feature 0; the other three score every token alike, so
+    # they average their slices.
+    weight = jnp.zeros_like(head.pool.weight).at[0, 0].set(1.0)
+    head = eqx.tree_at(lambda h: h.pool.weight, head, weight)
+    x = head.token_states(hidden, mask)
+    pooled = head.attention_pool(x, mask)
+    for row, length in enumerate([12, 7]):
+        w0 = jax.nn.softmax(x[row, :length, 0])
+        np.testing.assert_allclose(pooled[row, :8], w0 @ x[row, :length, :8], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(pooled[row, 8:], x[row, :length, 8:].mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_pool_heads_must_divide_the_width():
+    with pytest.raises(InputError, match="pool_heads"):
+        MHARHead(32, HeadConfig(n_heads=2, pool_heads=5), key=jax.random.key(0))

@@ -52,10 +52,10 @@ def test_sliding_window_limits_how_far_back_a_token_sees():
     np.testing.assert_array_equal(a[0, 11], b[0, 11])
 
 
-@pytest.mark.parametrize("mode", ["head", "lora", "full"])
-def test_padding_never_changes_a_prediction(mode):
-    model = build_yield_model(CFG, HeadConfig(n_heads=2, mlp_dim=16), AdaptationConfig(mode=mode),
-                              key=jax.random.key(0))
+@pytest.mark.parametrize(("mode", "pool_heads"), [("head", 1), ("lora", 1), ("full", 1), ("head", 4)])
+def test_padding_never_changes_a_prediction(mode, pool_heads):
+    model = build_yield_model(CFG, HeadConfig(n_heads=2, mlp_dim=16, pool_heads=pool_heads),
+                              AdaptationConfig(mode=mode), key=jax.random.key(0))
     model = _trained_like(model)
     tokens, mask = _batch([9, 5, 14], 14)
     batched = model(tokens, mask)

@@ -8,11 +8,12 @@ from mistral_cl.config import ModelConfig
 from mistral_cl.data.batching import encode_reactions
 from mistral_cl.data.sources import load_dataset
 from mistral_cl.data.tasks import random_split
+from mistral_cl.errors import InputError
 from mistral_cl.head import HeadConfig
 from mistral_cl.predictor import AdaptationConfig, build_yield_model, trainable_filter
 from mistral_cl.scores import regression_scores
 from mistral_cl.tokenizer import Tokenizer
-from mistral_cl.train import TrainConfig, fit, predict
+from mistral_cl.train import TrainConfig, ema_update, fit, predict
 
 MICRO = ModelConfig(vocab_size=32000, dim=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16,
                     hidden_dim=64, sliding_window=None, max_seq_len=512)
@@ -48,3 +49,36 @@ def test_a_small_run_on_real_data_lowers_the_loss(few_suzuki_reactions):
     trained_test = regression_scores(test.yields, predict(result.model, test))
     assert trained_train["rmse"] < 0.95 * untrained_train["rmse"]
     assert trained_test["r2"] > untrained_test["r2"] + 0.05
+
+
+def test_ema_update_moves_each_weight_towards_the_current_one():
+    average = {"w": np.full(3, 2.0, np.float32), "frozen": None}
+    current = {"w": np.full(3, 4.0, np.float32), "frozen": None}
+    out = ema_update(average, current, 0.75)
+    np.testing.assert_allclose(out["w"], 2.5)
+    assert out["frozen"] is None
+
+
+def test_fit_with_ema_returns_the_moving_average_of_the_weights(few_suzuki_reactions):
+    train, _ = few_suzuki_reactions
+
+    def trained(ema):
+        model = build_yield_model(MICRO, HeadConfig(n_heads=2, mlp_dim=32), AdaptationConfig(mode="head"),
+                                  key=jax.random.key(0))
+        config = TrainConfig(epochs=1, batch_size=32, learning_rate=3e-3, ema=ema)
+        head = fit(model, trainable_filter(model, "head"), train, config, progress=False).model.head
+        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(head)])
+
+    plain = trained(None)
+    # A vanishing decay keeps only the latest weights; a slow one stays between them and the start.
+    np.testing.assert_allclose(trained(1e-9), plain, rtol=1e-5, atol=1e-7)
+    initial = np.concatenate([np.ravel(x) for x in jax.tree.leaves(build_yield_model(
+        MICRO, HeadConfig(n_heads=2, mlp_dim=32), AdaptationConfig(mode="head"), key=jax.random.key(0)).head)])
+    slow = trained(0.9)
+    assert np.linalg.norm(slow - initial) < np.linalg.norm(plain - initial)
+    assert not np.allclose(slow, plain)
+
+
+def test_ema_decay_must_lie_between_zero_and_one():
+    with pytest.raises(InputError, match="EMA decay"):
+        TrainConfig(ema=1.0)

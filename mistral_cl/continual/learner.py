@@ -23,6 +23,7 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -32,7 +33,7 @@ from mistral_cl.continual.strategies import Setting, Strategy, StrategyState
 from mistral_cl.continual.strategies.base import copy_tree
 from mistral_cl.predictor import YieldModel
 from mistral_cl.scores import regression_scores
-from mistral_cl.train import make_optimizer, make_train_step, predict
+from mistral_cl.train import ema_update, make_optimizer, make_train_step, predict
 
 CHECKPOINTS = "checkpoints"
 KEEP = 2  # the latest round to resume from, and the one before it in case the latest is damaged
@@ -112,12 +113,13 @@ def build_step(strategy: Strategy, setting: Setting, schedule_steps: int) -> tup
 def train_round(strategy: Strategy, setting: Setting, progress: Progress, tasks: Sequence[int],
                 optimizer: Any, step: Callable, *, show: bool, description: str) -> YieldModel:
     """The trainable half after one round on `tasks`: epochs of the strategy's steps, starting from a
-    fresh optimizer state."""
+    fresh optimizer state (with `--ema`, the round's moving average of the weights)."""
     config = setting.train
     round_index = progress.rounds_done
     per_epoch = strategy.round_source(setting, tasks).count_batches(config.batch_size)
     trainable = strategy.begin_round(setting, progress.state, progress.trainable)
     opt_state = optimizer.init(eqx.filter(trainable, eqx.is_array))
+    average = None if config.ema is None else jax.tree.map(jnp.copy, trainable)
     extra = strategy.extra(setting, progress.state)
     key = jax.random.fold_in(progress.key, round_index)
     bar = tqdm(total=config.epochs * per_epoch, desc=description, disable=not show, unit="step",
@@ -128,11 +130,13 @@ def train_round(strategy: Strategy, setting: Setting, progress: Progress, tasks:
             trainable, opt_state, metrics = step(trainable, setting.frozen, opt_state, batches,
                                                  jax.random.fold_in(key, n), extra)
             n += 1
+            if average is not None:
+                average = ema_update(average, trainable, config.ema)
             bar.update()
             if n % 10 == 0:
                 bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
     bar.close()
-    return trainable
+    return trainable if average is None else average
 
 
 def run_strategy(strategy: Strategy, setting: Setting, directory: Path, arrivals: Sequence[int],
