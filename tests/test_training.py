@@ -62,18 +62,21 @@ def test_ema_update_moves_each_weight_towards_the_current_one():
 def test_fit_with_ema_returns_the_moving_average_of_the_weights(few_suzuki_reactions):
     train, _ = few_suzuki_reactions
 
-    def trained(ema):
-        model = build_yield_model(MICRO, HeadConfig(n_heads=2, mlp_dim=32), AdaptationConfig(mode="head"),
-                                  key=jax.random.key(0))
-        config = TrainConfig(epochs=1, batch_size=32, learning_rate=3e-3, ema=ema)
-        head = fit(model, trainable_filter(model, "head"), train, config, progress=False).model.head
+    def head_model():
+        return build_yield_model(MICRO, HeadConfig(n_heads=2, mlp_dim=32), AdaptationConfig(mode="head"),
+                                 key=jax.random.key(0))
+
+    def flat(head):
         return np.concatenate([np.ravel(x) for x in jax.tree.leaves(head)])
 
-    plain = trained(None)
+    def trained(ema):
+        model = head_model()
+        config = TrainConfig(epochs=1, batch_size=32, learning_rate=3e-3, ema=ema)
+        return flat(fit(model, trainable_filter(model, "head"), train, config, progress=False).model.head)
+
+    plain, initial = trained(None), flat(head_model().head)
     # A vanishing decay keeps only the latest weights; a slow one stays between them and the start.
     np.testing.assert_allclose(trained(1e-9), plain, rtol=1e-5, atol=1e-7)
-    initial = np.concatenate([np.ravel(x) for x in jax.tree.leaves(build_yield_model(
-        MICRO, HeadConfig(n_heads=2, mlp_dim=32), AdaptationConfig(mode="head"), key=jax.random.key(0)).head)])
     slow = trained(0.9)
     assert np.linalg.norm(slow - initial) < np.linalg.norm(plain - initial)
     assert not np.allclose(slow, plain)
