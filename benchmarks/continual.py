@@ -1,6 +1,7 @@
 """Every continual-learning strategy on the Suzuki-Miyaura stream, with the main job's settings.
 
-    python benchmarks/continual.py [--strategies joint,naive,...] [--out DIR] [--resume] [-- OPTIONS]
+    python benchmarks/continual.py [--strategies joint,naive,...] [--seeds 0,1,2] [--out DIR] [--resume]
+                                   [-- OPTIONS]
 
 Runs `mistral-cl continual` (the `tiny` model, random init, the command's default mode (head), epochs,
 learning rate and batch size, the 15 reactant-pair tasks in sorted order) for every strategy
@@ -8,6 +9,11 @@ plus `joint`, in one run directory (resumable: rerun with `--resume`). Anything 
 to `mistral-cl continual` (e.g. `-- --epochs 4`). Prints the table and writes
 benchmarks/results/continual.json (date, machine, commit, load average, settings, every row, the
 targets and whether they were met) and one R^2 heatmap per strategy under benchmarks/results/.
+
+`--seeds 0,1,2` repeats the whole run with each seed (model initialisation, each task's 70/30
+split, shuffling and memory draws; the task order stays sorted) in `DIR/seed-N`, and the table gives
+the mean and sample sd over seeds; the targets are judged on the means. One seed's R^2-based scores
+move by tenths between seeds, because a few tasks have a narrow spread of yields.
 
 Wall time is what the strategy took in this process (compiles included). The machine is shared, so
 the CPU seconds of the process are recorded as well: they inflate less under contention.
@@ -118,45 +124,94 @@ def git_commit() -> str:
         return "unknown"
 
 
+def mean_rows(per_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per strategy: the mean over seeds of every number, and `NAME sd` (sample sd) beside
+    each score. With a single seed the rows are that seed's and no sd is given."""
+    seeds = list(per_seed)
+    if len(seeds) == 1:
+        return per_seed[seeds[0]]
+    out = []
+    for i, first in enumerate(per_seed[seeds[0]]):
+        row = dict(first)
+        for key, value in first.items():
+            if isinstance(value, float | int) and not isinstance(value, bool):
+                values = [per_seed[s][i][key] for s in seeds]
+                if any(v is None for v in values):
+                    continue
+                row[key] = float(np.mean(values))
+                if key in SCORES:
+                    row[f"{key} sd"] = float(np.std(values, ddof=1))
+        out.append(row)
+    return out
+
+
+SCORES = ("ACC", "BWT", "FWT", "forgetting", "RMSE %", "MAE %")
+
+
+def run_seed(args: argparse.Namespace, run_dir: Path, seed: int | None) -> tuple[list[dict[str, Any]], Any]:
+    """Runs (or resumes) every strategy in `run_dir`; the rows and the run's configuration."""
+    options = [*args.options, *(["--seed", str(seed)] if seed is not None else [])]
+    cli = build_parser().parse_args(["continual", "--strategies", args.strategies, "--out", str(run_dir),
+                                     "--no-progress", *options])
+    if not (args.resume and run_dir.exists()):
+        config = runner.with_continual(run_config(cli), cli.strategies, memory=cli.memory,
+                                       test_fraction=cli.test_fraction)
+        runner.create_run(run_dir, config, runner.task_order(cli.task_order))
+    runner.run_all(run_dir, show=False)
+    return collect(run_dir), load_run_config(run_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategies", default=STRATEGIES)
+    parser.add_argument("--seeds", help="comma-separated seeds: one run each, then mean and sd "
+                                        "(default: one run with the command's --seed)")
     parser.add_argument("--out", default="runs/benchmark-continual", help="run directory")
     parser.add_argument("--resume", action="store_true", help="continue the run directory --out")
     parser.add_argument("options", nargs="*", help="options for `mistral-cl continual` (after --)")
     args = parser.parse_args(argv)
     hostmem.configure()  # as `mistral-cl` does
-    cli = build_parser().parse_args(["continual", "--strategies", args.strategies, "--out", args.out,
-                                     "--no-progress", *args.options])
-    run_dir = Path(args.out)
-    if not args.resume:
-        config = runner.with_continual(run_config(cli), cli.strategies, memory=cli.memory,
-                                       test_fraction=cli.test_fraction)
-        runner.create_run(run_dir, config, runner.task_order(cli.task_order))
-    config = load_run_config(run_dir)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [None]
+    out = Path(args.out)
     started, commit = datetime.now(UTC).isoformat(timespec="seconds"), git_commit()
+    per_seed: dict[int, list[dict[str, Any]]] = {}
     with LoadSampler() as load:
-        runner.run_all(run_dir, show=False)
-    rows = collect(run_dir)
+        for seed in seeds:
+            run_dir = out if seed is None else out / f"seed-{seed}"
+            rows, config = run_seed(args, run_dir, seed)
+            per_seed[config.train.seed] = rows
+            if seed is not None:
+                runner.print_table(rows, run_dir)
+    run_dir = out if seeds[0] is None else out / f"seed-{seeds[0]}"
+    first = load_run_config(run_dir)
+    rows = mean_rows(per_seed)
     by_name = {row["strategy"]: row for row in rows}
+    command = "mistral-cl continual " + " ".join(args.options)
     result = {
         "benchmark": "continual learning of the Suzuki-Miyaura stream: R^2-based ACC/BWT/FWT/forgetting",
         "date": started, "git_commit": commit, "machine": machine(),
         "load_average_1min": load.summary(),
-        "settings": {"model": "tiny (random init)", "mode": config.adaptation.mode,
-                     "train": dataclasses.asdict(config.train), "continual": config.extra["continual"],
+        "settings": {"model": "tiny (random init)", "mode": first.adaptation.mode,
+                     "train": dataclasses.asdict(first.train), "continual": first.extra["continual"],
                      "tasks": json.loads((run_dir / runner.STREAM_FILE).read_text())["arrivals"][-1],
-                     "command": "mistral-cl continual " + " ".join(args.options)},
+                     "command": command.strip() + ("" if seeds[0] is None else " --seed N"),
+                     "seeds": list(per_seed)},
         "rows": rows,
+        "per_seed": ({str(seed): seed_rows for seed, seed_rows in per_seed.items()}
+                     if len(per_seed) > 1 else None),
         "targets": targets(by_name),
+        "targets_per_seed": ({str(seed): targets({r["strategy"]: r for r in seed_rows})
+                              for seed, seed_rows in per_seed.items()} if len(per_seed) > 1 else None),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "continual.json").write_text(json.dumps(result, indent=2) + "\n")
-    for row in rows:
+    for row in per_seed[first.train.seed]:  # the heatmaps of the first seed
         strategy = build_strategy(row["strategy"])
         heatmap = runner.strategy_directory(run_dir, strategy) / "r2_heatmap.png"
         name = runner.strategy_directory(Path(""), strategy).name
         shutil.copyfile(heatmap, RESULTS / f"continual_{name}_r2_heatmap.png")
+    if len(per_seed) > 1:
+        print(f"mean over seeds {list(per_seed)}:")
     runner.print_table(rows, run_dir)
     for name, target in result["targets"].items():
         print(f"{'met   ' if target['met'] else 'MISSED'} {name}: "

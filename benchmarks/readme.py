@@ -142,14 +142,36 @@ def accuracy_section(result: dict[str, Any]) -> str:
     ])
 
 
+def _score(row: dict[str, Any], key: str) -> str | None:
+    """A score to 3 decimals, with its sd over seeds when the row is a mean."""
+    value, sd = row.get(key), row.get(f"{key} sd")
+    if not isinstance(value, float):
+        return value
+    return f"{value:.3f}" if sd is None else f"{value:.3f} ± {sd:.3f}"
+
+
+def _seed_notes(result: dict[str, Any]) -> list[str]:
+    """For a run over several seeds: what the ± means, and each seed's verdict on the targets."""
+    seeds = result["settings"].get("seeds") or []
+    if len(seeds) < 2:
+        return []
+    verdicts = "; ".join(
+        f"seed {seed}: " + ", ".join(f"{name} {'met' if t['met'] else 'missed'}"
+                                     for name, t in targets.items())
+        for seed, targets in result["targets_per_seed"].items())
+    return [f"Every score is the mean ± sample sd over seeds {', '.join(map(str, seeds))} (the seed draws "
+            "the model's initialisation, each task's 70/30 split, the shuffling and the replay draws); the "
+            "targets below are judged on the means, and the heatmaps are those of the first seed. "
+            f"Per seed: {verdicts}."]
+
+
 def continual_section(result: dict[str, Any]) -> str:
     settings = result["settings"]
     train = settings["train"]
     targets = [dict(target=name, **{k: v for k, v in t.items()}) for name, t in result["targets"].items()]
     for t in targets:
         t["figures"] = ", ".join(f"{k} {_cell(v)}" for k, v in t.items() if k not in ("target", "met"))
-    rows = [{**row, **{k: (f"{row[k]:.3f}" if isinstance(row.get(k), float) else row.get(k))
-                       for k in ("ACC", "BWT", "FWT", "forgetting")},
+    rows = [{**row, **{k: _score(row, k) for k in ("ACC", "BWT", "FWT", "forgetting")},
              **{k: "yes" if row.get(k) else "no" for k in ("task-aware", "stores reactions")}}
             for row in result["rows"]]
     images = [f"![{row['strategy']}](results/continual_{row['strategy'].replace(':', '_')}_r2_heatmap.png)"
@@ -165,6 +187,7 @@ def continual_section(result: dict[str, Any]) -> str:
         "spread of yields, so a model that predicts the wrong yield level for a task scores far below "
         "0). RMSE and MAE are the mean over tasks after the last one, in yield %. `adapters` keeps one "
         "adapter and head per task and picks it by task id (task-aware), so it cannot forget.",
+        *_seed_notes(result),
         _table(rows, [("strategy", "strategy"), ("ACC", "ACC"), ("BWT", "BWT"), ("FWT", "FWT"),
                                 ("forgetting", "forgetting"), ("RMSE %", "RMSE %"), ("MAE %", "MAE %"),
                                 ("wall s", "wall s"), ("CPU s", "CPU s"), ("task-aware", "task-aware"),

@@ -1,0 +1,56 @@
+"""Specifications of benchmarks/continual.py's summary over seeds and its README section (no training)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import continual  # noqa: E402
+import readme  # noqa: E402
+
+
+def _row(strategy, acc, bwt):
+    return {"strategy": strategy, "ACC": acc, "BWT": bwt, "FWT": None if strategy == "joint" else 0.5,
+            "forgetting": None if strategy == "joint" else -bwt, "RMSE %": 18.0, "MAE %": 14.0,
+            "wall s": 100.0, "CPU s": 150.0, "task-aware": False, "stores reactions": True}
+
+
+PER_SEED = {
+    0: [_row("joint", 0.20, None), _row("naive", -4.0, -5.0), _row("replay", 0.15, -0.10)],
+    1: [_row("joint", 0.30, None), _row("naive", -3.0, -4.0), _row("replay", 0.00, -0.30)],
+}
+
+
+def test_mean_rows_average_each_score_and_give_its_sample_sd():
+    rows = {r["strategy"]: r for r in continual.mean_rows(PER_SEED)}
+    assert rows["replay"]["ACC"] == pytest.approx(0.075)
+    assert rows["replay"]["ACC sd"] == pytest.approx(0.106066, rel=1e-4)
+    assert rows["naive"]["BWT"] == pytest.approx(-4.5)
+    assert rows["joint"]["BWT"] is None and "BWT sd" not in rows["joint"]
+    assert rows["replay"]["stores reactions"] is True  # flags are kept, not averaged
+    assert continual.mean_rows({0: PER_SEED[0]}) == PER_SEED[0]
+
+
+def test_targets_are_judged_on_the_mean_rows():
+    targets = continual.targets({r["strategy"]: r for r in continual.mean_rows(PER_SEED)})
+    assert targets["naive BWT <= -0.10"]["met"]
+    gap = targets["replay ACC within 0.03 of joint"]
+    assert not gap["met"] and gap["joint_minus_replay"] == pytest.approx(0.175)
+    assert not targets["replay BWT >= -0.03"]["met"]
+
+
+def test_the_readme_section_shows_mean_and_sd_and_each_seeds_verdict():
+    rows = continual.mean_rows(PER_SEED)
+    result = {"date": "2026-11-24", "git_commit": "abc", "machine": "test",
+              "settings": {"model": "tiny (random init)", "mode": "head", "seeds": [0, 1],
+                           "train": {"epochs": 10, "batch_size": 16, "learning_rate": 3e-3},
+                           "continual": {"memory": "all"}, "command": "mistral-cl continual --seed N"},
+              "rows": rows, "targets": continual.targets({r["strategy"]: r for r in rows}),
+              "targets_per_seed": {str(s): continual.targets({r["strategy"]: r for r in seed_rows})
+                                   for s, seed_rows in PER_SEED.items()}}
+    text = readme.continual_section(result)
+    assert "| replay | 0.075 ± 0.106 | -0.200 ± 0.141 |" in text
+    assert "mean ± sample sd over seeds 0, 1" in text
+    assert "seed 0: naive BWT <= -0.10 met" in text
