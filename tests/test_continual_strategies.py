@@ -2,6 +2,7 @@
 change an earlier task's predictions, A-GEM's step never raises the memory loss to first order, and
 EWC's Fisher is the mean squared per-reaction gradient."""
 
+import dataclasses
 
 import equinox as eqx
 import jax
@@ -11,7 +12,7 @@ import pytest
 from continual_fixtures import coupling_tasks_csv, micro_config
 from optax.tree_utils import tree_vdot
 
-from mistral_cl.continual import runner
+from mistral_cl.continual import learner, runner
 from mistral_cl.continual.learner import run_strategy
 from mistral_cl.continual.strategies import STRATEGIES, build_strategy, parse_strategies
 from mistral_cl.continual.strategies.base import StrategyState
@@ -158,3 +159,22 @@ def test_every_strategy_learns_a_two_task_stream_in_every_mode(tmp_path, mode):
         scores = runner.json.loads((run_dir / row["strategy"] / "scores.json").read_text())
         assert np.isfinite(np.array(scores["matrices"]["r2"], dtype=float)).all()
         assert len(scores["matrices"]["r2"]) == (1 if row["strategy"] == "joint" else 2)
+
+
+def test_a_round_with_ema_ends_with_the_moving_average_of_its_weights(tmp_path):
+    strategy = build_strategy("naive")
+
+    def round_weights(ema):
+        directory = tmp_path / f"ema-{ema}"
+        directory.mkdir()
+        _, setting = _setting(directory, {"Br": 0.8, "I": 0.2}, mode="head")
+        setting = dataclasses.replace(setting, train=dataclasses.replace(setting.train, ema=ema))
+        progress = learner.start(strategy, setting, {})
+        optimizer, step = learner.build_step(strategy, setting, 16)
+        trained = learner.train_round(strategy, setting, progress, [0], optimizer, step, show=False,
+                                      description="round")
+        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(trained)])
+
+    plain = round_weights(None)
+    np.testing.assert_allclose(round_weights(1e-9), plain, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(round_weights(0.9), plain)
