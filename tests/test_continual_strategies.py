@@ -178,3 +178,25 @@ def test_a_round_with_ema_ends_with_the_moving_average_of_its_weights(tmp_path):
     plain = round_weights(None)
     np.testing.assert_allclose(round_weights(1e-9), plain, rtol=1e-5, atol=1e-7)
     assert not np.allclose(round_weights(0.9), plain)
+
+
+def test_replay_settling_epochs_draw_both_batches_from_every_task_seen(tmp_path):
+    _, setting = _setting(tmp_path, {"Br": 0.8, "I": 0.2, "Cl": 0.5}, epochs=3)
+    strategy = build_strategy("replay:settle=1")
+    assert strategy.spec == "replay:settle=1"
+    state = strategy.initial_state(setting)
+    for task in (0, 1):
+        state = strategy.end_round(setting, state, setting.initial, [task], task)
+
+    def tasks_drawn(epoch):
+        steps = list(strategy.steps(setting, state, [2], 2, epoch))
+        first = {int(t) for batch, _ in steps for t, w in zip(batch.task, batch.weight) if w > 0}
+        second = {int(t) for _, batch in steps for t, w in zip(batch.task, batch.weight) if w > 0}
+        return len(steps), first, second
+
+    plain_steps, current, remembered = tasks_drawn(0)
+    assert (current, remembered) == ({2}, {0, 1})
+    settle_steps, first, second = tasks_drawn(2)  # the last of 3 epochs settles
+    assert settle_steps == plain_steps and first == second == {0, 1, 2}
+    with pytest.raises(InputError, match="settle"):
+        build_strategy("replay:settle=-1")

@@ -150,7 +150,8 @@ def widen(batch: Any, width: int) -> Any:
     return type(batch)(*(pad(np.asarray(x)) for x in batch))
 
 
-def _endless(source: BatchSource, batch_size: int, seed: int) -> Iterator[Any]:
+def endless(source: BatchSource, batch_size: int, seed: int) -> Iterator[Any]:
+    """Shuffled batches of `source` without end: a new seeded order every pass."""
     for cycle in range(1 << 62):
         yield from source.batches(batch_size, shuffle=True, seed=seed_for(seed, cycle))
 
@@ -161,7 +162,7 @@ def paired_with_memory(setting: Setting, current: Steps, memory: np.ndarray, rou
     a seeded order, both padded to the wider of the two (so only one shape per bucket compiles).
     With an empty memory the second batch is the current one with weight 0: it adds nothing."""
     size = setting.train.batch_size
-    remembered = (_endless(setting.pool.source(memory), size, seed_for(setting.seed, "memory",
+    remembered = (endless(setting.pool.source(memory), size, seed_for(setting.seed, "memory",
                                                                           round_index, epoch))
                   if len(memory) else None)
     for (batch,) in current:

@@ -12,6 +12,13 @@ the remembered batch by the number of tasks in the memory, k, so that every task
 the same, as in joint training: loss = 2 (current + k remembered) / (1 + k). The factor 2 / (1 + k)
 keeps the total weight of the paper's sum (k = 1 is the paper's loss), so gradient clipping sees the
 same scale. `weight=W` (a number) fixes k = W.
+
+`replay:settle=E` ends every round with E settling epochs: their steps draw *both* batches from every
+task seen so far (the memory and the current task alike), at the low tail of the round's cosine
+schedule. The round still learns its task at full weight first, but its last updates see a balanced
+mixture instead of the newest task, the recency bias that balanced fine-tuning (Castro et al.,
+End-to-End Incremental Learning, 2018) removes in classification. Settling epochs keep the round's
+step count and the step itself, so nothing recompiles. E >= epochs makes every epoch a settling one.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from mistral_cl.continual.strategies.base import (
     Steps,
     Strategy,
     StrategyState,
+    endless,
     paired_with_memory,
     seed_for,
 )
@@ -75,8 +83,12 @@ class Replay(Rehearsal):
     name: ClassVar[str] = "replay"
     average: ClassVar[bool] = False
     weight: str = "1"
+    settle: int = 0
 
     def __post_init__(self) -> None:
+        if self.settle < 0:
+            raise InputError(f"{self.name}: settle must be a number of epochs >= 0, got {self.settle}",
+                             hint=f"e.g. --strategies {self.name}:settle=3")
         if self.weight != "tasks":
             try:
                 valid = float(self.weight) > 0
@@ -85,6 +97,19 @@ class Replay(Rehearsal):
             if not valid:
                 raise InputError(f"{self.name}: weight must be 'tasks' or a positive number, got "
                                  f"{self.weight!r}", hint=f"e.g. --strategies {self.name}:weight=tasks")
+
+    def steps(self, setting: Setting, state: StrategyState, tasks: Sequence[int], round_index: int,
+              epoch: int) -> Steps:
+        if epoch < setting.train.epochs - self.settle:
+            yield from super().steps(setting, state, tasks, round_index, epoch)
+            return
+        # A settling epoch: as many steps as a plain one, both batches drawn from every task seen.
+        size = setting.train.batch_size
+        seen = np.concatenate([memory_of(state).positions, setting.pool.train_positions(tasks)])
+        count = self.round_source(setting, tasks).count_batches(size)
+        draws = endless(setting.pool.source(seen), size, seed_for(setting.seed, "settle", round_index, epoch))
+        yield from paired_with_memory(setting, ((next(draws),) for _ in range(count)), seen, round_index,
+                                      epoch)
 
     def memory_weight(self, setting: Setting, memory: ReplayMemory) -> float:
         """k, the weight of the remembered batch relative to the current one."""
