@@ -190,9 +190,10 @@ def test_replay_settling_epochs_draw_both_batches_from_every_task_seen(tmp_path)
 
     def tasks_drawn(epoch):
         steps = list(strategy.steps(setting, state, [2], 2, epoch))
-        first = {int(t) for batch, _ in steps for t, w in zip(batch.task, batch.weight) if w > 0}
-        second = {int(t) for _, batch in steps for t, w in zip(batch.task, batch.weight) if w > 0}
-        return len(steps), first, second
+        def real_tasks(batches):
+            return {int(t) for batch in batches for t in np.asarray(batch.task)[batch.weight > 0]}
+
+        return len(steps), real_tasks(b for b, _ in steps), real_tasks(b for _, b in steps)
 
     plain_steps, current, remembered = tasks_drawn(0)
     assert (current, remembered) == ({2}, {0, 1})
