@@ -14,8 +14,8 @@ keeps the total weight of the paper's sum (k = 1 is the paper's loss), so gradie
 same scale. `weight=W` (a number) fixes k = W.
 
 `replay:settle=E` ends every round with E settling epochs: their steps draw *both* batches from every
-task seen so far (the memory and the current task alike), at the low tail of the round's cosine
-schedule. The round still learns its task at full weight first, but its last updates see a balanced
+task seen so far (the memory and the current task alike), in the later, lower-lr part of the round's
+cosine schedule. The round still learns its task at full weight first, but its last updates see a balanced
 mixture instead of the newest task, the recency bias that balanced fine-tuning (Castro et al.,
 End-to-End Incremental Learning, 2018) removes in classification. Settling epochs keep the round's
 step count and the step itself, so nothing recompiles. E >= epochs makes every epoch a settling one.
