@@ -114,9 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     cont.add_argument("--memory", default="all",
                       help="replay memory of replay, replay-avg-grad and agem: all (default) | "
                            "reservoir:N (at most N reactions) | quota:N (N per task)")
-    cont.add_argument("--round-lr", default="constant", choices=["constant", "inverse-sqrt"],
-                      help="peak lr of each round: constant (default, --lr every round) or inverse-sqrt "
-                           "(--lr / sqrt(k) in the k-th round)")
     cont.add_argument("--resume", metavar="RUN_DIR",
                       help="continue an interrupted run; every setting comes from RUN_DIR/run.json")
     cont.add_argument("--out", default="runs/continual", help="run directory (default runs/continual)")

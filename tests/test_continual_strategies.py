@@ -201,32 +201,3 @@ def test_replay_settling_epochs_draw_both_batches_from_every_task_seen(tmp_path)
     assert settle_steps == plain_steps and first == second == {0, 1, 2}
     with pytest.raises(InputError, match="settle"):
         build_strategy("replay:settle=-1")
-
-
-def test_round_lr_inverse_sqrt_scales_a_rounds_lr_except_for_fresh_adapters(tmp_path):
-    _, setting = _setting(tmp_path, {"Br": 0.8, "I": 0.2}, mode="head")
-    decayed = dataclasses.replace(setting, round_lr="inverse-sqrt")
-    assert [decayed.lr_factor(k) for k in (0, 3, 15)] == pytest.approx([1.0, 0.5, 0.25])
-    assert [setting.lr_factor(k) for k in (0, 3)] == [1.0, 1.0]
-    assert build_strategy("naive").lr_factor(decayed, 3) == pytest.approx(0.5)
-    assert build_strategy("adapters").lr_factor(decayed, 3) == 1.0
-    with pytest.raises(InputError, match="unknown --round-lr 'linear'"):
-        runner.with_continual(micro_config(tmp_path / "tasks.csv"), "naive", round_lr="linear")
-
-    class FourthRound(type(build_strategy("naive"))):
-        def lr_factor(self, setting, round_index):
-            return setting.lr_factor(3)
-
-    def round_weights(strategy, setting):
-        progress = learner.start(strategy, setting, {})
-        optimizer, step = learner.build_step(strategy, setting, 16)
-        trained = learner.train_round(strategy, setting, progress, [0], optimizer, step, show=False,
-                                      description="round")
-        return np.concatenate([np.ravel(x) for x in jax.tree.leaves(trained)])
-
-    # The factor in the optimizer state acts exactly as a smaller peak lr, weight decay included.
-    halved = dataclasses.replace(setting, train=dataclasses.replace(
-        setting.train, learning_rate=setting.train.learning_rate / 2))
-    scaled = round_weights(FourthRound(), decayed)
-    np.testing.assert_allclose(scaled, round_weights(build_strategy("naive"), halved), rtol=1e-4, atol=1e-6)
-    assert not np.allclose(scaled, round_weights(build_strategy("naive"), setting), rtol=1e-4, atol=1e-6)

@@ -11,8 +11,6 @@ would fine-tune on each new batch of experiments; a checkpoint at a round's end 
 optimizer state. The schedule is as long as the longest round of the plan (a round a batch shorter
 simply stops a little before the schedule's end), so all rounds share one jitted step, compiled once
 per batch width (an ingested task larger than all others lengthens the schedule of its own round).
-A round's own peak lr (`--round-lr`) is a factor kept in the optimizer state, not a new schedule, so
-it too compiles nothing.
 """
 
 from __future__ import annotations
@@ -21,13 +19,12 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm.auto import tqdm
 
 from mistral_cl import checkpoint
@@ -104,32 +101,10 @@ def save(progress: Progress, directory: Path, strategy: Strategy) -> None:
     checkpoint.save(directory / CHECKPOINTS, progress.rounds_done, tree, metadata=metadata, keep=KEEP)
 
 
-class RoundFactor(NamedTuple):
-    """Optimizer state of `scale_by_round`: the current round's lr factor."""
-
-    factor: jax.Array
-
-
-def scale_by_round() -> optax.GradientTransformation:
-    """Multiplies every update by the factor in its state (set when a round starts). With AdamW last
-    in the chain this is the same as scaling the schedule's lr, weight decay included."""
-
-    def init(params: Any) -> RoundFactor:
-        del params
-        return RoundFactor(jnp.ones((), jnp.float32))
-
-    def update(updates: Any, state: RoundFactor, params: Any = None) -> tuple[Any, RoundFactor]:
-        del params
-        return jax.tree.map(lambda u: u * state.factor.astype(u.dtype), updates), state
-
-    return optax.GradientTransformation(init, update)
-
-
 def build_step(strategy: Strategy, setting: Setting, schedule_steps: int) -> tuple[Any, Callable]:
-    """The strategy's optimizer (warm-up + cosine over `schedule_steps`, scaled per round) and its
-    jitted train step."""
+    """The strategy's optimizer (warm-up + cosine over `schedule_steps`) and its jitted train step."""
     config = setting.train
-    optimizer = optax.chain(make_optimizer(config, schedule_steps), scale_by_round())
+    optimizer = make_optimizer(config, schedule_steps)
     step = make_train_step(optimizer, strategy.objective(setting), compute_dtype=config.compute_dtype,
                            grad_transform=strategy.grad_transform(setting))
     return optimizer, step
@@ -138,14 +113,12 @@ def build_step(strategy: Strategy, setting: Setting, schedule_steps: int) -> tup
 def train_round(strategy: Strategy, setting: Setting, progress: Progress, tasks: Sequence[int],
                 optimizer: Any, step: Callable, *, show: bool, description: str) -> YieldModel:
     """The trainable half after one round on `tasks`: epochs of the strategy's steps, starting from a
-    fresh optimizer state with the round's lr factor (with `--ema`, the round's moving average of the
-    weights)."""
+    fresh optimizer state (with `--ema`, the round's moving average of the weights)."""
     config = setting.train
     round_index = progress.rounds_done
     per_epoch = strategy.round_source(setting, tasks).count_batches(config.batch_size)
     trainable = strategy.begin_round(setting, progress.state, progress.trainable)
-    inner, _ = optimizer.init(eqx.filter(trainable, eqx.is_array))
-    opt_state = (inner, RoundFactor(jnp.float32(strategy.lr_factor(setting, round_index))))
+    opt_state = optimizer.init(eqx.filter(trainable, eqx.is_array))
     average = None if config.ema is None else jax.tree.map(jnp.copy, trainable)
     extra = strategy.extra(setting, progress.state)
     key = jax.random.fold_in(progress.key, round_index)

@@ -41,14 +41,7 @@ from mistral_cl.continual.buffer import MemoryPolicy
 from mistral_cl.continual.learner import CHECKPOINTS, Progress, evaluate, run_strategy
 from mistral_cl.continual.metrics import SCORES, ScoreBoard
 from mistral_cl.continual.pool import TaskPool
-from mistral_cl.continual.strategies import (
-    ROUND_LR,
-    Setting,
-    Strategy,
-    StrategyState,
-    build_strategy,
-    parse_strategies,
-)
+from mistral_cl.continual.strategies import Setting, Strategy, StrategyState, build_strategy, parse_strategies
 from mistral_cl.continual.strategies.naive import Naive
 from mistral_cl.data.reactions import ReactionDataset, read_csv
 from mistral_cl.data.tasks import Task, TaskStream, split_by_task
@@ -144,7 +137,7 @@ def make_setting(run_dir: Path, config: RunConfig, pool: TaskPool) -> Setting:
     filter_spec = trainable_filter(model, config.adaptation.mode)
     trainable, frozen = eqx.partition(model, filter_spec)
     return Setting(pool, config.train, config.adaptation.mode, filter_spec, frozen, trainable,
-                   MemoryPolicy.parse(settings["memory"]), settings.get("round_lr", "constant"))
+                   MemoryPolicy.parse(settings["memory"]))
 
 
 def untrained_scores(run_dir: Path, setting: Setting, batch_size: int) -> dict[str, np.ndarray]:
@@ -260,18 +253,13 @@ def print_table(rows: list[dict[str, Any]], run_dir: Path) -> None:
 
 
 def with_continual(config: RunConfig, strategies: str, *, memory: str = "all", test_fraction: float = 0.3,
-                   eval_batch_size: int = EVAL_BATCH_SIZE, buckets: int = BUCKETS,
-                   round_lr: str = "constant") -> RunConfig:
+                   eval_batch_size: int = EVAL_BATCH_SIZE, buckets: int = BUCKETS) -> RunConfig:
     """`config` with the continual settings checked and recorded in its `extra`: strategy specs,
-    replay memory policy, held-out share of each task, evaluation batch size, the number of batch
-    widths (each a compiled shape of every step: fewer compile faster, more pad less) and how a
-    round's peak lr depends on the rounds before it."""
+    replay memory policy, held-out share of each task, evaluation batch size, and the number of batch
+    widths (each a compiled shape of every step: fewer compile faster, more pad less)."""
     specs = [s.spec for s in parse_strategies(strategies, config.adaptation.mode)]
-    if round_lr not in ROUND_LR:
-        raise InputError(f"unknown --round-lr {round_lr!r}", hint=f"choose one of {', '.join(ROUND_LR)}")
     continual = {"strategies": specs, "memory": str(MemoryPolicy.parse(memory)),
-                 "test_fraction": test_fraction, "eval_batch_size": eval_batch_size, "buckets": buckets,
-                 "round_lr": round_lr}
+                 "test_fraction": test_fraction, "eval_batch_size": eval_batch_size, "buckets": buckets}
     return dataclasses.replace(config, extra={**config.extra, "kind": "continual", "continual": continual})
 
 
@@ -298,7 +286,7 @@ def continual_command(args: argparse.Namespace) -> int:
         continual_settings(load_run_config(run_dir))
     else:
         config = with_continual(run_config(args), args.strategies, memory=args.memory,
-                                test_fraction=args.test_fraction, round_lr=args.round_lr)
+                                test_fraction=args.test_fraction)
         run_dir = create_run(args.out, config, task_order(args.task_order))
     rows = run_all(run_dir, show=not args.no_progress)
     print_table(rows, run_dir)

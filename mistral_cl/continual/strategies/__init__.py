@@ -11,7 +11,7 @@ import dataclasses
 
 from mistral_cl.continual.strategies.adapters import Adapters
 from mistral_cl.continual.strategies.agem import AGEM
-from mistral_cl.continual.strategies.base import ROUND_LR, Setting, Strategy, StrategyState
+from mistral_cl.continual.strategies.base import Setting, Strategy, StrategyState
 from mistral_cl.continual.strategies.ewc import EWC
 from mistral_cl.continual.strategies.joint import Joint
 from mistral_cl.continual.strategies.lwf import LwF
@@ -23,9 +23,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (Joint, Naive, Replay, AveragedReplay, EWC, LwF, AGEM, Adapters)
 }
 
-__all__ = [
-    "ROUND_LR", "STRATEGIES", "Setting", "Strategy", "StrategyState", "build_strategy", "parse_strategies",
-]
+__all__ = ["STRATEGIES", "Setting", "Strategy", "StrategyState", "build_strategy", "parse_strategies"]
 
 
 def build_strategy(spec: str) -> Strategy:

@@ -35,9 +35,6 @@ class Adapters(Strategy):
     def begin_round(self, setting: Setting, state: StrategyState, trainable: YieldModel) -> YieldModel:
         return copy_tree(setting.initial)
 
-    def lr_factor(self, setting: Setting, round_index: int) -> float:
-        return setting.lr_factor(0)  # every adapter starts untrained: its round is a first round
-
     def end_round(self, setting: Setting, state: StrategyState, trainable: YieldModel,
                   tasks: Sequence[int], round_index: int) -> StrategyState:
         arrays = dict(state.arrays)

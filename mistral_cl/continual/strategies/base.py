@@ -33,7 +33,6 @@ from mistral_cl.predictor import MODES, YieldModel
 from mistral_cl.train import BatchSource, GradientTransform, Objective, TrainConfig, supervised_objective
 
 Steps = Iterator[tuple[Any, ...]]
-ROUND_LR = ("constant", "inverse-sqrt")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -49,7 +48,6 @@ class Setting:
     frozen: YieldModel
     initial: YieldModel
     memory: MemoryPolicy = dataclasses.field(default_factory=MemoryPolicy)
-    round_lr: str = "constant"
 
     @property
     def seed(self) -> int:
@@ -57,12 +55,6 @@ class Setting:
 
     def model(self, trainable: YieldModel) -> YieldModel:
         return eqx.combine(trainable, self.frozen)
-
-    def lr_factor(self, rounds_before: int) -> float:
-        """A round's peak lr relative to `--lr` when the model has already learned `rounds_before`
-        rounds: always 1 with `constant`; 1/sqrt(rounds_before + 1) with `inverse-sqrt`, so that later
-        rounds, which add a smaller share of everything learned, move the weights less."""
-        return 1.0 if self.round_lr == "constant" else float(1.0 / np.sqrt(rounds_before + 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,10 +102,6 @@ class Strategy:
     def begin_round(self, setting: Setting, state: StrategyState, trainable: YieldModel) -> YieldModel:
         """The trainable half a round starts from (default: where the last round ended)."""
         return trainable
-
-    def lr_factor(self, setting: Setting, round_index: int) -> float:
-        """The round's peak lr relative to `--lr` (`--round-lr`; the rounds before count as learned)."""
-        return setting.lr_factor(round_index)
 
     def round_source(self, setting: Setting, tasks: Sequence[int]) -> BatchSource:
         """The reactions the round trains on; its batch count sets the steps of an epoch."""
