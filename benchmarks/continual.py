@@ -5,7 +5,8 @@
 
 Runs `mistral-cl continual` (the `tiny` model, random init, the command's default mode (head), epochs,
 learning rate and batch size, the 15 reactant-pair tasks in sorted order) for every strategy
-plus `joint`, in one run directory (resumable: rerun with `--resume`). Anything after `--` is passed
+plus `joint`, in one run directory (resumable: rerun with `--resume`; strategies in `--strategies`
+that the run lacks are added to it and run). Anything after `--` is passed
 to `mistral-cl continual` (e.g. `-- --epochs 4`). Prints the table and writes
 benchmarks/results/continual.json (date, machine, commit, load average, settings, every row, the
 targets and whether they were met) and one R^2 heatmap per strategy under benchmarks/results/.
@@ -41,11 +42,11 @@ from mistral_cl import hostmem
 from mistral_cl.cli import build_parser
 from mistral_cl.continual import runner
 from mistral_cl.continual.strategies import build_strategy
-from mistral_cl.runs import load_run_config
+from mistral_cl.runs import load_run_config, save_run_config
 from mistral_cl.supervised import run_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STRATEGIES = "joint,naive,replay,replay-avg-grad,ewc,lwf,agem,adapters"
+STRATEGIES = "joint,naive,replay,replay:settle=5,replay-avg-grad,ewc,lwf,agem,adapters"
 
 
 class LoadSampler:
@@ -148,12 +149,28 @@ def mean_rows(per_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]
 SCORES = ("ACC", "BWT", "FWT", "forgetting", "RMSE %", "MAE %")
 
 
+def add_strategies(run_dir: Path, strategies: str) -> None:
+    """Records in `run_dir`'s run.json the strategies of `strategies` that it lacks (each strategy
+    trains in its own directory from the same settings, so the others are untouched)."""
+    config = load_run_config(run_dir)
+    settings = runner.continual_settings(config)
+    recorded = settings["strategies"]
+    wanted = runner.continual_settings(runner.with_continual(
+        config, strategies, memory=settings["memory"]))["strategies"]
+    if any(spec not in recorded for spec in wanted):
+        order = [*wanted, *(spec for spec in recorded if spec not in wanted)]
+        continual = {**settings, "strategies": order}
+        save_run_config(run_dir, dataclasses.replace(config, extra={**config.extra, "continual": continual}))
+
+
 def run_seed(args: argparse.Namespace, run_dir: Path, seed: int | None) -> tuple[list[dict[str, Any]], Any]:
     """Runs (or resumes) every strategy in `run_dir`; the rows and the run's configuration."""
     options = [*args.options, *(["--seed", str(seed)] if seed is not None else [])]
     cli = build_parser().parse_args(["continual", "--strategies", args.strategies, "--out", str(run_dir),
                                      "--no-progress", *options])
-    if not (args.resume and run_dir.exists()):
+    if args.resume and run_dir.exists():
+        add_strategies(run_dir, cli.strategies)
+    else:
         config = runner.with_continual(run_config(cli), cli.strategies, memory=cli.memory,
                                        test_fraction=cli.test_fraction)
         runner.create_run(run_dir, config, runner.task_order(cli.task_order))

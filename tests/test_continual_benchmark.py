@@ -54,3 +54,23 @@ def test_the_readme_section_shows_mean_and_sd_and_each_seeds_verdict():
     assert "| replay | 0.075 ± 0.106 | -0.200 ± 0.141 |" in text
     assert "mean ± sample sd over seeds 0, 1" in text
     assert "seed 0: naive BWT <= -0.10 met" in text
+
+
+def test_resuming_with_more_strategies_adds_them_to_the_run_and_keeps_its_settings(tmp_path):
+    from continual_fixtures import coupling_tasks_csv, micro_config
+
+    from mistral_cl.continual import runner
+    from mistral_cl.runs import load_run_config
+
+    data = coupling_tasks_csv(tmp_path / "tasks.csv", {"Br": 0.8, "I": 0.2})
+    config = runner.with_continual(micro_config(data), "naive,replay", memory="quota:4", test_fraction=0.25)
+    run_dir = runner.create_run(tmp_path / "run", config)
+    continual.add_strategies(run_dir, "joint,replay,replay:settle=1")
+    after = load_run_config(run_dir)
+    settings = runner.continual_settings(after)
+    assert settings["strategies"] == ["joint", "replay", "replay:settle=1", "naive"]
+    assert {**settings, "strategies": None} == {**runner.continual_settings(config), "strategies": None}
+    assert after.train == config.train and after.model == config.model
+    stamp = (run_dir / "run.json").stat().st_mtime_ns
+    continual.add_strategies(run_dir, "naive")  # nothing new: run.json is not rewritten
+    assert (run_dir / "run.json").stat().st_mtime_ns == stamp
