@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "continual", help="learn tasks one after another (the main job)",
         description="Learn the tasks of a dataset one after another with each strategy, score every "
                     "task after every task, and print ACC, BWT, FWT and forgetting. With no options: "
-                    "Suzuki-Miyaura, the tiny model in head mode, naive then replay (about 5 minutes on "
+                    "Suzuki-Miyaura, the tiny model in head mode, naive then replay (about 6 minutes on "
                     "2 cores).")
     cont.add_argument("--strategies", default="naive,replay",
                       help="comma-separated, each NAME or NAME:SETTING=VALUE (e.g. ewc:lam=3e4): joint, "
