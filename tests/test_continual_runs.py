@@ -108,3 +108,19 @@ def test_report_redraws_the_plots_and_prints_the_comparison(finished, capsys):
     assert (finished / "replay" / "r2_heatmap.png").exists()
     out = capsys.readouterr().out
     assert "ACC" in out and "BWT" in out and "lwf" in out
+
+
+def test_bias_report_matches_the_runs_final_scores_and_never_lowers_r2(finished, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import continual_bias
+
+    assert continual_bias.main([str(finished)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    for spec in STRATEGIES.split(","):
+        with open(finished / spec / "r2_matrix.csv") as f:
+            final = [float(v) for v in f.read().strip().splitlines()[-1].split(",")[1:]]
+        mine = [row for row in rows if row[0] == spec]
+        assert len(mine) == len(final) == 3
+        for row, r2 in zip(mine, final, strict=True):
+            assert float(row[5]) == pytest.approx(r2, abs=0.006)  # printed with 2 decimals
+            assert float(row[6]) >= float(row[5])  # removing the mean error never raises the MSE
