@@ -47,6 +47,7 @@ from mistral_cl.supervised import run_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = "joint,naive,replay,replay:settle=5,replay-avg-grad,ewc,lwf,agem,adapters"
+SCORES = ("ACC", "BWT", "FWT", "forgetting", "RMSE %", "MAE %")  # given with their sd over seeds
 
 
 class LoadSampler:
@@ -146,9 +147,6 @@ def mean_rows(per_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]
     return out
 
 
-SCORES = ("ACC", "BWT", "FWT", "forgetting", "RMSE %", "MAE %")
-
-
 def add_strategies(run_dir: Path, strategies: str) -> None:
     """Records in `run_dir`'s run.json the strategies of `strategies` that it lacks (each strategy
     trains in its own directory from the same settings, so the others are untouched)."""
@@ -192,15 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     started, commit = datetime.now(UTC).isoformat(timespec="seconds"), git_commit()
     per_seed: dict[int, list[dict[str, Any]]] = {}
+    first = None
     with LoadSampler() as load:
         for seed in seeds:
             run_dir = out if seed is None else out / f"seed-{seed}"
             rows, config = run_seed(args, run_dir, seed)
             per_seed[config.train.seed] = rows
+            first = first or config
             if seed is not None:
                 runner.print_table(rows, run_dir)
     run_dir = out if seeds[0] is None else out / f"seed-{seeds[0]}"
-    first = load_run_config(run_dir)
     rows = mean_rows(per_seed)
     by_name = {row["strategy"]: row for row in rows}
     command = "mistral-cl continual " + " ".join(args.options)

@@ -44,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
         if progress is None:
             print(f"{spec}: no checkpoint in {args.run_dir}")
             continue
-        models = dict(enumerate(strategy.predictors(setting, progress.state, progress.trainable, len(pool))))
+        owner = {j: model for model, group in strategy.predictors(setting, progress.state,
+                                                                  progress.trainable, len(pool))
+                 for j in group}
         for j, key in enumerate(pool.keys):
-            trainable = next(model for model, tasks in models.values() if j in tasks)
+            trainable = owner[j]
             positions = pool.test_positions([j])
             truth = pool.encoded.yields[positions].astype(np.float64)
             predicted = np.asarray(predict(setting.model(trainable), pool.source(positions), 128), np.float64)

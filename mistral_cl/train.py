@@ -49,7 +49,6 @@ class TrainConfig:
     seed: int = 0
     ema: float | None = None  # decay of an exponential moving average of the weights, used at the end
 
-
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.batch_size <= 0:
             raise InputError(f"epochs and batch size must be positive, got {self.epochs}, {self.batch_size}")
@@ -213,7 +212,7 @@ def predict(model: YieldModel, data: BatchSource, batch_size: int = 64, *, mesh:
 
 @jax.jit
 def ema_update(average: Any, current: Any, decay: Scalar) -> Any:
-    """One step of an exponential moving average of the trainable weights (floating leaves only)."""
+    """One step of an exponential moving average of the trainable half (all its leaves are float arrays)."""
     return jax.tree.map(lambda a, c: decay * a + (1.0 - decay) * c.astype(a.dtype), average, current)
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -119,7 +118,7 @@ def train_round(strategy: Strategy, setting: Setting, progress: Progress, tasks:
     per_epoch = strategy.round_source(setting, tasks).count_batches(config.batch_size)
     trainable = strategy.begin_round(setting, progress.state, progress.trainable)
     opt_state = optimizer.init(eqx.filter(trainable, eqx.is_array))
-    average = None if config.ema is None else jax.tree.map(jnp.copy, trainable)
+    average = None if config.ema is None else copy_tree(trainable)  # own buffers: the step donates
     extra = strategy.extra(setting, progress.state)
     key = jax.random.fold_in(progress.key, round_index)
     bar = tqdm(total=config.epochs * per_epoch, desc=description, disable=not show, unit="step",
