@@ -46,7 +46,7 @@ from mistral_cl.runs import RunConfig, initial_model
 from mistral_cl.scores import regression_scores
 from mistral_cl.supervised import run_config, training_source
 from mistral_cl.tokenizer import Tokenizer
-from mistral_cl.train import fit, predict
+from mistral_cl.train import fit, predict, standardize_head
 
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
 METRICS = ("r2", "rmse", "mae")
@@ -129,6 +129,7 @@ def run_split(
     with tempfile.TemporaryDirectory(prefix="accuracy-") as scratch:
         # In head mode the frozen backbone's features are computed once, as `mistral-cl train` does.
         source = training_source(model, config, train, Path(scratch))
+        model = standardize_head(model, source, seed=seed)
         result = fit(model, trainable_filter(model, config.adaptation.mode), source, config.train,
                      progress=progress, description=f"seed {seed}", on_epoch_end=on_epoch_end)
     scores = regression_scores(test.yields, predict(result.model, test, batch_size=batch))

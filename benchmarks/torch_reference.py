@@ -90,25 +90,32 @@ class HeadAttention(nn.Module):
 
 class MHARHead(nn.Module):
     """`mistral_cl.head.MHARHead` in PyTorch: attention and SiLU feed-forward (post-norm), attention
-    pooling over real tokens, SiLU MLP, sigmoid."""
+    pooling over real tokens, optional per-channel standardisation, SiLU MLP, sigmoid."""
 
     def __init__(self, dim: int, n_heads: int, ffn_dim: int, mlp_dim: int, dropout: float,
-                 theta: float, eps: float) -> None:
+                 theta: float, eps: float, mlp_layers: int = 1, standardize: bool = False) -> None:
         super().__init__()
         self.attention = HeadAttention(dim, n_heads, theta)
         self.attention_norm = RMSNorm(dim, eps)
         self.ffn_in, self.ffn_out = nn.Linear(dim, ffn_dim), nn.Linear(ffn_dim, dim)
         self.ffn_norm = RMSNorm(dim, eps)
         self.pool = nn.Linear(dim, 1, bias=False)
+        self.pool_shift = nn.Parameter(torch.zeros(dim)) if standardize else None
+        self.pool_scale = nn.Parameter(torch.ones(dim)) if standardize else None
         self.mlp_in, self.mlp_out = nn.Linear(dim, mlp_dim), nn.Linear(mlp_dim, 1)
+        self.mlp_hidden = nn.ModuleList(nn.Linear(mlp_dim, mlp_dim) for _ in range(mlp_layers - 1))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         x = self.attention_norm(hidden + self.dropout(self.attention(hidden, positions, mask)))
         x = self.ffn_norm(x + self.dropout(self.ffn_out(F.silu(self.ffn_in(x)))))
         scores = self.pool(x)[..., 0].float().masked_fill(~mask, -math.inf)
-        pooled = torch.einsum("bt,btd->bd", scores.softmax(-1).to(x.dtype), x)
-        return torch.sigmoid(self.mlp_out(self.dropout(F.silu(self.mlp_in(pooled))))[..., 0].float())
+        h = torch.einsum("bt,btd->bd", scores.softmax(-1).to(x.dtype), x)
+        if self.pool_shift is not None:
+            h = (h - self.pool_shift) * self.pool_scale
+        for layer in (self.mlp_in, *self.mlp_hidden):
+            h = self.dropout(F.silu(layer(h)))
+        return torch.sigmoid(self.mlp_out(h)[..., 0].float())
 
 
 class LoRALinear(nn.Module):
@@ -210,15 +217,20 @@ def _head_from_jax(model: YieldModel, config: ModelConfig) -> MHARHead:
     attention = ours.attention
     head = MHARHead(
         config.dim, attention.n_heads, ours.ffn_in.weight.shape[0], ours.mlp_in.weight.shape[0],
-        ours.dropout, attention.rope_theta, ours.attention_norm.eps,
+        ours.dropout, attention.rope_theta, ours.attention_norm.eps, 1 + len(ours.mlp_hidden),
+        ours.standardizes,
     )
     pairs = {
         head.attention.q: attention.wq, head.attention.k: attention.wk, head.attention.v: attention.wv,
         head.attention.o: attention.wo, head.ffn_in: ours.ffn_in, head.ffn_out: ours.ffn_out,
         head.pool: ours.pool, head.mlp_in: ours.mlp_in, head.mlp_out: ours.mlp_out,
         head.attention_norm: ours.attention_norm, head.ffn_norm: ours.ffn_norm,
+        **dict(zip(head.mlp_hidden, ours.mlp_hidden, strict=True)),
     }
     with torch.no_grad():
+        if ours.standardizes:
+            head.pool_shift.copy_(_tensor(ours.pool_shift))
+            head.pool_scale.copy_(_tensor(ours.pool_scale))
         for theirs, mine in pairs.items():
             theirs.weight.copy_(_tensor(mine.weight))
             if getattr(mine, "bias", None) is not None:

@@ -62,6 +62,11 @@ def _add_model_options(parser: argparse.ArgumentParser, default_mode: str = "ful
                        help="train an ensemble of this many MHAR heads side by side and average them")
     group.add_argument("--head-pool-heads", type=int, default=1,
                        help="attention-pooling heads of the MHAR head (each pools a slice of the width)")
+    group.add_argument("--head-mlp-layers", type=int, default=2,
+                       help="hidden SiLU layers of the MLP after the pooling (default 2)")
+    group.add_argument("--no-head-standardize", action="store_true",
+                       help="feed the pooled vector to the MLP as is, not standardised per channel "
+                            "with statistics of training reactions")
     group.add_argument("--head-dropout", type=float, default=0.1)
     group.add_argument("--remat", choices=["none", "dots", "full"], default="none")
 

@@ -28,6 +28,8 @@ class HeadConfig:
     pool_heads: int = 1
     ffn_dim: int | None = None
     mlp_dim: int = 256
+    mlp_layers: int = 2
+    standardize: bool = True
     dropout: float = 0.1
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
@@ -45,6 +47,8 @@ class HeadConfig:
             raise InputError(
                 f"head pool_heads={self.pool_heads} must be positive and divide the backbone width {dim}"
             )
+        if not isinstance(self.mlp_layers, int) or self.mlp_layers <= 0:
+            raise InputError(f"head mlp_layers must be a positive number of layers, got {self.mlp_layers!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"head dropout must be in [0, 1), got {self.dropout}")
 
@@ -69,7 +73,10 @@ class MHARHead(eqx.Module):
     ffn_out: Linear
     ffn_norm: RMSNorm
     pool: Linear
+    pool_shift: Float[Array, " dim"] | None
+    pool_scale: Float[Array, " dim"] | None
     mlp_in: Linear
+    mlp_hidden: tuple[Linear, ...]
     mlp_out: Linear
     dropout: float = eqx.field(static=True)
 
@@ -86,7 +93,14 @@ class MHARHead(eqx.Module):
         self.ffn_out = Linear(ffn_dim, dim, key=k2, use_bias=True)
         self.ffn_norm = RMSNorm(dim, config.norm_eps)
         self.pool = Linear(dim, config.pool_heads, key=kp)
+        # The identity until `standardized` sets them from data (see there).
+        self.pool_shift = jnp.zeros((dim,)) if config.standardize else None
+        self.pool_scale = jnp.ones((dim,)) if config.standardize else None
         self.mlp_in = Linear(dim, config.mlp_dim, key=k3, use_bias=True)
+        self.mlp_hidden = tuple(
+            Linear(config.mlp_dim, config.mlp_dim, key=k, use_bias=True)
+            for k in jax.random.split(jax.random.fold_in(key, 1), config.mlp_layers - 1)
+        )
         self.mlp_out = Linear(config.mlp_dim, 1, key=k4, use_bias=True)
         self.dropout = config.dropout
 
@@ -98,10 +112,50 @@ class MHARHead(eqx.Module):
         key: PRNGKeyArray | None = None,
     ) -> Float[Array, " batch"]:
         """Predicted yields in [0, 1]. `key=None` is evaluation (no dropout)."""
-        keys = [None] * 3 if key is None else list(jax.random.split(key, 3))
-        pooled = self.attention_pool(self.token_states(hidden, mask, keys=keys[:2]), mask)
-        h = _dropout(jax.nn.silu(self.mlp_in(pooled)), self.dropout, keys[2])
+        n_keys = 2 + len(self.mlp_hidden) + 1
+        keys = [None] * n_keys if key is None else list(jax.random.split(key, n_keys))
+        h = self.pooled(hidden, mask, keys=keys[:2])
+        if self.pool_shift is not None:
+            h = (h - self.pool_shift.astype(h.dtype)) * self.pool_scale.astype(h.dtype)
+        for layer, layer_key in zip((self.mlp_in, *self.mlp_hidden), keys[2:], strict=True):
+            h = _dropout(jax.nn.silu(layer(h)), self.dropout, layer_key)
         return jax.nn.sigmoid(self.mlp_out(h)[..., 0].astype(jnp.float32))
+
+    @property
+    def standardizes(self) -> bool:
+        """Whether the pooled vector is standardised before the MLP (`HeadConfig.standardize`)."""
+        return self.pool_shift is not None
+
+    def pooled(
+        self,
+        hidden: Float[Array, "batch seq dim"],
+        mask: Bool[Array, "batch seq"],
+        *,
+        keys: Sequence[PRNGKeyArray | None] = (None, None),
+    ) -> Float[Array, "batch dim"]:
+        """The reaction vector the MLP reads, before standardisation."""
+        return self.attention_pool(self.token_states(hidden, mask, keys=keys), mask)
+
+    def standardized(self, pooled: Float[Array, "reactions dim"]) -> MHARHead:
+        """This head with its standardiser set from `pooled` (this head's `pooled` vectors of some
+        training reactions): a data-dependent initialisation after which every channel of those
+        vectors has mean 0 and variance 1.
+
+        Most tokens of a reaction screen are the same in every reaction (catalyst, water, the
+        product's scaffold), so pooled vectors differ from one reaction to the next by a small part of
+        their size, and by very different amounts per channel. Standardised, those differences reach
+        the MLP at unit scale from the first step. Shift and scale stay trainable.
+
+        (A full ZCA whitening did better for an MLP on fixed mean-pooled backbone features, R^2 0.83
+        against 0.78 on split 0 in 30 epochs, but worse in this head, whose token layers train and
+        overfit along the amplified low-variance directions: 0.754 against 0.765.)
+        """
+        if self.pool_shift is None:
+            return self
+        pooled = pooled.astype(jnp.float32)
+        mean, std = jnp.mean(pooled, axis=0), jnp.std(pooled, axis=0)
+        scale = 1.0 / jnp.maximum(std, 1e-3 * jnp.max(std) + 1e-12)
+        return eqx.tree_at(lambda h: (h.pool_shift, h.pool_scale), self, (mean, scale))
 
     def token_states(
         self,
@@ -153,6 +207,20 @@ class HeadEnsemble(eqx.Module):
         self.members = eqx.filter_vmap(lambda k: MHARHead(dim, config, key=k))(
             jax.random.split(key, config.members))
         self.n = config.members
+
+    @property
+    def standardizes(self) -> bool:
+        return self.members.standardizes
+
+    def pooled(
+        self, hidden: Float[Array, "batch seq dim"], mask: Bool[Array, "batch seq"]
+    ) -> Float[Array, "members batch dim"]:
+        return jnp.stack([self.member(i).pooled(hidden, mask) for i in range(self.n)])
+
+    def standardized(self, pooled: Float[Array, "members reactions dim"]) -> HeadEnsemble:
+        """Every member standardised on its own pooled vectors (see `MHARHead.standardized`)."""
+        members = eqx.filter_vmap(lambda m, p: m.standardized(p))(self.members, pooled)
+        return eqx.tree_at(lambda e: e.members, self, members)
 
     def member(self, i: int) -> MHARHead:
         return jax.tree.map(lambda x: x[i] if eqx.is_array(x) else x, self.members)

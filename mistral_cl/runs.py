@@ -33,6 +33,9 @@ from mistral_cl.predictor import AdaptationConfig, YieldModel, build_yield_model
 from mistral_cl.train import TrainConfig
 
 RUN_FILE = "run.json"
+# Head settings that run.json files written before they existed imply: such runs had a one-layer MLP
+# on the raw pooled vector, and must be rebuilt that way to restore their checkpoints.
+LEGACY_HEAD = {"mlp_layers": 1, "standardize": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +65,7 @@ class RunConfig:
         lora = LoRAConfig(**{**adaptation.pop("lora", {})})
         return cls(
             model=ModelConfig.from_dict(raw.pop("model")),
-            head=HeadConfig(**raw.pop("head", {})),
+            head=HeadConfig(**{**LEGACY_HEAD, **raw.pop("head", {})}),
             adaptation=AdaptationConfig(lora=lora, **adaptation),
             train=TrainConfig(**raw.pop("train", {})),
             **raw,

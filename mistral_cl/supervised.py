@@ -41,7 +41,7 @@ from mistral_cl.runs import (
 )
 from mistral_cl.scores import regression_scores
 from mistral_cl.tokenizer import Tokenizer
-from mistral_cl.train import BatchSource, TrainConfig, fit, predict
+from mistral_cl.train import BatchSource, TrainConfig, fit, predict, standardize_head
 
 # ----------------------------------------------------------------------------- options -> objects
 
@@ -91,7 +91,8 @@ def run_config(args: argparse.Namespace, **extra: Any) -> RunConfig:
     return RunConfig(
         model=model_config(args.model, args.weights),
         head=HeadConfig(n_heads=args.head_heads, members=args.head_members,
-                        pool_heads=args.head_pool_heads, dropout=args.head_dropout),
+                        pool_heads=args.head_pool_heads, dropout=args.head_dropout,
+                        mlp_layers=args.head_mlp_layers, standardize=not args.no_head_standardize),
         adaptation=AdaptationConfig(
             mode=args.mode, lora=LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
         ),
@@ -172,6 +173,7 @@ def train_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     train_source = training_source(model, config, train_data, run_dir)
     test_source = training_source(model, config, test_data, run_dir)
+    model = standardize_head(model, train_source, seed=config.train.seed, mesh=mesh)
     result = fit(model, trainable_filter(model, config.adaptation.mode), train_source, config.train,
                  progress=not args.no_progress, description=f"train ({config.adaptation.mode})", mesh=mesh)
     trainable, _ = split_model(result.model, config)

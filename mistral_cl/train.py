@@ -210,6 +210,36 @@ def predict(model: YieldModel, data: BatchSource, batch_size: int = 64, *, mesh:
     return out
 
 
+@eqx.filter_jit
+def _pooled_batch(model: YieldModel, batch: Any) -> Array:
+    features = getattr(batch, "features", None)
+    hidden = features if features is not None else model.backbone(batch.tokens, batch.mask)
+    return model.head.pooled(hidden, batch.mask)
+
+
+def standardize_head(model: YieldModel, data: BatchSource, *, max_reactions: int = 512,
+                     batch_size: int = 64, seed: int = 0, mesh: Mesh | None = None) -> YieldModel:
+    """`model` with its head's pooled-vector standardiser set from up to `max_reactions` reactions of
+    `data` (a seeded sample), see `MHARHead.standardized`. A head without one is returned as is.
+
+    This is part of initialising a model for training, done once before its first step.
+    """
+    if not model.head.standardizes:
+        return model
+    feed, parts, count = _feeder(mesh, batch_size), [], 0
+    for batch in data.batches(batch_size, shuffle=True, seed=seed):
+        pooled = np.asarray(sharding.to_host(_pooled_batch(model, feed(batch))))
+        real = np.asarray(batch.weight) > 0
+        parts.append(pooled[..., real, :])
+        count += int(real.sum())
+        if count >= max_reactions:
+            break
+    if count < 2:
+        raise InputError("too few training reactions to standardise the head (need 2)",
+                         hint="add reactions, or pass --no-head-standardize")
+    return eqx.tree_at(lambda m: m.head, model, model.head.standardized(jnp.concatenate(parts, -2)))
+
+
 @jax.jit
 def ema_update(average: Any, current: Any, decay: Scalar) -> Any:
     """One step of an exponential moving average of the trainable half (all its leaves are float arrays)."""

@@ -41,6 +41,7 @@ def test_non_positive_lora_rank_is_a_clear_error(capsys, small_csv, tmp_path):
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--head-members", "0", "head members must be a positive number"),
     ("--head-pool-heads", "5", "pool_heads=5 must be positive and divide the backbone width 128"),
+    ("--head-mlp-layers", "0", "head mlp_layers must be a positive number of layers"),
     ("--ema", "1.5", "EMA decay must be in (0, 1)"),
 ])
 def test_bad_head_or_optimiser_settings_are_clear_errors(capsys, small_csv, tmp_path, option, value,

@@ -56,6 +56,7 @@ from mistral_cl.runs import (
     write_json,
 )
 from mistral_cl.supervised import fresh_run_dir, read_data, run_config, tokenizer_for
+from mistral_cl.train import standardize_head
 
 STREAM_FILE = "stream.json"
 BEFORE_FILE = "before.json"
@@ -134,6 +135,9 @@ def make_setting(run_dir: Path, config: RunConfig, pool: TaskPool) -> Setting:
     if config.adaptation.mode == "head":
         pool = pool.with_features(model.backbone, Path(run_dir) / "feature_cache",
                                   settings["eval_batch_size"])
+    # The head's standardiser is initialised from the first task's training reactions: the only data a
+    # learner has before its first step (the same for every strategy, so all start from one model).
+    model = standardize_head(model, pool.source(pool.train[0]), seed=config.train.seed)
     filter_spec = trainable_filter(model, config.adaptation.mode)
     trainable, frozen = eqx.partition(model, filter_spec)
     return Setting(pool, config.train, config.adaptation.mode, filter_spec, frozen, trainable,
