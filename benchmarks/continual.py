@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": started, "git_commit": commit, "machine": machine(),
         "load_average_1min": load.summary(),
         "settings": {"model": "tiny (random init)", "mode": first.adaptation.mode,
-                     "train": dataclasses.asdict(first.train), "continual": first.extra["continual"],
+                     "head": dataclasses.asdict(first.head), "train": dataclasses.asdict(first.train), "continual": first.extra["continual"],
                      "tasks": json.loads((run_dir / runner.STREAM_FILE).read_text())["arrivals"][-1],
                      "command": command.strip() + ("" if seeds[0] is None else " --seed N"),
                      "seeds": list(per_seed)},

@@ -113,6 +113,14 @@ def _mean_sd(stat: dict[str, float], scale: float = 1.0, digits: int = 3) -> str
     return f"{stat['mean'] / scale:.{digits}f} ± {stat['sd'] / scale:.{digits}f}"
 
 
+def _head_words(head: dict[str, Any]) -> str:
+    """How the MHAR head reads its pooled vector, in words (runs from before the setting: one layer)."""
+    layers = head.get("mlp_layers", 1)
+    mlp = f"a {layers}-layer SiLU MLP" if layers > 1 else "a one-layer SiLU MLP"
+    pooled = "the standardised pooled vector" if head.get("standardize", False) else "the raw pooled vector"
+    return f"{mlp} on {pooled}"
+
+
 def accuracy_section(result: dict[str, Any]) -> str:
     rows = [dict(r, minutes=r["seconds"] / 60, cpu_minutes=r.get("cpu_seconds", float("nan")) / 60,
                  load=" / ".join(f"{v:.1f}" for v in r.get("load_average", ())))
@@ -128,7 +136,8 @@ def accuracy_section(result: dict[str, Any]) -> str:
         _meta(result),
         f"Standard protocol: random 70/30 splits of all 5760 Suzuki–Miyaura reactions, one model per split "
         f"trained from scratch (the `tiny` preset from random initialisation: no pretrained weights exist on "
-        f"this machine), mode `{mode}`, {heads}, {train['epochs']} epochs, batch {train['batch_size']}, "
+        f"this machine), mode `{mode}`, {heads} ({_head_words(result['settings']['head'])}), "
+        f"{train['epochs']} epochs, batch {train['batch_size']}, "
         f"peak lr {train['learning_rate']:g}. Command: `{' '.join(result['command'])}`. Wall time counts "
         "everything from building the model to the last held-out prediction.",
         _table(rows, [("split seed", "seed"), ("R²", "r2"), ("RMSE (%)", "rmse"), ("MAE (%)", "mae"),
@@ -180,7 +189,8 @@ def continual_section(result: dict[str, Any]) -> str:
         "## Continual learning (`benchmarks/continual.py`)",
         _meta(result),
         f"The 15 Suzuki–Miyaura reactant-pair tasks in sorted order, each split 70/30, learned one after "
-        f"another by the `{settings['model']}` model in `{settings['mode']}` mode ({train['epochs']} epochs "
+        f"another by the `{settings['model']}` model in `{settings['mode']}` mode (MHAR head with "
+        f"{_head_words(settings.get('head', {}))}, {train['epochs']} epochs "
         f"per task, batch {train['batch_size']}, peak lr {train['learning_rate']:g}, replay memory "
         f"`{settings['continual']['memory']}`). Command: `{settings['command'].strip()}`. ACC, BWT, FWT and "
         "forgetting are computed on held-out R² of every task (R² of a task is relative to its own "

@@ -173,7 +173,8 @@ def train_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     train_source = training_source(model, config, train_data, run_dir)
     test_source = training_source(model, config, test_data, run_dir)
-    model = standardize_head(model, train_source, seed=config.train.seed, mesh=mesh)
+    model = standardize_head(model, train_source, batch_size=config.train.batch_size,
+                             seed=config.train.seed, mesh=mesh)
     result = fit(model, trainable_filter(model, config.adaptation.mode), train_source, config.train,
                  progress=not args.no_progress, description=f"train ({config.adaptation.mode})", mesh=mesh)
     trainable, _ = split_model(result.model, config)

@@ -237,7 +237,10 @@ def standardize_head(model: YieldModel, data: BatchSource, *, max_reactions: int
     if count < 2:
         raise InputError("too few training reactions to standardise the head (need 2)",
                          hint="add reactions, or pass --no-head-standardize")
-    return eqx.tree_at(lambda m: m.head, model, model.head.standardized(jnp.concatenate(parts, -2)))
+    vectors = jnp.concatenate(parts, -2)
+    if mesh is not None:  # so the standardiser comes out replicated over the mesh, as its spec says
+        vectors = sharding.replicate(vectors, mesh)
+    return eqx.tree_at(lambda m: m.head, model, model.head.standardized(vectors))
 
 
 @jax.jit

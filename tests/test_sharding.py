@@ -23,7 +23,13 @@ from mistral_cl.config import ModelConfig
 from mistral_cl.errors import InputError
 from mistral_cl.lora import LoRAConfig
 from mistral_cl.predictor import AdaptationConfig, build_yield_model, trainable_filter
-from mistral_cl.train import TrainConfig, make_optimizer, make_train_step, supervised_objective
+from mistral_cl.train import (
+    TrainConfig,
+    make_optimizer,
+    make_train_step,
+    standardize_head,
+    supervised_objective,
+)
 
 MESHES = ("8x1x1", "1x8x1", "1x1x8", "2x2x2")
 # Adapters on a column-parallel (wq, w1) and a row-parallel (wo, w2) projection of each sublayer.
@@ -249,6 +255,25 @@ def test_sharded_steps_equal_single_device_steps(mode, spec):
     # The donated state comes back in the layout it went in with.
     _assert_laid_out(trainable, sharding.model_specs(trainable), mesh)
     _assert_laid_out(opt_state, sharding.opt_state_specs(opt_state, trainable), mesh)
+
+
+class _Batches:
+    """Token batches as a `BatchSource` serves them (only what `standardize_head` reads)."""
+
+    def batches(self, batch_size, *, shuffle, seed=0):
+        return (synthetic_batch(100 + i, batch_size) for i in range(3))
+
+
+def test_head_standardisation_on_a_mesh_equals_one_device():
+    mesh = sharding.make_mesh("2x2x2")
+    plain = standardize_head(_model("lora"), _Batches(), batch_size=BATCH)
+    placed = standardize_head(sharding.place(_model("lora"), mesh), _Batches(), batch_size=BATCH,
+                              mesh=mesh)
+    assert plain.head.standardizes
+    for got, want in [(placed.head.pool_shift, plain.head.pool_shift),
+                      (placed.head.pool_scale, plain.head.pool_scale)]:
+        np.testing.assert_allclose(sharding.to_host(got), want, rtol=1e-4, atol=1e-5)
+    _assert_laid_out(placed.head, sharding.model_specs(placed).head, mesh)
 
 
 # ------------------------------------------------------------------------------------ distributed
