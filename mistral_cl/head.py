@@ -1,5 +1,10 @@
 """Multi-Head Attention Regression (MHAR) head: token states in, one yield in [0, 1] out.
 
+RoPE self-attention -> x = RMSNorm(x + MHA(x)) -> SiLU feed-forward -> x = RMSNorm(x + FFN(x)) ->
+masked attention pooling -> (per-channel standardisation) -> SiLU MLP (`mlp_layers` hidden layers) ->
+sigmoid. The standardiser's shift and scale are set from training reactions before the first step
+(`MHARHead.standardized`, driven by `train.standardize_head`).
+
 `HeadConfig.members > 1` builds a `HeadEnsemble`: that many independently initialised MHAR heads on
 the same backbone features, trained side by side (each on its own loss) and averaged at prediction.
 """
@@ -21,7 +26,11 @@ from mistral_cl.layers import Linear, RMSNorm
 
 @dataclasses.dataclass(frozen=True)
 class HeadConfig:
-    """Shapes of the regression head; `ffn_dim=None` means the backbone width."""
+    """Shapes of the regression head; `ffn_dim=None` means the backbone width.
+
+    `mlp_layers`: hidden SiLU layers of the MLP after the pooling. `standardize`: a trainable
+    per-channel shift and scale of the pooled vector, initialised from data (`MHARHead.standardized`).
+    """
 
     n_heads: int = 4
     members: int = 1
