@@ -29,10 +29,11 @@ regenerates this page; the test suite checks that it matches the JSON. Speed and
 live here, never in timed tests.
 
 The CPU machine is a VM with 2 vCPUs and 24 GiB. During this project's first session, several
-engineers ran benchmarks on it at the same time, so the load average was high; later sessions ran them
-mostly one at a time (tests ran beside the first minutes of the latest continual run). The load average is recorded with each result: CPU timings
-taken under load are pessimistic and noisy. No GPU has been lent to any session so far, so the GPU rows
-of the issues (the Mistral-7B LoRA step, its MFU and its measured peak memory) are not measured yet.
+engineers ran benchmarks on it at the same time, so the load average was high. Later sessions ran
+them mostly one at a time; tests ran beside parts of the latest continual runs. The load average is
+recorded with each result: CPU timings taken under load are pessimistic and noisy. No GPU has been
+lent to any session so far, so the GPU rows of the issues (the Mistral-7B LoRA step, its MFU and its
+measured peak memory) are not measured yet.
 Records superseded by a change of the model are kept in `benchmarks/results/previous/`.
 """
 
