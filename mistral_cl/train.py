@@ -125,10 +125,14 @@ def forward(model: YieldModel, batch: Any, *, key: PRNGKeyArray | None = None
             ) -> Float[Array, "*members batch"]:
     """Predicted yields for a batch of token ids, or of cached backbone features (head mode); one row
     per member for a head ensemble (`head.point_prediction` averages them)."""
+    return model.head(head_inputs(model, batch), batch.mask, key=key)
+
+
+def head_inputs(model: YieldModel, batch: Any) -> Float[Array, "batch seq dim"]:
+    """The token states the head reads: a batch's cached backbone features (head mode), or the
+    backbone's output for its token ids."""
     features = getattr(batch, "features", None)
-    if features is not None:
-        return model.head(features, batch.mask, key=key)
-    return model(batch.tokens, batch.mask, key=key)
+    return features if features is not None else model.backbone(batch.tokens, batch.mask)
 
 
 def supervised_objective(kind: LossKind = "mse", delta: float = 0.1) -> Objective:
@@ -212,9 +216,7 @@ def predict(model: YieldModel, data: BatchSource, batch_size: int = 64, *, mesh:
 
 @eqx.filter_jit
 def _pooled_batch(model: YieldModel, batch: Any) -> Array:
-    features = getattr(batch, "features", None)
-    hidden = features if features is not None else model.backbone(batch.tokens, batch.mask)
-    return model.head.pooled(hidden, batch.mask)
+    return model.head.pooled(head_inputs(model, batch), batch.mask)
 
 
 def standardize_head(model: YieldModel, data: BatchSource, *, max_reactions: int = 512,
