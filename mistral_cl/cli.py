@@ -67,6 +67,10 @@ def _add_model_options(parser: argparse.ArgumentParser, default_mode: str = "ful
     group.add_argument("--no-head-standardize", action="store_true",
                        help="feed the pooled vector to the MLP as is, not standardised per channel "
                             "with statistics of training reactions")
+    group.add_argument("--feature-layer", default="auto", metavar="K",
+                       help="the backbone hidden states the head reads: after K blocks (0: the token "
+                            "embeddings), 'final' (the output), or 'auto' (default): the embeddings for "
+                            "a randomly initialised backbone in head mode, else the output")
     group.add_argument("--head-dropout", type=float, default=0.1)
     group.add_argument("--remat", choices=["none", "dots", "full"], default="none")
 

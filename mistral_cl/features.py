@@ -22,7 +22,7 @@ import numpy as np
 import tensorstore as ts
 
 from mistral_cl.data.batching import EncodedReactions
-from mistral_cl.model import Mistral
+from mistral_cl.model import Mistral, check_depth
 
 # Below this size the whole cache is read into host memory once; above it, batch by batch from disk.
 IN_MEMORY_BYTES = 4 << 30
@@ -83,9 +83,15 @@ class CachedFeatures:
         return out
 
 
-def fingerprint(backbone: Mistral, encoded: EncodedReactions) -> str:
-    """A digest of the backbone's weights and configuration and of the reactions' token ids."""
-    digest = hashlib.sha256(json.dumps(backbone.config.to_dict(), sort_keys=True).encode())
+def fingerprint(backbone: Mistral, encoded: EncodedReactions, depth: int | None = None) -> str:
+    """A digest of the backbone's weights and configuration, of the depth its states are read at
+    and of the reactions' token ids (the final output's digest leaves the depth out, as before
+    the depth could be chosen, so existing caches stay valid)."""
+    config = backbone.config.to_dict()
+    depth = check_depth(depth, backbone.config.n_layers)
+    if depth != backbone.config.n_layers:
+        config["feature_layer"] = depth
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for leaf in jax.tree.leaves(eqx.filter(backbone, eqx.is_array)):
         digest.update(np.ascontiguousarray(jax.device_get(leaf)).view(np.uint8))
     for part in (encoded.tokens, encoded.lengths):
@@ -94,9 +100,10 @@ def fingerprint(backbone: Mistral, encoded: EncodedReactions) -> str:
 
 
 @eqx.filter_jit
-def hidden_states(backbone: Mistral, tokens, mask):
-    """The frozen backbone's output for a batch of token ids: what the cache stores."""
-    return backbone(tokens, mask)
+def hidden_states(backbone: Mistral, tokens, mask, depth: int | None = None):
+    """The frozen backbone's states after `depth` blocks for a batch of token ids: what the cache
+    stores (`Mistral.__call__`)."""
+    return backbone(tokens, mask, depth=depth)
 
 
 def cache_features(
@@ -106,9 +113,11 @@ def cache_features(
     *,
     batch_size: int = 32,
     dtype: str = "float32",
+    depth: int | None = None,
 ) -> CachedFeatures:
-    """Features of `encoded` under `directory`, computed now unless an identical cache exists."""
-    path = Path(directory) / fingerprint(backbone, encoded)
+    """Features of `encoded` (the backbone's states after `depth` blocks, None: its output) under
+    `directory`, computed now unless an identical cache exists."""
+    path = Path(directory) / fingerprint(backbone, encoded, depth)
     width = max(int(encoded.tokens.shape[1]), *(encoded.buckets or ()))
     shape = (len(encoded), width, backbone.config.dim)
     spec = {
@@ -123,7 +132,7 @@ def cache_features(
         store = ts.open(spec, create=True, open=True).result()
         writes = []
         for batch in encoded.batches(batch_size, shuffle=False):
-            hidden = np.asarray(hidden_states(backbone, batch.tokens, batch.mask), dtype=dtype)
+            hidden = np.asarray(hidden_states(backbone, batch.tokens, batch.mask, depth), dtype=dtype)
             for row in np.flatnonzero(batch.weight > 0):
                 writes.append(store[int(batch.index[row]), : hidden.shape[1]].write(hidden[row]))
         for write in writes:

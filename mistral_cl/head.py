@@ -30,6 +30,8 @@ class HeadConfig:
 
     `mlp_layers`: hidden SiLU layers of the MLP after the pooling. `standardize`: a trainable
     per-channel shift and scale of the pooled vector, initialised from data (`MHARHead.standardized`).
+    `feature_layer`: which of the backbone's hidden states the head reads, numbered as transformers'
+    `hidden_states` (0: the token embeddings; None: the final output). See `YieldModel`.
     """
 
     n_heads: int = 4
@@ -39,6 +41,7 @@ class HeadConfig:
     mlp_dim: int = 256
     mlp_layers: int = 2
     standardize: bool = True
+    feature_layer: int | None = None
     dropout: float = 0.1
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5

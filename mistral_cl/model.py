@@ -12,6 +12,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from mistral_cl.attention import Attention, AttentionMask, attention_mask
 from mistral_cl.config import ModelConfig
+from mistral_cl.errors import InputError
 from mistral_cl.layers import Embedding, Linear, RMSNorm
 
 Remat = Literal["none", "full", "dots"]
@@ -118,17 +119,29 @@ class Mistral(eqx.Module):
         return new
 
     def __call__(
-        self, tokens: Int[Array, "batch seq"], mask: Bool[Array, "batch seq"]
+        self,
+        tokens: Int[Array, "batch seq"],
+        mask: Bool[Array, "batch seq"],
+        *,
+        depth: int | None = None,
     ) -> Float[Array, "batch seq dim"]:
         """Hidden states of every position; padding positions (`mask == False`) never affect real ones.
 
         Positions count real tokens only, so left- and right-padded batches give the same states.
+        `depth` counts the blocks to run, as transformers numbers `hidden_states`: 0 is the token
+        embeddings, k < n_layers the residual stream after block k (no final norm), and None or
+        n_layers the whole model's normalised output.
         """
+        depth = check_depth(depth, self.config.n_layers)
         mask = mask.astype(bool)
+        x = self.tok_embeddings(tokens)
+        if depth == 0:
+            return x
         positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
         attn_mask = attention_mask(mask, causal=True, window=self.config.sliding_window)
-        x = self.tok_embeddings(tokens)
         layers, static = eqx.partition(self.layers, eqx.is_array)
+        if depth < self.config.n_layers:
+            layers = jax.tree.map(lambda leaf: leaf[:depth], layers)
 
         def step(x, layer):
             block = eqx.combine(layer, static)
@@ -136,5 +149,17 @@ class Mistral(eqx.Module):
 
         if self.remat != "none":
             step = jax.checkpoint(step, policy=_REMAT_POLICIES[self.remat])
-        x, _ = jax.lax.scan(step, x, layers, unroll=self.config.n_layers <= _UNROLL_UP_TO)
-        return self.norm(x)
+        x, _ = jax.lax.scan(step, x, layers, unroll=depth <= _UNROLL_UP_TO)
+        return self.norm(x) if depth == self.config.n_layers else x
+
+
+def check_depth(depth: int | None, n_layers: int) -> int:
+    """`depth` as a block count in [0, n_layers] (None: all of them), or an InputError."""
+    if depth is None:
+        return n_layers
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= n_layers:
+        raise InputError(
+            f"feature layer {depth!r} is not a layer of this backbone",
+            hint=f"choose 0 (the token embeddings) to {n_layers} (the final output, the default)",
+        )
+    return depth

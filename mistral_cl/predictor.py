@@ -20,7 +20,7 @@ from mistral_cl.config import ModelConfig
 from mistral_cl.errors import InputError
 from mistral_cl.head import HeadConfig, HeadEnsemble, MHARHead, build_head
 from mistral_cl.lora import LoRAConfig, add_lora, lora_filter
-from mistral_cl.model import Mistral, Remat
+from mistral_cl.model import Mistral, Remat, check_depth
 
 Mode = Literal["head", "lora", "full"]
 MODES: tuple[str, ...] = ("head", "lora", "full")
@@ -39,10 +39,23 @@ class AdaptationConfig:
 
 
 class YieldModel(eqx.Module):
-    """Reaction tokens in, predicted yields in [0, 1] out ([members, batch] for a head ensemble)."""
+    """Reaction tokens in, predicted yields in [0, 1] out ([members, batch] for a head ensemble).
+
+    The head reads the backbone's hidden states after `feature_layer` blocks (None: the final,
+    normalised output). Blocks past it never run, so in `head` mode they cost nothing; an earlier
+    layer suits a backbone whose later layers carry little of what the head needs (a randomly
+    initialised one scrambles the token identities that a reaction's yield depends on).
+    """
 
     backbone: Mistral
     head: MHARHead | HeadEnsemble
+    feature_layer: int | None = eqx.field(static=True, default=None)
+
+    def features(
+        self, tokens: Int[Array, "batch seq"], mask: Bool[Array, "batch seq"]
+    ) -> Float[Array, "batch seq dim"]:
+        """The token states the head reads."""
+        return self.backbone(tokens, mask, depth=self.feature_layer)
 
     def __call__(
         self,
@@ -51,7 +64,7 @@ class YieldModel(eqx.Module):
         *,
         key: PRNGKeyArray | None = None,
     ) -> Float[Array, "*members batch"]:
-        return self.head(self.backbone(tokens, mask), mask, key=key)
+        return self.head(self.features(tokens, mask), mask, key=key)
 
 
 def build_yield_model(
@@ -73,10 +86,11 @@ def build_yield_model(
             hint="pass the --model preset that matches --weights, or omit --model to read it from"
             " the weights",
         )
+    check_depth(head_config.feature_layer, model_config.n_layers)
     if adaptation.mode == "lora":
         backbone = add_lora(backbone, adaptation.lora, key=k_lora)
     head = build_head(model_config.dim, head_config, key=k_head)
-    return YieldModel(backbone, head)
+    return YieldModel(backbone, head, head_config.feature_layer)
 
 
 def is_parameter(x) -> bool:
@@ -97,7 +111,7 @@ def trainable_filter(model: YieldModel, mode: Mode) -> YieldModel:
         backbone = jax.tree.map(lambda _: False, model.backbone)
     else:
         raise InputError(f"unknown adaptation mode {mode!r}; choose one of {', '.join(MODES)}")
-    return YieldModel(backbone, head)
+    return YieldModel(backbone, head, model.feature_layer)
 
 
 def cast_floating(tree, dtype: jnp.dtype):

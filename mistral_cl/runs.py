@@ -28,7 +28,7 @@ from mistral_cl.config import ModelConfig
 from mistral_cl.errors import InputError
 from mistral_cl.head import HeadConfig
 from mistral_cl.lora import LoRAConfig
-from mistral_cl.model import Mistral
+from mistral_cl.model import Mistral, check_depth
 from mistral_cl.predictor import AdaptationConfig, YieldModel, build_yield_model, trainable_filter
 from mistral_cl.train import TrainConfig
 
@@ -53,7 +53,9 @@ class RunConfig:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.head.check(self.model.dim)  # before any run directory is made
+        # Before any run directory is made.
+        self.head.check(self.model.dim)
+        check_depth(self.head.feature_layer, self.model.n_layers)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -130,9 +130,9 @@ def forward(model: YieldModel, batch: Any, *, key: PRNGKeyArray | None = None
 
 def head_inputs(model: YieldModel, batch: Any) -> Float[Array, "batch seq dim"]:
     """The token states the head reads: a batch's cached backbone features (head mode), or the
-    backbone's output for its token ids."""
+    backbone's hidden states for its token ids (`YieldModel.features`)."""
     features = getattr(batch, "features", None)
-    return features if features is not None else model.backbone(batch.tokens, batch.mask)
+    return features if features is not None else model.features(batch.tokens, batch.mask)
 
 
 def supervised_objective(kind: LossKind = "mse", delta: float = 0.1) -> Objective:

@@ -51,12 +51,15 @@ def hf_mistral(config: ModelConfig = GQA, *, seed: int = 0) -> transformers.Mist
     return model
 
 
-def hf_hidden_states(model: transformers.MistralModel, tokens: np.ndarray, mask: np.ndarray):
-    """transformers' final hidden states `[batch, seq, dim]` for a padded batch."""
+def hf_hidden_states(model: transformers.MistralModel, tokens: np.ndarray, mask: np.ndarray,
+                     layer: int | None = None):
+    """transformers' hidden states `[batch, seq, dim]` for a padded batch: the final ones, or its
+    `hidden_states[layer]` (0: the embeddings)."""
     with torch.no_grad():
         out = model(input_ids=torch.as_tensor(tokens, dtype=torch.long),
-                    attention_mask=torch.as_tensor(mask, dtype=torch.long))
-    return out.last_hidden_state.numpy()
+                    attention_mask=torch.as_tensor(mask, dtype=torch.long),
+                    output_hidden_states=layer is not None)
+    return (out.last_hidden_state if layer is None else out.hidden_states[layer]).numpy()
 
 
 def state_dict(model: torch.nn.Module) -> dict[str, np.ndarray]:

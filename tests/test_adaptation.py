@@ -49,20 +49,34 @@ def test_frozen_weights_are_bit_identical_after_training(mode, reactions, tmp_pa
     assert all(changed), "every trainable array should have moved"
 
 
-def test_cached_features_equal_freshly_computed_ones(reactions, tmp_path):
-    model = build_yield_model(MICRO, HeadConfig(n_heads=2), AdaptationConfig(mode="head"),
-                              key=jax.random.key(0))
-    cached = cache_features(model.backbone, reactions, tmp_path)
-    again = cache_features(model.backbone, reactions, tmp_path)  # reopened, not recomputed
+@pytest.mark.parametrize("feature_layer", [None, 0])
+def test_cached_features_equal_freshly_computed_ones(reactions, tmp_path, feature_layer):
+    model = build_yield_model(MICRO, HeadConfig(n_heads=2, feature_layer=feature_layer),
+                              AdaptationConfig(mode="head"), key=jax.random.key(0))
+    cached = cache_features(model.backbone, reactions, tmp_path, depth=model.feature_layer)
+    again = cache_features(model.backbone, reactions, tmp_path, depth=model.feature_layer)  # reopened
     assert again.store.shape == cached.store.shape
+    assert len(list(tmp_path.iterdir())) == 1, "the second call must reuse the first one's cache"
     for batch in cached.batches(16, shuffle=True, seed=3):
         tokens = np.zeros(batch.mask.shape, np.int32)
         width = min(tokens.shape[1], reactions.tokens.shape[1])
         tokens[:, :width] = reactions.tokens[batch.index, :width]
-        fresh = np.asarray(eqx.filter_jit(model.backbone)(tokens, batch.mask))
+        fresh = np.asarray(eqx.filter_jit(model.features)(tokens, batch.mask))
         np.testing.assert_allclose(batch.features[batch.mask], fresh[batch.mask], rtol=1e-5, atol=1e-6)
     # Head-mode predictions from the cache equal end-to-end predictions.
     np.testing.assert_allclose(predict(model, cached), predict(model, reactions), rtol=1e-5, atol=1e-6)
+
+
+def test_another_feature_layer_never_reads_a_stale_cache(reactions, tmp_path):
+    model = build_yield_model(MICRO, HeadConfig(n_heads=2), AdaptationConfig(mode="head"),
+                              key=jax.random.key(0))
+    output = cache_features(model.backbone, reactions, tmp_path)
+    embeddings = cache_features(model.backbone, reactions, tmp_path, depth=0)
+    assert len(list(tmp_path.iterdir())) == 2
+    assert not np.allclose(output.in_memory, embeddings.in_memory)
+    # The final layer named explicitly is the default's cache, not a third one.
+    cache_features(model.backbone, reactions, tmp_path, depth=MICRO.n_layers)
+    assert len(list(tmp_path.iterdir())) == 2
 
 
 def test_other_weights_never_read_a_stale_cache(reactions, tmp_path):

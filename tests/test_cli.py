@@ -4,12 +4,14 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from mistral_cl.cli import main
 from mistral_cl.config import ModelConfig
 from mistral_cl.data.sources import load_dataset
+from mistral_cl.supervised import feature_layer
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,9 @@ def test_non_positive_lora_rank_is_a_clear_error(capsys, small_csv, tmp_path):
     ("--head-members", "0", "head members must be a positive number"),
     ("--head-pool-heads", "5", "pool_heads=5 must be positive and divide the backbone width 128"),
     ("--head-mlp-layers", "0", "head mlp_layers must be a positive number of layers"),
+    ("--feature-layer", "3", "feature layer 3 is not a layer of this backbone"),
+    ("--feature-layer", "-1", "feature layer -1 is not a layer of this backbone"),
+    ("--feature-layer", "last", "--feature-layer 'last' is not a layer number"),
     ("--ema", "1.5", "EMA decay must be in (0, 1)"),
 ])
 def test_bad_head_or_optimiser_settings_are_clear_errors(capsys, small_csv, tmp_path, option, value,
@@ -104,6 +109,24 @@ def test_train_then_predict_writes_predictions(capsys, small_csv, tmp_path, memb
     assert code == 2 and "row 2" in err and "'rxn'" in err
 
 
+def test_a_run_on_the_token_embeddings_predicts_from_them_again(small_csv, tmp_path):
+    run = tmp_path / "run"
+    shapes = tmp_path / "micro.json"
+    shapes.write_text(json.dumps(MICRO.to_hf_config()))
+    assert main(["train", "--data", str(small_csv), "--model", str(shapes), "--epochs", "1",
+                 "--batch-size", "16", "--head-heads", "2", "--feature-layer", "0",
+                 "--out", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "run.json").read_text())["head"]["feature_layer"] == 0
+    held_out = pd.read_csv(run / "predictions.csv")
+    queries = tmp_path / "queries.csv"
+    held_out[["reaction"]].rename(columns={"reaction": "rxn"}).to_csv(queries, index=False)
+    assert main(["predict", "--run", str(run), str(queries)]) == 0
+    # `predict` rebuilds the model from run.json: it must read the embeddings as training did (the
+    # final layer's states would give other yields).
+    again = pd.read_csv(tmp_path / "queries.predictions.csv")
+    np.testing.assert_allclose(again["predicted_yield"], 100 * held_out["predicted"], atol=0.01)
+
+
 def test_importing_the_package_and_cli_pulls_in_neither_torch_nor_transformers():
     probe = ("import sys, mistral_cl, mistral_cl.cli, mistral_cl.weights, mistral_cl.supervised; "
              "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
@@ -116,3 +139,15 @@ def test_help_lists_every_command():
                          text=True, check=True).stdout
     for command in ("continual", "train", "predict", "ingest", "convert", "report"):
         assert command in out
+
+
+@pytest.mark.parametrize(("option", "mode", "weights", "expected"), [
+    ("auto", "head", None, 0),  # a random backbone's frozen blocks: the head reads the embeddings
+    ("auto", "lora", None, None),  # blocks that train: their output
+    ("auto", "full", None, None),
+    ("auto", "head", "weights/", None),  # trained weights: their output
+    ("final", "head", None, None),
+    ("1", "head", "weights/", 1),
+])
+def test_the_feature_layer_option_resolves_to_a_block_count(option, mode, weights, expected):
+    assert feature_layer(option, mode, weights) == expected

@@ -69,6 +69,19 @@ def test_hidden_states_match_transformers_on_a_right_padded_batch(reference, our
         assert relative_error(got[row, :length], expected[row, :length]) <= 1e-5
 
 
+@pytest.mark.parametrize("depth", range(GQA.n_layers + 1))
+def test_every_depth_matches_the_transformers_hidden_states_of_that_layer(reference, depth):
+    lengths = [24, 11, 2]
+    tokens, mask = padded_batch(lengths, 24, seed=2)
+    expected = hf_hidden_states(reference[0], tokens, mask, layer=depth)
+    got = np.asarray(eqx.filter_jit(load_mistral(reference[1]))(tokens, mask, depth=depth))
+    for row, length in enumerate(lengths):
+        assert relative_error(got[row, :length], expected[row, :length]) <= 1e-5
+    if depth < GQA.n_layers:  # an earlier layer is not the output: the test can tell them apart
+        final = hf_hidden_states(reference[0], tokens, mask)
+        assert relative_error(got[0, :24], final[0, :24]) > 1e-2
+
+
 def test_hidden_states_match_transformers_beyond_the_sliding_window(reference, ours):
     tokens, mask = padded_batch([3 * WINDOW], 3 * WINDOW, seed=1)
     assert relative_error(ours(tokens, mask), hf_hidden_states(reference[0], tokens, mask)) <= 1e-5

@@ -65,9 +65,11 @@ class TaskPool:
         test = np.arange(start + len(task.train), start + len(dataset))
         return TaskPool(encoded, (*self.keys, task.key), (*self.train, train), (*self.test, test))
 
-    def with_features(self, backbone: Mistral, directory: Path, batch_size: int) -> TaskPool:
-        """The pool serving cached backbone features (head mode) instead of token ids."""
-        cache = cache_features(backbone, self.encoded, directory, batch_size=batch_size)
+    def with_features(self, backbone: Mistral, directory: Path, batch_size: int,
+                      depth: int | None = None) -> TaskPool:
+        """The pool serving cached backbone features (head mode; the states after `depth` blocks)
+        instead of token ids."""
+        cache = cache_features(backbone, self.encoded, directory, batch_size=batch_size, depth=depth)
         return dataclasses.replace(self, features=cache)
 
     def __len__(self) -> int:

@@ -134,7 +134,7 @@ def make_setting(run_dir: Path, config: RunConfig, pool: TaskPool) -> Setting:
     save_frozen(run_dir, model, config)
     if config.adaptation.mode == "head":
         pool = pool.with_features(model.backbone, Path(run_dir) / "feature_cache",
-                                  settings["eval_batch_size"])
+                                  settings["eval_batch_size"], model.feature_layer)
     # The head's standardiser is initialised from the first task's training reactions: the only data a
     # learner has before its first step (the same for every strategy, so all start from one model).
     model = standardize_head(model, pool.source(pool.train[0]), seed=config.train.seed)
