@@ -129,7 +129,7 @@ def run_split(
     with tempfile.TemporaryDirectory(prefix="accuracy-") as scratch:
         # In head mode the frozen backbone's features are computed once, as `mistral-cl train` does.
         source = training_source(model, config, train, Path(scratch))
-        model = standardize_head(model, source, seed=seed)
+        model = standardize_head(model, source, batch_size=config.train.batch_size, seed=seed)
         result = fit(model, trainable_filter(model, config.adaptation.mode), source, config.train,
                      progress=progress, description=f"seed {seed}", on_epoch_end=on_epoch_end)
     scores = regression_scores(test.yields, predict(result.model, test, batch_size=batch))

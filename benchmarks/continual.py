@@ -80,11 +80,14 @@ def targets(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     if "naive" in rows:
         out["naive BWT <= -0.10"] = {"met": rows["naive"]["BWT"] <= -0.10, "naive_BWT": rows["naive"]["BWT"]}
-    if "replay" in rows and "joint" in rows:
-        gap = rows["joint"]["ACC"] - rows["replay"]["ACC"]
-        out["replay ACC within 0.03 of joint"] = {"met": gap <= 0.03, "joint_minus_replay": gap}
-        bwt = rows["replay"]["BWT"]
-        out["replay BWT >= -0.03"] = {"met": bwt >= -0.03, "replay_BWT": bwt}
+    # The targets are on `replay` itself; its variants (`replay:settle=5`) are judged the same
+    # way for comparison, each named as a variant.
+    for spec in (s for s in rows if s.split(":")[0] == "replay" and "joint" in rows):
+        name = "replay" if spec == "replay" else f"{spec} (variant)"
+        gap = rows["joint"]["ACC"] - rows[spec]["ACC"]
+        out[f"{name} ACC within 0.03 of joint"] = {"met": gap <= 0.03, "joint_minus_replay": gap}
+        bwt = rows[spec]["BWT"]
+        out[f"{name} BWT >= -0.03"] = {"met": bwt >= -0.03, "replay_BWT": bwt}
     free = [s for s in rows if s.split(":")[0] in ("ewc", "lwf")]
     if free and "naive" in rows:
         best = max(free, key=lambda s: rows[s]["BWT"])

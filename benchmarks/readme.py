@@ -120,7 +120,10 @@ def _head_words(head: dict[str, Any]) -> str:
     layers = head.get("mlp_layers", 1)
     mlp = f"a {layers}-layer SiLU MLP" if layers > 1 else "a one-layer SiLU MLP"
     pooled = "the standardised pooled vector" if head.get("standardize", False) else "the raw pooled vector"
-    return f"{mlp} on {pooled}"
+    layer = head.get("feature_layer")
+    states = ("the backbone's final states" if layer is None else "the backbone's token embeddings"
+              if layer == 0 else f"the backbone's states after block {layer}")
+    return f"reading {states}; {mlp} on {pooled}"
 
 
 def accuracy_section(result: dict[str, Any]) -> str:

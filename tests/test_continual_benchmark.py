@@ -41,6 +41,15 @@ def test_targets_are_judged_on_the_mean_rows():
     assert not targets["replay BWT >= -0.03"]["met"]
 
 
+def test_a_replay_variant_is_judged_beside_replay_under_its_own_name():
+    rows = {r["strategy"]: r for r in PER_SEED[0] + [_row("replay:settle=5", 0.18, 0.02)]}
+    targets = continual.targets(rows)
+    assert not targets["replay ACC within 0.03 of joint"]["met"]  # the target: plain replay
+    variant = targets["replay:settle=5 (variant) ACC within 0.03 of joint"]
+    assert variant["met"] and variant["joint_minus_replay"] == pytest.approx(0.02)
+    assert targets["replay:settle=5 (variant) BWT >= -0.03"]["met"]
+
+
 def test_the_readme_section_shows_mean_and_sd_and_each_seeds_verdict():
     rows = continual.mean_rows(PER_SEED)
     result = {"date": "2026-11-24", "git_commit": "abc", "machine": "test",
