@@ -30,7 +30,7 @@ live here, never in timed tests.
 
 The CPU machine is a VM with 2 vCPUs and 24 GiB. During this project's first session, several
 engineers ran benchmarks on it at the same time, so the load average was high. Later sessions ran
-them mostly one at a time; tests ran beside parts of the latest continual runs. The load average is
+them one at a time (the latest continual and accuracy runs alone on the machine). The load average is
 recorded with each result: CPU timings taken under load are pessimistic and noisy. No GPU has been
 lent to any session so far, so the GPU rows of the issues (the Mistral-7B LoRA step, its MFU and its
 measured peak memory) are not measured yet.
@@ -116,14 +116,15 @@ def _mean_sd(stat: dict[str, float], scale: float = 1.0, digits: int = 3) -> str
 
 
 def _head_words(head: dict[str, Any]) -> str:
-    """How the MHAR head reads its pooled vector, in words (runs from before the setting: one layer)."""
+    """Which states the MHAR head reads and how it reads its pooled vector, in words (runs from before
+    these settings: the final states and one layer)."""
     layers = head.get("mlp_layers", 1)
     mlp = f"a {layers}-layer SiLU MLP" if layers > 1 else "a one-layer SiLU MLP"
     pooled = "the standardised pooled vector" if head.get("standardize", False) else "the raw pooled vector"
     layer = head.get("feature_layer")
     states = ("the backbone's final states" if layer is None else "the backbone's token embeddings"
               if layer == 0 else f"the backbone's states after block {layer}")
-    return f"reading {states}; {mlp} on {pooled}"
+    return f"reading {states}, with {mlp} on {pooled}"
 
 
 def accuracy_section(result: dict[str, Any]) -> str:
@@ -194,7 +195,7 @@ def continual_section(result: dict[str, Any]) -> str:
         "## Continual learning (`benchmarks/continual.py`)",
         _meta(result),
         f"The 15 Suzuki–Miyaura reactant-pair tasks in sorted order, each split 70/30, learned one after "
-        f"another by the `{settings['model']}` model in `{settings['mode']}` mode (MHAR head with "
+        f"another by the `{settings['model']}` model in `{settings['mode']}` mode (MHAR head "
         f"{_head_words(settings.get('head', {}))}, {train['epochs']} epochs "
         f"per task, batch {train['batch_size']}, peak lr {train['learning_rate']:g}, replay memory "
         f"`{settings['continual']['memory']}`). Command: `{settings['command'].strip()}`. ACC, BWT, FWT and "
