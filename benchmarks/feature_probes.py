@@ -13,6 +13,8 @@ peak lr 2e-3 with cosine decay, weight decay 0.01) is fitted to:
   `mistral-cl train` starts from), averaged over each reaction's tokens. With per-channel
   standardisation, as the MHAR head's standardiser does, and with a ZCA whitening (eigenvalue floor
   1e-3 of the largest), as a comparison.
+- `mean-pooled embeddings`: the same for the backbone's token embeddings (`--feature-layer 0`, what
+  the head reads by default on a random backbone), without the blocks that follow them.
 
 Prints one row per representation and epoch count: held-out and training R².
 """
@@ -52,8 +54,10 @@ def one_hot_molecules(smiles: Sequence[str]) -> np.ndarray:
     return out
 
 
-def mean_pooled_backbone(dataset: ReactionDataset, seed: int, batch_size: int = 64) -> np.ndarray:
-    """[reactions, dim]: the random `tiny` backbone's hidden states averaged over real tokens."""
+def mean_pooled_backbone(dataset: ReactionDataset, seed: int, batch_size: int = 64,
+                         depth: int | None = None) -> np.ndarray:
+    """[reactions, dim]: the random `tiny` backbone's hidden states after `depth` blocks (None: its
+    output) averaged over real tokens."""
     encoded = encode_reactions(dataset, Tokenizer.default(), buckets=None)
     # The backbone `mistral-cl train --seed SEED` starts from (the head is not used).
     backbone = build_yield_model(ModelConfig.preset("tiny"), HeadConfig(), AdaptationConfig(mode="head"),
@@ -62,7 +66,7 @@ def mean_pooled_backbone(dataset: ReactionDataset, seed: int, batch_size: int = 
     for start in range(0, len(encoded), batch_size):
         tokens, lengths = encoded.tokens[start:start + batch_size], encoded.lengths[start:start + batch_size]
         mask = np.arange(tokens.shape[1])[None] < lengths[:, None]
-        hidden = np.asarray(hidden_states(backbone, tokens, mask))
+        hidden = np.asarray(hidden_states(backbone, tokens, mask, depth))
         out.append((hidden * mask[..., None]).sum(1) / lengths[:, None])
     return np.concatenate(out)
 
@@ -132,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mean-pooled backbone, raw": pooled,
         "mean-pooled backbone, ZCA-whitened": whitened(pooled, train),
     }
+    embeddings = mean_pooled_backbone(dataset, args.seed, depth=0)
+    representations["mean-pooled embeddings, standardised"] = standardized(embeddings, train)
+    representations["mean-pooled embeddings, ZCA-whitened"] = whitened(embeddings, train)
     rows = []
     for name, x in representations.items():
         for epochs in (int(e) for e in args.epochs.split(",")):
