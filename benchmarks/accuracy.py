@@ -44,9 +44,9 @@ from mistral_cl.data.tasks import random_split
 from mistral_cl.predictor import YieldModel, trainable_filter
 from mistral_cl.runs import RunConfig, initial_model
 from mistral_cl.scores import regression_scores
-from mistral_cl.supervised import run_config, training_source
+from mistral_cl.supervised import run_config, standardize_for_run, training_source
 from mistral_cl.tokenizer import Tokenizer
-from mistral_cl.train import fit, predict, standardize_head
+from mistral_cl.train import fit, predict
 
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
 METRICS = ("r2", "rmse", "mae")
@@ -129,7 +129,7 @@ def run_split(
     with tempfile.TemporaryDirectory(prefix="accuracy-") as scratch:
         # In head mode the frozen backbone's features are computed once, as `mistral-cl train` does.
         source = training_source(model, config, train, Path(scratch))
-        model = standardize_head(model, source, batch_size=config.train.batch_size, seed=seed)
+        model = standardize_for_run(model, config, source)  # config.train.seed is `seed` here
         result = fit(model, trainable_filter(model, config.adaptation.mode), source, config.train,
                      progress=progress, description=f"seed {seed}", on_epoch_end=on_epoch_end)
     scores = regression_scores(test.yields, predict(result.model, test, batch_size=batch))

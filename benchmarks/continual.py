@@ -82,7 +82,8 @@ def targets(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out["naive BWT <= -0.10"] = {"met": rows["naive"]["BWT"] <= -0.10, "naive_BWT": rows["naive"]["BWT"]}
     # The targets are on `replay` itself; its variants (`replay:settle=5`) are judged the same
     # way for comparison, each named as a variant.
-    for spec in (s for s in rows if s.split(":")[0] == "replay" and "joint" in rows):
+    replays = [s for s in rows if s.split(":")[0] == "replay"] if "joint" in rows else []
+    for spec in replays:
         name = "replay" if spec == "replay" else f"{spec} (variant)"
         gap = rows["joint"]["ACC"] - rows[spec]["ACC"]
         out[f"{name} ACC within 0.03 of joint"] = {"met": gap <= 0.03, "joint_minus_replay": gap}

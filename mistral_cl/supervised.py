@@ -166,6 +166,14 @@ def training_source(model: YieldModel, config: RunConfig, data: EncodedReactions
                           batch_size=config.train.batch_size, depth=model.feature_layer)
 
 
+def standardize_for_run(model: YieldModel, config: RunConfig, train_source: BatchSource,
+                        mesh: Mesh | None = None) -> YieldModel:
+    """The head's standardiser set from the training reactions as a `train` run sets it (the run's
+    batch size and seed); `benchmarks/accuracy.py` calls this too, so the two cannot drift apart."""
+    return standardize_head(model, train_source, batch_size=config.train.batch_size,
+                            seed=config.train.seed, mesh=mesh)
+
+
 # ---------------------------------------------------------------------------------- commands
 
 
@@ -193,8 +201,7 @@ def train_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     train_source = training_source(model, config, train_data, run_dir)
     test_source = training_source(model, config, test_data, run_dir)
-    model = standardize_head(model, train_source, batch_size=config.train.batch_size,
-                             seed=config.train.seed, mesh=mesh)
+    model = standardize_for_run(model, config, train_source, mesh)
     result = fit(model, trainable_filter(model, config.adaptation.mode), train_source, config.train,
                  progress=not args.no_progress, description=f"train ({config.adaptation.mode})", mesh=mesh)
     trainable, _ = split_model(result.model, config)
