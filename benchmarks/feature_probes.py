@@ -54,21 +54,23 @@ def one_hot_molecules(smiles: Sequence[str]) -> np.ndarray:
     return out
 
 
-def mean_pooled_backbone(dataset: ReactionDataset, seed: int, batch_size: int = 64,
-                         depth: int | None = None) -> np.ndarray:
-    """[reactions, dim]: the random `tiny` backbone's hidden states after `depth` blocks (None: its
-    output) averaged over real tokens."""
+def mean_pooled_backbone(dataset: ReactionDataset, seed: int, depths: Sequence[int | None] = (None,),
+                         batch_size: int = 64) -> list[np.ndarray]:
+    """One [reactions, dim] array per entry of `depths`: the random `tiny` backbone's hidden states
+    after that many blocks (None: its output), averaged over real tokens. The reactions are tokenized
+    and the backbone built once for all depths."""
     encoded = encode_reactions(dataset, Tokenizer.default(), buckets=None)
     # The backbone `mistral-cl train --seed SEED` starts from (the head is not used).
     backbone = build_yield_model(ModelConfig.preset("tiny"), HeadConfig(), AdaptationConfig(mode="head"),
                                  key=jax.random.key(seed)).backbone
-    out = []
+    out: list[list[np.ndarray]] = [[] for _ in depths]
     for start in range(0, len(encoded), batch_size):
         tokens, lengths = encoded.tokens[start:start + batch_size], encoded.lengths[start:start + batch_size]
         mask = np.arange(tokens.shape[1])[None] < lengths[:, None]
-        hidden = np.asarray(hidden_states(backbone, tokens, mask, depth))
-        out.append((hidden * mask[..., None]).sum(1) / lengths[:, None])
-    return np.concatenate(out)
+        for parts, depth in zip(out, depths, strict=True):
+            hidden = np.asarray(hidden_states(backbone, tokens, mask, depth))
+            parts.append((hidden * mask[..., None]).sum(1) / lengths[:, None])
+    return [np.concatenate(parts) for parts in out]
 
 
 def standardized(x: np.ndarray, train: np.ndarray) -> np.ndarray:
@@ -129,14 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_train = np.isin(np.asarray(dataset.smiles), np.asarray(train_set.smiles))
     train, test = np.flatnonzero(in_train), np.flatnonzero(~in_train)
     yields = np.asarray(dataset.yields, np.float32)
-    pooled = mean_pooled_backbone(dataset, args.seed)
+    pooled, embeddings = mean_pooled_backbone(dataset, args.seed, depths=(None, 0))
     representations = {
         "one-hot molecules": one_hot_molecules(dataset.smiles),
         "mean-pooled backbone, standardised": standardized(pooled, train),
         "mean-pooled backbone, raw": pooled,
         "mean-pooled backbone, ZCA-whitened": whitened(pooled, train),
     }
-    embeddings = mean_pooled_backbone(dataset, args.seed, depth=0)
     representations["mean-pooled embeddings, standardised"] = standardized(embeddings, train)
     representations["mean-pooled embeddings, ZCA-whitened"] = whitened(embeddings, train)
     rows = []
