@@ -46,7 +46,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tokenizer", help="a SentencePiece tokenizer.model (default: Mistral v0.1)")
 
 
-def _add_model_options(parser: argparse.ArgumentParser, default_mode: str = "full") -> None:
+def _add_model_options(parser: argparse.ArgumentParser, default_mode: str) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", help=f"tiny, mistral-7b-v0.1, or a Hugging Face config.json "
                        f"(default: read from --weights, else {DEFAULT_MODEL})")
@@ -75,11 +75,11 @@ def _add_model_options(parser: argparse.ArgumentParser, default_mode: str = "ful
     group.add_argument("--remat", choices=["none", "dots", "full"], default="none")
 
 
-def _add_train_options(parser: argparse.ArgumentParser, epochs: int, lr: float, batch_size: int = 32) -> None:
+def _add_train_options(parser: argparse.ArgumentParser, epochs: int, lr: float, batch_size: int) -> None:
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=_positive_int, default=epochs)
-    group.add_argument("--batch-size", type=_positive_int, default=batch_size)
-    group.add_argument("--lr", type=float, default=lr, help="peak learning rate")
+    group.add_argument("--epochs", type=_positive_int, default=epochs, help=f"(default {epochs})")
+    group.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"(default {batch_size})")
+    group.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
     group.add_argument("--weight-decay", type=float, default=0.01)
     group.add_argument("--optimizer", choices=["adamw", "adafactor"], default="adamw")
     group.add_argument("--loss", choices=["mse", "huber"], default="mse")
@@ -140,8 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="random: one 70/30 split of all reactions; task: 70/30 within every task")
     train.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     _add_data_options(train)
-    _add_model_options(train)
-    _add_train_options(train, epochs=30, lr=1e-3)
+    # The benchmark recipe (benchmarks/accuracy.py): the MHAR head alone on the cached features, 80
+    # epochs of batch 16 at a peak lr of 1.5e-3. On the `tiny` model it scores R^2 0.854 +- 0.009 over
+    # splits 0-2 in about 10 minutes each on 2 cores; 60 epochs at 2e-3 scored 0.838.
+    _add_model_options(train, default_mode="head")
+    _add_train_options(train, epochs=80, lr=1.5e-3, batch_size=16)
     _add_distributed_options(train)
 
     pred = commands.add_parser("predict", help="predict yields of a CSV of reactions with a trained run")
