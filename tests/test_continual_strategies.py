@@ -201,3 +201,21 @@ def test_replay_settling_epochs_draw_both_batches_from_every_task_seen(tmp_path)
     assert settle_steps == plain_steps and first == second == {0, 1, 2}
     with pytest.raises(InputError, match="settle"):
         build_strategy("replay:settle=-1")
+
+
+@pytest.mark.parametrize("name", ["replay", "agem"])
+def test_memory_batch_sets_the_size_of_every_remembered_batch(tmp_path, name):
+    _, setting = _setting(tmp_path, {"Br": 0.8, "I": 0.2, "Cl": 0.5})
+    strategy = build_strategy(f"{name}:memory_batch=24")
+    state = strategy.initial_state(setting)
+    for task in (0, 1):
+        state = strategy.end_round(setting, state, setting.initial, [task], task)
+    default = list(build_strategy(name).steps(setting, state, [2], 2, 0))
+    steps = list(strategy.steps(setting, state, [2], 2, 0))
+    assert len(steps) == len(default)  # the current task sets the number of steps
+    for (current, remembered), (_, plain) in zip(steps, default, strict=True):
+        assert current.weight.shape == plain.weight.shape == (setting.train.batch_size,)
+        assert remembered.weight.shape == (24,) and remembered.mask.shape[1] == current.mask.shape[1]
+        assert set(np.asarray(remembered.task)[remembered.weight > 0]) <= {0, 1}
+    with pytest.raises(InputError, match="memory_batch"):
+        build_strategy(f"{name}:memory_batch=-1")

@@ -157,11 +157,12 @@ def endless(source: BatchSource, batch_size: int, seed: int) -> Iterator[Any]:
 
 
 def paired_with_memory(setting: Setting, current: Steps, memory: np.ndarray, round_index: int,
-                       epoch: int) -> Steps:
-    """`(current, remembered)` pairs: each current batch with the next batch of the memory, cycled in
-    a seeded order, both padded to the wider of the two (so only one shape per bucket compiles).
-    With an empty memory the second batch is the current one with weight 0: it adds nothing."""
-    size = setting.train.batch_size
+                       epoch: int, size: int | None = None) -> Steps:
+    """`(current, remembered)` pairs: each current batch with the next batch of `size` reactions of
+    the memory (default: the current batch's size), cycled in a seeded order, both padded to the
+    wider of the two (so only one shape per bucket compiles). With an empty memory the second batch
+    is the current one with weight 0: it adds nothing."""
+    size = size or setting.train.batch_size
     remembered = (endless(setting.pool.source(memory), size, seed_for(setting.seed, "memory",
                                                                           round_index, epoch))
                   if len(memory) else None)

@@ -57,6 +57,13 @@ class Rehearsal(Strategy):
     remembered batch is used is each subclass's own."""
 
     stores_data: ClassVar[bool] = True
+    memory_batch: int = 0  # reactions in a remembered batch; 0: as many as in a current one
+
+    def __post_init__(self) -> None:
+        if self.memory_batch < 0:
+            raise InputError(f"{self.name}: memory_batch must be a number of reactions >= 0 (0: the "
+                             f"batch size), got {self.memory_batch}",
+                             hint=f"e.g. --strategies {self.name}:memory_batch=64")
 
     def initial_state(self, setting: Setting) -> StrategyState:
         return StrategyState(values={"memory": ReplayMemory(setting.memory).to_json()})
@@ -64,7 +71,8 @@ class Rehearsal(Strategy):
     def steps(self, setting: Setting, state: StrategyState, tasks: Sequence[int], round_index: int,
               epoch: int) -> Steps:
         current = super().steps(setting, state, tasks, round_index, epoch)
-        return paired_with_memory(setting, current, memory_of(state).positions, round_index, epoch)
+        return paired_with_memory(setting, current, memory_of(state).positions, round_index, epoch,
+                                  self.memory_batch)
 
     def end_round(self, setting: Setting, state: StrategyState, trainable: YieldModel,
                   tasks: Sequence[int], round_index: int) -> StrategyState:
@@ -86,6 +94,7 @@ class Replay(Rehearsal):
     settle: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.settle < 0:
             raise InputError(f"{self.name}: settle must be a number of epochs >= 0, got {self.settle}",
                              hint=f"e.g. --strategies {self.name}:settle=3")
@@ -109,7 +118,7 @@ class Replay(Rehearsal):
         count = self.round_source(setting, tasks).count_batches(size)
         draws = endless(setting.pool.source(seen), size, seed_for(setting.seed, "settle", round_index, epoch))
         yield from paired_with_memory(setting, ((next(draws),) for _ in range(count)), seen, round_index,
-                                      epoch)
+                                      epoch, self.memory_batch)
 
     def memory_weight(self, setting: Setting, memory: ReplayMemory) -> float:
         """k, the weight of the remembered batch relative to the current one."""
