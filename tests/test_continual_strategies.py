@@ -210,7 +210,8 @@ def test_memory_batch_sets_the_size_of_every_remembered_batch(tmp_path, name):
     state = strategy.initial_state(setting)
     for task in (0, 1):
         state = strategy.end_round(setting, state, setting.initial, [task], task)
-    default = list(build_strategy(name).steps(setting, state, [2], 2, 0))
+    assert build_strategy(name).memory_batch == {"replay": 64, "agem": 0}[name]
+    default = list(build_strategy(f"{name}:memory_batch=0").steps(setting, state, [2], 2, 0))
     steps = list(strategy.steps(setting, state, [2], 2, 0))
     assert len(steps) == len(default)  # the current task sets the number of steps
     for (current, remembered), (_, plain) in zip(steps, default, strict=True):
