@@ -35,18 +35,15 @@ from typing import Any
 import jax
 
 from mistral_cl import hostmem
-from mistral_cl.cli import build_parser
+from mistral_cl.cli import build_parser, run_config
 from mistral_cl.config import ModelConfig
 from mistral_cl.data.batching import EncodedReactions, encode_reactions
 from mistral_cl.data.reactions import ReactionDataset
-from mistral_cl.data.sources import load_dataset
-from mistral_cl.data.tasks import random_split
-from mistral_cl.predictor import YieldModel, trainable_filter
-from mistral_cl.runs import RunConfig, initial_model
+from mistral_cl.inference import predict
+from mistral_cl.predictor import YieldModel
+from mistral_cl.runs import RunConfig, tokenizer_for
 from mistral_cl.scores import regression_scores
-from mistral_cl.supervised import run_config, standardize_for_run, training_source
-from mistral_cl.tokenizer import Tokenizer
-from mistral_cl.train import fit, predict
+from mistral_cl.supervised import fit_split, split_reactions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
 METRICS = ("r2", "rmse", "mae")
@@ -96,16 +93,20 @@ class SuzukiScreen:
 
     @classmethod
     def load(cls, config: RunConfig) -> SuzukiScreen:
-        dataset = load_dataset("suzuki")
-        tokenizer = Tokenizer.from_file(config.tokenizer) if config.tokenizer else Tokenizer.default()
-        return cls(dataset, encode_reactions(dataset, tokenizer))
+        dataset = config.data.read()
+        return cls(dataset, encode_reactions(dataset, tokenizer_for(config)))
 
-    def split(self, seed: int, test_fraction: float = 0.3) -> tuple[EncodedReactions, EncodedReactions]:
-        """(train, test) of the seed's random split, as `mistral-cl train --split random` makes it."""
-        train, test = random_split(self.dataset, test_fraction, seed=seed)
+    def split(self, config: RunConfig) -> tuple[EncodedReactions, EncodedReactions]:
+        """(train, test) of the run's split, as `mistral-cl train` makes it."""
+        train, test = split_reactions(config, self.dataset)
         index = {s: i for i, s in enumerate(self.dataset.smiles)}
         return (self.encoded.subset([index[s] for s in train.smiles]),
                 self.encoded.subset([index[s] for s in test.smiles]))
+
+
+def seeded(config: RunConfig, seed: int) -> RunConfig:
+    """`config` with split, model and shuffling all seeded by `seed`."""
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
 
 
 def run_split(
@@ -121,17 +122,15 @@ def run_split(
 
     CPU seconds are this process's own (all threads): on a machine shared with other work they say
     more about the cost of a split than the wall time does."""
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
-    train, test = screen.split(seed, config.extra.get("test_fraction", 0.3))
+    config = seeded(config, seed)
+    train, test = screen.split(config)
     batch = 2 * config.train.batch_size
     start, cpu_start = time.perf_counter(), time.process_time()
-    model = initial_model(config, jax.random.key(seed))
     with tempfile.TemporaryDirectory(prefix="accuracy-") as scratch:
-        # In head mode the frozen backbone's features are computed once, as `mistral-cl train` does.
-        source = training_source(model, config, train, Path(scratch))
-        model = standardize_for_run(model, config, source)  # config.train.seed is `seed` here
-        result = fit(model, trainable_filter(model, config.adaptation.mode), source, config.train,
-                     progress=progress, description=f"seed {seed}", on_epoch_end=on_epoch_end)
+        # The model, its feature cache (head mode), its standardiser and its training are exactly
+        # those of `mistral-cl train` (`supervised.fit_split`).
+        result = fit_split(config, train, Path(scratch), progress=progress, description=f"seed {seed}",
+                           on_epoch_end=on_epoch_end)
     scores = regression_scores(test.yields, predict(result.model, test, batch_size=batch))
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     row = {"seed": seed, **scores, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
@@ -222,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     screen = SuzukiScreen.load(config)
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        hook = test_scores_hook(screen.split(seed)[1]) if args.track else None
+        hook = test_scores_hook(screen.split(seeded(config, seed))[1]) if args.track else None
         rows.append(run_split(screen, config, seed, on_epoch_end=hook, progress=sys.stderr.isatty()))
         print(json.dumps(rows[-1]), flush=True)
     results = {

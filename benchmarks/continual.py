@@ -38,12 +38,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from mistral_cl import hostmem
-from mistral_cl.cli import build_parser
+from mistral_cl import hostmem, report
+from mistral_cl.cli import build_parser, run_config, task_order
 from mistral_cl.continual import runner
+from mistral_cl.continual.runner import ContinualRun
 from mistral_cl.continual.strategies import build_strategy
 from mistral_cl.runs import load_run_config, save_run_config
-from mistral_cl.supervised import run_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = "joint,naive,replay,replay:settle=5,replay-avg-grad,ewc,lwf,agem,adapters"
@@ -101,7 +101,7 @@ def collect(run_dir: Path) -> list[dict[str, Any]]:
     """One row per strategy from its summary and timing files."""
     settings = runner.continual_settings(load_run_config(run_dir))
     rows = []
-    for spec in settings["strategies"]:
+    for spec in settings.strategies:
         strategy = build_strategy(spec)
         directory = runner.strategy_directory(run_dir, strategy)
         summary = json.loads((directory / "summary.json").read_text())
@@ -156,13 +156,14 @@ def add_strategies(run_dir: Path, strategies: str) -> None:
     trains in its own directory from the same settings, so the others are untouched)."""
     config = load_run_config(run_dir)
     settings = runner.continual_settings(config)
-    recorded = settings["strategies"]
-    wanted = runner.continual_settings(runner.with_continual(
-        config, strategies, memory=settings["memory"]))["strategies"]
+    recorded = settings.strategies
+    wanted = runner.continual_settings(runner.with_continual(config, strategies, memory=settings.memory,
+                                                             eval_batch_size=settings.eval_batch_size,
+                                                             buckets=settings.buckets)).strategies
     if any(spec not in recorded for spec in wanted):
-        order = [*wanted, *(spec for spec in recorded if spec not in wanted)]
-        continual = {**settings, "strategies": order}
-        save_run_config(run_dir, dataclasses.replace(config, extra={**config.extra, "continual": continual}))
+        order = (*wanted, *(spec for spec in recorded if spec not in wanted))
+        save_run_config(run_dir, dataclasses.replace(config, continual=dataclasses.replace(
+            settings, strategies=order)))
 
 
 def run_seed(args: argparse.Namespace, run_dir: Path, seed: int | None) -> tuple[list[dict[str, Any]], Any]:
@@ -172,11 +173,10 @@ def run_seed(args: argparse.Namespace, run_dir: Path, seed: int | None) -> tuple
                                      "--no-progress", *options])
     if args.resume and run_dir.exists():
         add_strategies(run_dir, cli.strategies)
+        run = ContinualRun.open(run_dir)
     else:
-        config = runner.with_continual(run_config(cli), cli.strategies, memory=cli.memory,
-                                       test_fraction=cli.test_fraction)
-        runner.create_run(run_dir, config, runner.task_order(cli.task_order))
-    runner.run_all(run_dir, show=False)
+        run = ContinualRun.create(run_dir, run_config(cli), task_order(cli.task_order))
+    run.train(show=False)  # what `mistral-cl continual` runs
     return collect(run_dir), load_run_config(run_dir)
 
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             per_seed[config.train.seed] = rows
             first = first or config
             if seed is not None:
-                runner.print_table(rows, run_dir)
+                print(report.format_table(rows))
     run_dir = out if seeds[0] is None else out / f"seed-{seeds[0]}"
     rows = mean_rows(per_seed)
     by_name = {row["strategy"]: row for row in rows}
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1min": load.summary(),
         "settings": {"model": "tiny (random init)", "mode": first.adaptation.mode,
                      "head": dataclasses.asdict(first.head), "train": dataclasses.asdict(first.train),
-                     "continual": first.extra["continual"],
+                     "continual": {**dataclasses.asdict(first.continual),
+                                   "test_fraction": first.test_fraction},
                      "tasks": json.loads((run_dir / runner.STREAM_FILE).read_text())["arrivals"][-1],
                      "command": command.strip() + ("" if seeds[0] is None else " --seed N"),
                      "seeds": list(per_seed)},
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(heatmap, RESULTS / f"continual_{name}_r2_heatmap.png")
     if len(per_seed) > 1:
         print(f"mean over seeds {list(per_seed)}:")
-    runner.print_table(rows, run_dir)
+    print(report.format_table(rows))
     for name, target in result["targets"].items():
         print(f"{'met   ' if target['met'] else 'MISSED'} {name}: "
               + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"

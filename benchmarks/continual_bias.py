@@ -12,7 +12,6 @@ wrong yield level for the task; a poor bias-free R^2 means it ranks the task's r
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,8 @@ import numpy as np
 from mistral_cl import hostmem
 from mistral_cl.continual import learner, runner
 from mistral_cl.continual.strategies import build_strategy
-from mistral_cl.runs import load_run_config
+from mistral_cl.inference import predict
 from mistral_cl.scores import regression_scores
-from mistral_cl.train import predict
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,10 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", help="comma-separated specs (default: every strategy of the run)")
     args = parser.parse_args(argv)
     hostmem.configure()
-    config = load_run_config(args.run_dir)
-    specs = args.strategies.split(",") if args.strategies else runner.continual_settings(config)["strategies"]
-    stream = json.loads((args.run_dir / runner.STREAM_FILE).read_text())
-    setting = runner.make_setting(args.run_dir, config, runner.build_pool(args.run_dir, config, stream))
+    run = runner.ContinualRun.open(args.run_dir)
+    specs = args.strategies.split(",") if args.strategies else run.settings.strategies
+    setting = run.setting
     pool = setting.pool
     print(f"{'strategy':16s} {'task':16s} {'mean %':>7s} {'sd %':>6s} {'bias %':>7s} {'R2':>7s} "
           f"{'R2 unbiased':>11s}")

@@ -129,6 +129,7 @@ from mistral_cl.data.batching import Batch, EncodedReactions, batches, encode_re
 from mistral_cl.data.sources import load_dataset  # noqa: E402
 from mistral_cl.features import FeatureBatch, hidden_states  # noqa: E402
 from mistral_cl.head import HeadConfig  # noqa: E402
+from mistral_cl.inference import forward  # noqa: E402
 from mistral_cl.lora import TARGETS, LoRAConfig  # noqa: E402
 from mistral_cl.predictor import (  # noqa: E402
     AdaptationConfig,
@@ -141,7 +142,6 @@ from mistral_cl.tokenizer import Tokenizer  # noqa: E402
 from mistral_cl.train import (  # noqa: E402
     COMPUTE_DTYPES,
     TrainConfig,
-    forward,
     make_optimizer,
     make_train_step,
     supervised_objective,

@@ -5,7 +5,11 @@
 #   launch/gpu_node.sh [CLI ARGS...]          # python -m mistral_cl.cli CLI ARGS...
 #   launch/gpu_node.sh -- COMMAND [ARGS...]   # any other command, e.g. a benchmark
 #
-# e.g. launch/gpu_node.sh continual --mesh 1x8x1 --mode full
+# Install with `pip install -e ".[gpu]"`. The continual main job on an 8-GPU node, full fine-tuning of
+# Mistral-7B with weights and optimizer state sharded over the 8 GPUs (ZeRO-3), or LoRA on a 4x2 mesh:
+#   launch/gpu_node.sh continual --mesh 1x8x1 --mode full --weights /path/to/Mistral-7B-v0.1 \
+#       --strategies naive,replay --out runs/gpu-continual
+#   launch/gpu_node.sh continual --mesh 4x2x1 --mode lora --weights /path/to/Mistral-7B-v0.1
 # Restrict the GPUs with CUDA_VISIBLE_DEVICES. Anything already in XLA_FLAGS is kept and, coming
 # last, overrides the defaults below; so do NCCL_* and XLA_PYTHON_CLIENT_* variables already set.
 set -euo pipefail

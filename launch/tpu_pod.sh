@@ -8,7 +8,11 @@
 #   launch/tpu_pod.sh run -- COMMAND [ARGS...]   # any command, on every worker
 #   launch/tpu_pod.sh delete
 #
-# e.g. launch/tpu_pod.sh run continual --distributed --mesh 1x16x1 --mode full
+# e.g. the continual main job, full fine-tuning of Mistral-7B sharded over the 16 chips of a v4-32:
+#   launch/tpu_pod.sh run continual --distributed --mesh 1x16x1 --mode full \
+#       --weights /path/to/Mistral-7B-v0.1 --strategies naive,replay --out runs/tpu-continual
+# Every worker feeds its own rows of each batch and writes the checkpoint shards it owns (the run
+# directory must be on storage all workers share); worker 0 writes the tables and plots.
 # Settings (environment): TPU_NAME and ZONE (required), PROJECT (default: gcloud's),
 # ACCELERATOR_TYPE (default v4-32), RUNTIME_VERSION (default tpu-ubuntu2204-base),
 # REMOTE_DIR (default mistral-cl, in each worker's home directory).
@@ -38,7 +42,7 @@ case $action in
         git ls-files -z --cached --others --exclude-standard | tar czf "$archive" --null -T -
         tpu_vm scp "$archive" "$TPU_NAME":mistral-cl.tar.gz --worker=all
         on_all_workers "mkdir -p $remote_dir && tar xzf mistral-cl.tar.gz -C $remote_dir \
-            && cd $remote_dir && python3 -m pip install --quiet -e . 'jax[tpu]'"
+            && cd $remote_dir && python3 -m pip install --quiet -e '.[tpu]'"
         ;;
     run)
         if [[ ${1:-} == "--" ]]; then

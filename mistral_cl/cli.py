@@ -1,22 +1,67 @@
-"""`mistral-cl`: the command-line front end.
+"""`mistral-cl`: the command-line front end, and the only module that speaks in flags.
 
-Every user mistake surfaces as an `InputError` and ends the process with its message and exit code 2;
-anything else is a bug and keeps its traceback. Heavy modules are imported inside each command so
-`mistral-cl --help` is instant.
+Options are built from the commands' recipes (`recipes.py`) and the typed configs, and turned back
+into a `RunConfig`; the library behind them raises `InputError`s that name config fields in backticks
+(`train.ema`), which are printed here as the flags that set them (`--ema`). Every user mistake ends the
+process with its message and exit code 2; anything else is a bug and keeps its traceback. Modules
+beyond the configs are imported inside each command.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mistral_cl import hostmem
 from mistral_cl.errors import InputError
+from mistral_cl.head import HeadConfig
+from mistral_cl.lora import LoRAConfig
+from mistral_cl.train import TrainConfig
 
-DEFAULT_MODEL = "tiny"
+if TYPE_CHECKING:
+    from jax.sharding import Mesh
+
+    from mistral_cl.recipes import Recipe
+    from mistral_cl.runs import RunConfig
+
+# The flag that sets each config field that errors name (`field` or `field=value` in backticks).
+FLAGS = {
+    "model": "--model", "weights": "--weights", "tokenizer": "--tokenizer", "remat": "--remat",
+    "adaptation.mode": "--mode", "lora.rank": "--lora-rank", "lora.alpha": "--lora-alpha",
+    "lora.targets": "--lora-targets", "head.n_heads": "--head-heads", "head.members": "--head-members",
+    "head.pool_heads": "--head-pool-heads", "head.mlp_layers": "--head-mlp-layers",
+    "head.dropout": "--head-dropout", "head.feature_layer": "--feature-layer",
+    "head.standardize=False": "--no-head-standardize",
+    "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.learning_rate": "--lr",
+    "train.weight_decay": "--weight-decay", "train.optimizer": "--optimizer", "train.loss": "--loss",
+    "train.ema": "--ema", "train.compute_dtype": "--compute-dtype", "train.seed": "--seed",
+    "data.source": "--data", "data.smiles_column": "--smiles-column", "data.yield_column": "--yield-column",
+    "data.yield_unit": "--yield-unit", "data.task_columns": "--task-columns",
+    "test_fraction": "--test-fraction", "split": "--split", "continual.strategies": "--strategies",
+    "continual.memory": "--memory",
+    "task_order": "--task-order", "smiles_column": "--smiles-column", "yield_column": "--yield-column",
+    "yield_unit": "--yield-unit", "task": "--task", "strategy": "--strategy", "out": "--out",
+    "mesh": "--mesh",
+}
+
+
+def in_flags(message: str) -> str:
+    """`message` with every backticked config field that a flag sets written as that flag."""
+
+    def flag(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        if f"{name}={value}" in FLAGS:
+            return FLAGS[f"{name}={value}"]
+        if name not in FLAGS:
+            return match.group(0)
+        return FLAGS[name] if value is None else f"{FLAGS[name]} {value}"
+
+    return re.sub(r"`([a-z_.]+)(?:=([^`]*))?`", flag, message)
 
 
 def _positive_int(text: str) -> int:
@@ -33,7 +78,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
+def _add_data_options(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", default="suzuki",
                        help="suzuki (default), suzuki-xlsx, buchwald, or a .csv/.xlsx file")
@@ -41,29 +86,33 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--yield-column", help="column with yields (generic CSV)")
     group.add_argument("--task-columns", help="comma-separated columns that define a task")
     group.add_argument("--yield-unit", choices=["auto", "percent", "fraction"], default="auto")
-    group.add_argument("--test-fraction", type=_fraction, default=0.3,
-                       help="held-out share of each split (default 0.3)")
+    group.add_argument("--test-fraction", type=_fraction, default=recipe.test_fraction,
+                       help=f"held-out share of each split (default {recipe.test_fraction})")
     group.add_argument("--tokenizer", help="a SentencePiece tokenizer.model (default: Mistral v0.1)")
 
 
-def _add_model_options(parser: argparse.ArgumentParser, default_mode: str) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
+    from mistral_cl.recipes import DEFAULT_MODEL
+
+    head, lora = recipe.head, recipe.lora
     group = parser.add_argument_group("model")
     group.add_argument("--model", help=f"tiny, mistral-7b-v0.1, or a Hugging Face config.json "
                        f"(default: read from --weights, else {DEFAULT_MODEL})")
     group.add_argument("--weights", help="Hugging Face or Mistral weights directory, or a directory "
                                          "written by `mistral-cl convert`")
-    group.add_argument("--mode", default=default_mode,
-                       help=f"head | lora | full (default {default_mode})")
-    group.add_argument("--lora-rank", type=int, default=8)
-    group.add_argument("--lora-alpha", type=float, default=16.0)
-    group.add_argument("--lora-targets", default="q,k,v,o", help="from q,k,v,o,gate,up,down")
-    group.add_argument("--head-heads", type=int, default=4, help="attention heads of the MHAR head")
-    group.add_argument("--head-members", type=int, default=1,
+    group.add_argument("--mode", default=recipe.mode, help=f"head | lora | full (default {recipe.mode})")
+    group.add_argument("--lora-rank", type=int, default=lora.rank)
+    group.add_argument("--lora-alpha", type=float, default=lora.alpha)
+    group.add_argument("--lora-targets", default=",".join(lora.targets),
+                       help="from q,k,v,o,gate,up,down (or wq,wk,wv,wo,w1,w3,w2)")
+    group.add_argument("--head-heads", type=int, default=head.n_heads,
+                       help="attention heads of the MHAR head")
+    group.add_argument("--head-members", type=int, default=head.members,
                        help="train an ensemble of this many MHAR heads side by side and average them")
-    group.add_argument("--head-pool-heads", type=int, default=1,
+    group.add_argument("--head-pool-heads", type=int, default=head.pool_heads,
                        help="attention-pooling heads of the MHAR head (each pools a slice of the width)")
-    group.add_argument("--head-mlp-layers", type=int, default=2,
-                       help="hidden SiLU layers of the MLP after the pooling (default 2)")
+    group.add_argument("--head-mlp-layers", type=int, default=head.mlp_layers,
+                       help=f"hidden SiLU layers of the MLP after the pooling (default {head.mlp_layers})")
     group.add_argument("--no-head-standardize", action="store_true",
                        help="feed the pooled vector to the MLP as is, not standardised per channel "
                             "with statistics of training reactions")
@@ -71,88 +120,95 @@ def _add_model_options(parser: argparse.ArgumentParser, default_mode: str) -> No
                        help="the backbone hidden states the head reads: after K blocks (0: the token "
                             "embeddings), 'final' (the output), or 'auto' (default): the embeddings for "
                             "a randomly initialised backbone in head mode, else the output")
-    group.add_argument("--head-dropout", type=float, default=0.1)
+    group.add_argument("--head-dropout", type=float, default=head.dropout)
     group.add_argument("--remat", choices=["none", "dots", "full"], default="none")
 
 
-def _add_train_options(parser: argparse.ArgumentParser, epochs: int, lr: float, batch_size: int) -> None:
+def _add_train_options(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
+    train = recipe.train
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=_positive_int, default=epochs, help=f"(default {epochs})")
-    group.add_argument("--batch-size", type=_positive_int, default=batch_size, help=f"(default {batch_size})")
-    group.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
-    group.add_argument("--weight-decay", type=float, default=0.01)
-    group.add_argument("--optimizer", choices=["adamw", "adafactor"], default="adamw")
-    group.add_argument("--loss", choices=["mse", "huber"], default="mse")
-    group.add_argument("--ema", type=float, metavar="DECAY",
+    group.add_argument("--epochs", type=_positive_int, default=train.epochs, help=f"(default {train.epochs})")
+    group.add_argument("--batch-size", type=_positive_int, default=train.batch_size,
+                       help=f"(default {train.batch_size})")
+    group.add_argument("--lr", type=float, default=train.learning_rate,
+                       help=f"peak learning rate (default {train.learning_rate:g})")
+    group.add_argument("--weight-decay", type=float, default=train.weight_decay)
+    group.add_argument("--optimizer", choices=["adamw", "adafactor"], default=train.optimizer)
+    group.add_argument("--loss", choices=["mse", "huber"], default=train.loss)
+    group.add_argument("--ema", type=float, metavar="DECAY", default=train.ema,
                        help="keep an exponential moving average of the weights (e.g. 0.999) and use it")
-    group.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default="float32")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--no-progress", action="store_true", help="no progress bars")
+    group.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default=train.compute_dtype)
+    group.add_argument("--seed", type=int, default=train.seed)
 
 
-def _add_distributed_options(parser: argparse.ArgumentParser) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, *, progress: bool = True) -> None:
     group = parser.add_argument_group("scale-out")
     group.add_argument("--mesh", default="-1x1x1",
-                       help="data x fsdp x tensor device mesh, -1 = the rest (default -1x1x1)")
+                       help="data x fsdp x tensor device mesh, -1 = the rest (default -1x1x1: every "
+                            "device splits the batch; 1x1x1: one device, without any sharding)")
     group.add_argument("--distributed", action="store_true",
                        help="call jax.distributed.initialize (auto-detects TPU pods and SLURM; else "
                             "set --coordinator, --num-processes and --process-id)")
     group.add_argument("--coordinator")
     group.add_argument("--num-processes", type=int)
     group.add_argument("--process-id", type=int)
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mistral_cl.recipes import RECIPES
+
     parser = argparse.ArgumentParser(
         prog="mistral-cl",
         description="Continual learning of reaction yields with Mistral-7B and an MHAR head.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    recipe = RECIPES["continual"]
+    assert recipe.continual is not None
     cont = commands.add_parser(
         "continual", help="learn tasks one after another (the main job)",
         description="Learn the tasks of a dataset one after another with each strategy, score every "
                     "task after every task, and print ACC, BWT, FWT and forgetting. With no options: "
-                    "Suzuki-Miyaura, the tiny model in head mode, naive then replay (about 6 minutes on "
-                    "2 cores).")
-    cont.add_argument("--strategies", default="naive,replay",
+                    "Suzuki-Miyaura, the tiny model in head mode, naive then replay.")
+    cont.add_argument("--strategies", default=",".join(recipe.continual.strategies),
                       help="comma-separated, each NAME or NAME:SETTING=VALUE (e.g. ewc:lam=3e4): joint, "
-                           "naive, replay, replay-avg-grad, ewc, lwf, agem, adapters (default naive,replay)")
+                           "naive, replay, replay-avg-grad, ewc, lwf, agem, adapters (default "
+                           f"{','.join(recipe.continual.strategies)})")
     cont.add_argument("--task-order", default="sorted",
                       help="sorted (default), random (drawn with --seed), or comma-separated task keys")
-    cont.add_argument("--memory", default="all",
+    cont.add_argument("--memory", default=recipe.continual.memory,
                       help="replay memory of replay, replay-avg-grad and agem: all (default) | "
                            "reservoir:N (at most N reactions) | quota:N (N per task)")
     cont.add_argument("--resume", metavar="RUN_DIR",
-                      help="continue an interrupted run; every setting comes from RUN_DIR/run.json")
+                      help="continue an interrupted run; every setting comes from RUN_DIR/run.json "
+                           "(only --mesh, --distributed and --no-progress may be given with it)")
     cont.add_argument("--out", default="runs/continual", help="run directory (default runs/continual)")
-    _add_data_options(cont)
-    # The CPU demo's defaults: without pretrained weights, the MHAR head learns on the frozen backbone's
-    # cached features (a head step is ~5x cheaper than a full one), 10 epochs per task.
-    _add_model_options(cont, default_mode="head")
-    # Peak lr 1e-3 rather than 3e-3: with seeds 0 and 1, joint went from ACC 0.20/0.30 to 0.33/0.34 and
-    # replay from 0.15/-0.02 to 0.08/0.18, with less forgetting (BWT -0.12/-0.35 to -0.13/-0.07).
-    _add_train_options(cont, epochs=10, lr=1e-3, batch_size=16)
-    _add_distributed_options(cont)
+    _add_data_options(cont, recipe)
+    _add_model_options(cont, recipe)
+    _add_train_options(cont, recipe)
+    _add_run_options(cont)
 
+    recipe = RECIPES["train"]
     train = commands.add_parser("train", help="train on one split (all tasks at once)")
     train.add_argument("--split", choices=["random", "task"], default="random",
                        help="random: one 70/30 split of all reactions; task: 70/30 within every task")
     train.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
-    _add_data_options(train)
-    # The benchmark recipe (benchmarks/accuracy.py): the MHAR head alone on the cached features, 80
-    # epochs of batch 16 at a peak lr of 1.5e-3. On the `tiny` model it scores R^2 0.854 +- 0.009 over
-    # splits 0-2 in about 10 minutes each on 2 cores; 60 epochs at 2e-3 scored 0.838.
-    _add_model_options(train, default_mode="head")
-    _add_train_options(train, epochs=80, lr=1.5e-3, batch_size=16)
-    _add_distributed_options(train)
+    _add_data_options(train, recipe)
+    _add_model_options(train, recipe)
+    _add_train_options(train, recipe)
+    _add_run_options(train)
 
     pred = commands.add_parser("predict", help="predict yields of a CSV of reactions with a trained run")
     pred.add_argument("--run", required=True, help="run directory of `train` or `continual`")
     pred.add_argument("file", help="CSV with reaction SMILES")
     pred.add_argument("--smiles-column", help="column with reaction SMILES (default: detected)")
+    pred.add_argument("--strategy", help="for a continual run: the strategy whose final model predicts "
+                                         "(default: the run's last strategy)")
     pred.add_argument("--task", help="task key, for runs with one adapter per task")
     pred.add_argument("--output", help="output CSV (default: FILE with .predictions.csv)")
+    _add_run_options(pred, progress=False)
 
     ingest = commands.add_parser(
         "ingest", help="add a new task (a batch of experiments) to a run",
@@ -166,10 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--yield-column", help="default: yield, yield_percent or measured_yield")
     ingest.add_argument("--yield-unit", choices=["auto", "percent", "fraction"], default="auto")
     ingest.add_argument("--task", help="name of the new task (default: the file name)")
-    ingest.add_argument("--no-progress", action="store_true")
+    _add_run_options(ingest)
 
     conv = commands.add_parser("convert", help="convert Mistral weights to this project's checkpoint format")
-    conv.add_argument("--from", dest="source", required=True, 
+    conv.add_argument("--from", dest="source", required=True,
                       help="Hugging Face or Mistral weights directory")
     conv.add_argument("--to", dest="target", required=True, help="output checkpoint directory")
     conv.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16")
@@ -177,6 +233,94 @@ def build_parser() -> argparse.ArgumentParser:
     rep = commands.add_parser("report", help="re-draw tables and plots of a run directory")
     rep.add_argument("run", help="run directory of a `continual` run")
     return parser
+
+
+# ------------------------------------------------------------------------------ flags -> configs
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The `RunConfig` of a `train` or `continual` command line."""
+    from mistral_cl.config import resolve_model_config
+    from mistral_cl.data.sources import DataConfig
+    from mistral_cl.predictor import AdaptationConfig
+    from mistral_cl.runs import RunConfig
+
+    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    columns = [c.strip() for c in args.task_columns.split(",") if c.strip()] if args.task_columns else None
+    config = RunConfig(
+        model=resolve_model_config(args.model, args.weights),
+        head=HeadConfig(n_heads=args.head_heads, members=args.head_members,
+                        pool_heads=args.head_pool_heads, dropout=args.head_dropout,
+                        mlp_layers=args.head_mlp_layers, standardize=not args.no_head_standardize,
+                        feature_layer=feature_layer(args.feature_layer, args.mode, args.weights)),
+        adaptation=AdaptationConfig(
+            mode=args.mode, lora=LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
+        ),
+        train=TrainConfig(
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+            weight_decay=args.weight_decay, optimizer=args.optimizer, loss=args.loss,
+            compute_dtype=args.compute_dtype, seed=args.seed, ema=args.ema,
+        ),
+        data=DataConfig(source=args.data, smiles_column=args.smiles_column, yield_column=args.yield_column,
+                        yield_unit=None if args.yield_unit == "auto" else args.yield_unit,
+                        task_columns=tuple(columns) if columns else None),
+        weights=str(Path(args.weights).resolve()) if args.weights else None,
+        tokenizer=str(Path(args.tokenizer).resolve()) if args.tokenizer else None,
+        remat=args.remat,
+        test_fraction=args.test_fraction,
+        split=getattr(args, "split", "random"),
+    )
+    if args.command != "continual":
+        return config
+    from mistral_cl.continual.runner import with_continual
+
+    return with_continual(config, args.strategies, memory=args.memory)
+
+
+def feature_layer(option: str, mode: str, weights: str | None) -> int | None:
+    """`--feature-layer` as `HeadConfig.feature_layer` (None: the backbone's final output); `auto`
+    leaves it to the recipe (`recipes.auto_feature_layer`)."""
+    from mistral_cl.recipes import auto_feature_layer
+
+    if option == "auto":
+        return auto_feature_layer(mode, pretrained=weights is not None)
+    if option == "final":
+        return None
+    try:
+        return int(option)
+    except ValueError:
+        raise InputError(f"--feature-layer {option!r} is not a layer number",
+                         hint="pass a block count such as 0 (the token embeddings), final or auto") from None
+
+
+def task_order(text: str) -> str | list[str]:
+    """`sorted`, `random` or an explicit comma-separated list of task keys."""
+    if text in ("sorted", "random"):
+        return text
+    return [key.strip() for key in text.split(",") if key.strip()]
+
+
+def training_mesh(args: argparse.Namespace) -> Mesh | None:
+    """The device mesh of `--mesh`, or None for one device (no sharding machinery at all): `1x1x1`,
+    or a machine with a single device."""
+    import sharding
+
+    if [part.strip() for part in args.mesh.split("x")] == ["1", "1", "1"]:
+        return None
+    mesh = sharding.make_mesh(args.mesh)
+    return mesh if mesh.size > 1 else None
+
+
+def resume_conflicts(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """The options of a `continual --resume` command line that differ from their defaults (a resumed
+    run takes every setting from its run.json)."""
+    allowed = {"command", "resume", "mesh", "distributed", "coordinator", "num_processes", "process_id",
+               "no_progress"}
+    defaults = vars(parser.parse_args(["continual"]))
+    return [name for name, value in vars(args).items() if name not in allowed and value != defaults[name]]
+
+
+# ----------------------------------------------------------------------------------- commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,9 +336,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from sharding.distributed import initialize
 
             initialize(args.coordinator, args.num_processes, args.process_id)
+        if args.command == "continual" and args.resume:
+            conflicts = resume_conflicts(args, parser)
+            if conflicts:
+                shown = ", ".join("--" + name.replace("_", "-") for name in conflicts)
+                raise InputError(f"--resume takes every setting from the run's run.json; {shown} would be "
+                                 f"ignored", file=args.resume,
+                                 hint="drop those options, or start a new run with --out")
         return _COMMANDS[args.command](args) or 0
     except InputError as err:
-        print(f"mistral-cl {args.command}: error: {err}", file=sys.stderr)
+        print(f"mistral-cl {args.command}: error: {in_flags(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mistral-cl {args.command}: interrupted; saved checkpoints are intact", file=sys.stderr)
@@ -213,28 +364,67 @@ def _enable_compilation_cache() -> None:
         jax.config.update("jax_compilation_cache_dir", directory)
 
 
-def _train(args: argparse.Namespace) -> int:
-    from mistral_cl import supervised
+def _report(line: str) -> None:
+    import sharding
 
-    return supervised.train_command(args)
+    if sharding.is_reporting_process():
+        print(line)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from mistral_cl import report
+    from mistral_cl.supervised import summary_rows, train_run
+
+    run = train_run(run_config(args), args.out, mesh=training_mesh(args), progress=not args.no_progress)
+    _report(report.format_table(summary_rows(run)))
+    _report(f"wrote {run.directory}/ (metrics.json, predictions.csv, parity.png)")
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from mistral_cl import supervised
+    from mistral_cl import report
+    from mistral_cl.supervised import predict_reactions, reactions_to_predict
 
-    return supervised.predict_command(args)
+    smiles = reactions_to_predict(args.file, args.smiles_column)
+    predicted = predict_reactions(args.run, smiles, source=args.file, strategy=args.strategy,
+                                  task=args.task, mesh=training_mesh(args))
+    output = Path(args.output) if args.output else Path(args.file).with_suffix(".predictions.csv")
+    import sharding
+
+    if sharding.is_reporting_process():
+        report.write_csv(output, [{"reaction": s, "predicted_yield": round(100 * float(p), 2)}
+                                  for s, p in zip(smiles, predicted, strict=True)])
+    _report(f"wrote {len(predicted)} predictions (yield %) to {output}")
+    return 0
 
 
 def _continual(args: argparse.Namespace) -> int:
-    from mistral_cl.continual import runner
+    from mistral_cl.continual.runner import ContinualRun
 
-    return runner.continual_command(args)
+    mesh = training_mesh(args)
+    if args.resume:
+        run = ContinualRun.open(args.resume, mesh)
+    else:
+        run = ContinualRun.create(args.out, run_config(args), task_order(args.task_order), mesh)
+    _print_table(run.train(show=not args.no_progress), run.directory)
+    return 0
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from mistral_cl.continual import runner
+    from mistral_cl.continual.runner import ContinualRun
+    from mistral_cl.data.sources import read_task
 
-    return runner.ingest_command(args)
+    run = ContinualRun.open(args.run, training_mesh(args))
+    path = Path(args.file)
+    task = read_task(path, args.task or path.stem, test_fraction=run.config.test_fraction,
+                     seed=run.config.train.seed, smiles_column=args.smiles_column,
+                     yield_column=args.yield_column,
+                     yield_unit=None if args.yield_unit == "auto" else args.yield_unit)
+    run = run.with_task(task)
+    _report(f"ingested {len(task.train) + len(task.test)} reactions as task {task.key!r} "
+            f"({len(task.train)} train / {len(task.test)} test)")
+    _print_table(run.train(show=not args.no_progress), run.directory)
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -243,10 +433,20 @@ def _convert(args: argparse.Namespace) -> int:
     return convert_command(args)
 
 
-def _report(args: argparse.Namespace) -> int:
-    from mistral_cl.continual import runner
+def _report_command(args: argparse.Namespace) -> int:
+    from mistral_cl.continual.runner import ContinualRun
 
-    return runner.report_command(args)
+    run = ContinualRun.open(args.run)
+    _print_table(run.results(), run.directory)
+    return 0
+
+
+def _print_table(rows: list[dict], run_dir: Path) -> None:
+    from mistral_cl import report
+
+    _report(report.format_table(rows))
+    _report(f"ACC/BWT/FWT/forgetting on test R²; RMSE % = mean test RMSE after the last round. "
+            f"Results in {run_dir}/")
 
 
 _COMMANDS = {
@@ -255,7 +455,7 @@ _COMMANDS = {
     "continual": _continual,
     "ingest": _ingest,
     "convert": _convert,
-    "report": _report,
+    "report": _report_command,
 }
 
 

@@ -233,3 +233,26 @@ PRESETS: dict[str, ModelConfig] = {
         max_seq_len=1024,
     ),
 }
+
+
+def resolve_model_config(model: str | None, weights: str | None, default: str = "tiny") -> ModelConfig:
+    """The backbone shapes of a run: `model` (a preset name or a config.json path), or those of the
+    `weights` directory (checked against `model` when both are given), else the `default` preset."""
+    if model is not None and model.endswith(".json"):
+        wanted = ModelConfig.from_hf_config(model)
+    elif model is not None:
+        wanted = ModelConfig.preset(model)
+    if weights is None:
+        return wanted if model is not None else ModelConfig.preset(default)
+    if not Path(weights).is_dir():
+        raise InputError("weights directory not found", file=weights,
+                         hint="pass a directory with config.json or params.json and *.safetensors")
+    found = ModelConfig.from_dir(weights)
+    if model is not None:
+        differ = [f"{name}: `model` {getattr(wanted, name)}, weights {getattr(found, name)}"
+                  for name in wanted.to_dict() if name != "max_seq_len"
+                  and getattr(wanted, name) != getattr(found, name)]
+        if differ:
+            raise InputError(f"the weights do not match `model={model}`: " + "; ".join(differ),
+                             file=weights, hint="leave `model` unset to use the weights' own shapes")
+    return found

@@ -20,7 +20,9 @@ import equinox as eqx
 import jax
 import numpy as np
 import tensorstore as ts
+from jax.sharding import Mesh
 
+import sharding
 from mistral_cl.data.batching import EncodedReactions
 from mistral_cl.model import Mistral, check_depth
 
@@ -114,9 +116,15 @@ def cache_features(
     batch_size: int = 32,
     dtype: str = "float32",
     depth: int | None = None,
+    mesh: Mesh | None = None,
 ) -> CachedFeatures:
     """Features of `encoded` (the backbone's states after `depth` blocks, None: its output) under
-    `directory`, computed now unless an identical cache exists."""
+    `directory`, computed now unless an identical cache exists.
+
+    On a `mesh` every process computes with its rows of each batch fed to the mesh, and process 0
+    alone writes the cache, which the others then read (the run directory is shared by the hosts, as
+    its checkpoints need).
+    """
     path = Path(directory) / fingerprint(backbone, encoded, depth)
     width = max(int(encoded.tokens.shape[1]), *(encoded.buckets or ()))
     shape = (len(encoded), width, backbone.config.dim)
@@ -128,16 +136,24 @@ def cache_features(
                                     "configuration": {"chunk_shape": [1, shape[1], shape[2]]}}},
     }
     if not (path / _DONE).exists():
-        shutil.rmtree(path, ignore_errors=True)
-        store = ts.open(spec, create=True, open=True).result()
+        writer = sharding.is_reporting_process()
+        if writer:
+            shutil.rmtree(path, ignore_errors=True)
+        store = ts.open(spec, create=True, open=True).result() if writer else None
         writes = []
         for batch in encoded.batches(batch_size, shuffle=False):
-            hidden = np.asarray(hidden_states(backbone, batch.tokens, batch.mask, depth), dtype=dtype)
+            placed = sharding.feed(batch, mesh)
+            hidden = sharding.to_host(hidden_states(backbone, placed.tokens, placed.mask, depth))
+            if store is None:
+                continue
+            hidden = np.asarray(hidden, dtype=dtype)
             for row in np.flatnonzero(batch.weight > 0):
                 writes.append(store[int(batch.index[row]), : hidden.shape[1]].write(hidden[row]))
         for write in writes:
             write.result()
-        (path / _DONE).write_text("")
+        if writer:
+            (path / _DONE).write_text("")
+        sharding.barrier(f"features {path.name}")
     store = ts.open({k: v for k, v in spec.items() if k != "metadata"}, open=True).result()
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     in_memory = store.read().result() if nbytes <= IN_MEMORY_BYTES else None

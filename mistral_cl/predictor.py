@@ -83,8 +83,8 @@ def build_yield_model(
     elif backbone.config != model_config:
         raise InputError(
             "the loaded backbone does not match the requested model config",
-            hint="pass the --model preset that matches --weights, or omit --model to read it from"
-            " the weights",
+            hint="choose the `model` preset that matches the `weights`, or leave `model` unset to read it"
+            " from the weights",
         )
     check_depth(head_config.feature_layer, model_config.n_layers)
     if adaptation.mode == "lora":

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -25,11 +25,13 @@ from jax.sharding import Mesh
 import sharding
 from mistral_cl import checkpoint
 from mistral_cl.config import ModelConfig
+from mistral_cl.data.sources import DataConfig
 from mistral_cl.errors import InputError
 from mistral_cl.head import HeadConfig
 from mistral_cl.lora import LoRAConfig
 from mistral_cl.model import Mistral, check_depth
 from mistral_cl.predictor import AdaptationConfig, YieldModel, build_yield_model, trainable_filter
+from mistral_cl.tokenizer import Tokenizer
 from mistral_cl.train import TrainConfig
 
 RUN_FILE = "run.json"
@@ -38,40 +40,105 @@ RUN_FILE = "run.json"
 LEGACY_HEAD = {"mlp_layers": 1, "standardize": False}
 
 
+SPLITS = ("random", "task")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContinualConfig:
+    """What a continual run adds to a run's settings.
+
+    strategies: the strategy specs, learned one after another (`continual.strategies`).
+    memory: the replay memory policy of the strategies that keep one (`continual.buffer.MemoryPolicy`).
+    eval_batch_size: reactions per batch when every task is scored after every round.
+    buckets: batch widths chosen from all reactions of the stream; each is one compiled shape of every
+        step (fewer compile faster, more pad less).
+    """
+
+    strategies: tuple[str, ...] = ("naive", "replay")
+    memory: str = "all"
+    eval_batch_size: int = 128
+    buckets: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.strategies:
+            raise InputError("continual.strategies is empty", hint="name at least one strategy")
+        if self.eval_batch_size <= 0 or self.buckets <= 0:
+            raise InputError(f"continual.eval_batch_size and continual.buckets must be positive, got "
+                             f"{self.eval_batch_size} and {self.buckets}")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a run: model, head, adaptation, optimisation, data and weights."""
+    """Everything that defines a run: model, head, adaptation, optimisation, data and weights.
+
+    kind: `train` (one model on one split) or `continual` (tasks learned one after another; then
+        `continual` holds its settings).
+    split: how a `train` run holds out its test reactions: `random` (one split of all reactions) or
+        `task` (within every task); a continual run always holds out part of every task.
+    test_fraction: the held-out share of each split.
+    """
 
     model: ModelConfig
     head: HeadConfig = dataclasses.field(default_factory=HeadConfig)
     adaptation: AdaptationConfig = dataclasses.field(default_factory=AdaptationConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
     weights: str | None = None
     tokenizer: str | None = None
     remat: str = "none"
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    kind: Literal["train", "continual"] = "train"
+    split: Literal["random", "task"] = "random"
+    test_fraction: float = 0.3
+    continual: ContinualConfig | None = None
 
     def __post_init__(self) -> None:
         # Before any run directory is made.
         self.head.check(self.model.dim)
         check_depth(self.head.feature_layer, self.model.n_layers)
+        if self.kind not in ("train", "continual"):
+            raise InputError(f"unknown run kind {self.kind!r}; choose train or continual")
+        if self.split not in SPLITS:
+            raise InputError(f"unknown split {self.split!r}; choose one of {', '.join(SPLITS)}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise InputError(f"test_fraction must be strictly between 0 and 1, got {self.test_fraction}")
+        if (self.kind == "continual") != (self.continual is not None):
+            raise InputError("a continual run needs its continual settings, and only it has them")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        raw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        raw = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in raw.items()}
+        return {**raw, "data": self.data.to_dict()}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         raw = dict(raw)
+        raw.update(_settings_of_old_runs(raw.pop("extra", None)))
         adaptation = dict(raw.pop("adaptation", {}))
         lora = LoRAConfig(**{**adaptation.pop("lora", {})})
+        continual = raw.pop("continual", None)
         return cls(
             model=ModelConfig.from_dict(raw.pop("model")),
             head=HeadConfig(**{**LEGACY_HEAD, **raw.pop("head", {})}),
             adaptation=AdaptationConfig(lora=lora, **adaptation),
             train=TrainConfig(**raw.pop("train", {})),
+            data=DataConfig.from_dict(raw.pop("data", {})),
+            continual=None if continual is None else ContinualConfig(
+                **{**continual, "strategies": tuple(continual["strategies"])}),
             **raw,
         )
+
+
+def _settings_of_old_runs(extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The typed settings of a run.json written before they were typed (an `extra` dict with `kind`,
+    `split`, `test_fraction` and, for continual runs, a `continual` dict holding `test_fraction`)."""
+    if not extra:
+        return {}
+    settings = {k: extra[k] for k in ("split", "test_fraction") if k in extra}
+    if extra.get("kind") == "continual":
+        continual = dict(extra["continual"])
+        settings.update(kind="continual", test_fraction=continual.pop("test_fraction", 0.3),
+                        continual=continual)
+    return settings
 
 
 def write_json(path: Path, content: Any) -> None:
@@ -99,7 +166,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / RUN_FILE
     if not path.exists():
         raise InputError("not a run directory (no run.json)", file=str(run_dir),
-                         hint="pass the --out directory of an earlier `mistral-cl train` or `continual`")
+                         hint="pass the output directory of an earlier `mistral-cl train` or `continual`")
     try:
         return RunConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError, KeyError) as err:
@@ -170,3 +237,27 @@ def trainable_like(config: RunConfig) -> YieldModel:
     """Abstract trainable half, for restoring the `trainable` entry of a checkpoint."""
     trainable, _ = split_model(abstract_model(config), config)
     return trainable
+
+
+def tokenizer_for(config: RunConfig) -> Tokenizer:
+    """The run's tokenizer (`tokenizer`, default: Mistral v0.1's), checked against the model's vocabulary."""
+    tokenizer = Tokenizer.from_file(config.tokenizer) if config.tokenizer else Tokenizer.default()
+    if tokenizer.vocab_size > config.model.vocab_size:
+        raise InputError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {config.model.vocab_size}",
+            file=str(tokenizer.path), hint="use the tokenizer that belongs to the weights",
+        )
+    return tokenizer
+
+
+def fresh_run_dir(out: str | Path) -> Path:
+    """`out`, which must not already hold a run (so nothing saved is ever overwritten). Only process 0
+    makes it; the others return the path."""
+    path = Path(out)
+    if not sharding.is_reporting_process():  # process 0 alone decides and writes
+        return path
+    if (path / RUN_FILE).exists():
+        raise InputError("a run already exists here", file=str(path),
+                         hint="choose another output directory, resume the run, or delete the directory")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,12 +1,14 @@
-"""`mistral-cl train` and `mistral-cl predict`: one model fitted on one split of all tasks at once.
+"""One model fitted on one split of all tasks at once (the seed paper's baseline), and predictions of a
+trained run, `train` or `continual`, for new reactions.
 
-This is the seed paper's baseline, and the shared plumbing (reading data and models from command-line
-options) that the continual runner reuses.
+`fit_split` is the whole of training a model on a split: build it (on a mesh if given), cache the
+frozen backbone's features in head mode, set the head's standardiser, and run the one training loop.
+`mistral-cl train` and `benchmarks/accuracy.py` both call it, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -18,176 +20,80 @@ from jax.sharding import Mesh
 
 import sharding
 from mistral_cl import checkpoint, report
-from mistral_cl.config import ModelConfig
 from mistral_cl.data.batching import EncodedReactions, encode_reactions
 from mistral_cl.data.reactions import FIRST_DATA_ROW, ROW_CONVENTION, ReactionDataset
 from mistral_cl.data.smiles import SmilesError, canonical_reaction
-from mistral_cl.data.sources import load_dataset
 from mistral_cl.data.tasks import random_split, split_by_task
 from mistral_cl.errors import InputError
 from mistral_cl.features import cache_features
-from mistral_cl.head import HeadConfig
-from mistral_cl.lora import LoRAConfig
-from mistral_cl.predictor import AdaptationConfig, YieldModel, trainable_filter
+from mistral_cl.inference import BatchSource, predict
+from mistral_cl.predictor import YieldModel, trainable_filter
 from mistral_cl.runs import (
     RunConfig,
+    fresh_run_dir,
     initial_model,
     load_model,
     load_run_config,
     save_frozen,
     save_run_config,
     split_model,
+    tokenizer_for,
     trainable_like,
 )
 from mistral_cl.scores import regression_scores
-from mistral_cl.tokenizer import Tokenizer
-from mistral_cl.train import BatchSource, TrainConfig, fit, predict, standardize_head
-
-# ----------------------------------------------------------------------------- options -> objects
+from mistral_cl.train import EpochHook, FitResult, fit, standardize_head
 
 
-def data_spec(args: argparse.Namespace) -> dict[str, Any]:
-    """How to read the data, as stored in run.json (only the options the user set)."""
-    spec: dict[str, Any] = {"data": args.data}
-    for name in ("smiles_column", "yield_column", "yield_unit"):
-        value = getattr(args, name, None)
-        if value is not None and not (name == "yield_unit" and value == "auto"):
-            spec[name] = value
-    if getattr(args, "task_columns", None):
-        spec["task_columns"] = [c.strip() for c in args.task_columns.split(",") if c.strip()]
-    return spec
-
-
-def read_data(spec: dict[str, Any]) -> ReactionDataset:
-    options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k != "data"}
-    return load_dataset(spec["data"], **options)
-
-
-def model_config(model: str | None, weights: str | None) -> ModelConfig:
-    """The backbone shapes: a preset name or a config.json path, or those of the weights directory
-    (checked against `--model` when both are given)."""
-    if model is not None and model.endswith(".json"):
-        wanted = ModelConfig.from_hf_config(model)
-    elif model is not None:
-        wanted = ModelConfig.preset(model)
-    if weights is None:
-        return wanted if model is not None else ModelConfig.preset("tiny")
-    if not Path(weights).is_dir():
-        raise InputError("weights directory not found", file=weights,
-                         hint="pass a directory with config.json or params.json and *.safetensors")
-    found = ModelConfig.from_dir(weights)
-    if model is not None:
-        differ = [f"{name}: --model {getattr(wanted, name)}, weights {getattr(found, name)}"
-                  for name in wanted.to_dict() if name != "max_seq_len"
-                  and getattr(wanted, name) != getattr(found, name)]
-        if differ:
-            raise InputError(f"the weights do not match --model {model}: " + "; ".join(differ),
-                             file=weights, hint="drop --model to use the weights' own shapes")
-    return found
-
-
-def run_config(args: argparse.Namespace, **extra: Any) -> RunConfig:
-    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-    return RunConfig(
-        model=model_config(args.model, args.weights),
-        head=HeadConfig(n_heads=args.head_heads, members=args.head_members,
-                        pool_heads=args.head_pool_heads, dropout=args.head_dropout,
-                        mlp_layers=args.head_mlp_layers, standardize=not args.no_head_standardize,
-                        feature_layer=feature_layer(args.feature_layer, args.mode, args.weights)),
-        adaptation=AdaptationConfig(
-            mode=args.mode, lora=LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)
-        ),
-        train=TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-            weight_decay=args.weight_decay, optimizer=args.optimizer, loss=args.loss,
-            compute_dtype=args.compute_dtype, seed=args.seed, ema=args.ema,
-        ),
-        data=data_spec(args),
-        weights=str(Path(args.weights).resolve()) if args.weights else None,
-        tokenizer=str(Path(args.tokenizer).resolve()) if args.tokenizer else None,
-        remat=args.remat,
-        extra=extra,
-    )
-
-
-def feature_layer(option: str, mode: str, weights: str | None) -> int | None:
-    """`--feature-layer` as `HeadConfig.feature_layer` (None: the backbone's final output).
-
-    `auto` reads the token embeddings when the head trains alone on a randomly initialised backbone:
-    its frozen blocks are noise that blurs which molecules a reaction holds (on the standard split 0,
-    one head reaches held-out R^2 0.80 on the embeddings against 0.77 on the output; see the README).
-    With loaded weights, or blocks that train (`lora`, `full`), the head reads the output.
-    """
-    if option == "auto":
-        return 0 if mode == "head" and weights is None else None
-    if option == "final":
-        return None
-    try:
-        return int(option)
-    except ValueError:
-        raise InputError(f"--feature-layer {option!r} is not a layer number",
-                         hint="pass a block count such as 0 (the token embeddings), final or auto") from None
-
-
-def tokenizer_for(config: RunConfig) -> Tokenizer:
-    tokenizer = Tokenizer.from_file(config.tokenizer) if config.tokenizer else Tokenizer.default()
-    if tokenizer.vocab_size > config.model.vocab_size:
-        raise InputError(
-            f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {config.model.vocab_size}",
-            file=str(tokenizer.path), hint="use the tokenizer that belongs to the weights",
-        )
-    return tokenizer
-
-
-def training_mesh(spec: str) -> Mesh | None:
-    """The device mesh of `--mesh`, or None for one device (no sharding machinery at all)."""
-    mesh = sharding.make_mesh(spec)
-    return mesh if mesh.size > 1 else None
-
-
-def fresh_run_dir(out: str) -> Path:
-    """`out`, which must not already hold a run (so nothing saved is ever overwritten)."""
-    path = Path(out)
-    if not sharding.is_reporting_process():  # process 0 alone decides and writes
-        return path
-    if (path / "run.json").exists():
-        raise InputError("a run already exists here", file=str(path),
-                         hint="choose another --out, resume it, or delete the directory first")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def training_source(model: YieldModel, config: RunConfig, data: EncodedReactions,
-                    run_dir: Path) -> BatchSource:
+def training_source(model: YieldModel, config: RunConfig, data: EncodedReactions, cache_dir: Path,
+                    mesh: Mesh | None = None) -> BatchSource:
     """What the step eats: token batches, or cached backbone features when only the head trains."""
     if config.adaptation.mode != "head":
         return data
-    return cache_features(model.backbone, data, run_dir / "feature_cache",
-                          batch_size=config.train.batch_size, depth=model.feature_layer)
+    return cache_features(model.backbone, data, Path(cache_dir) / "feature_cache",
+                          batch_size=config.train.batch_size, depth=model.feature_layer, mesh=mesh)
 
 
-def standardize_for_run(model: YieldModel, config: RunConfig, train_source: BatchSource,
-                        mesh: Mesh | None = None) -> YieldModel:
-    """The head's standardiser set from the training reactions as a `train` run sets it (the run's
-    batch size and seed); `benchmarks/accuracy.py` calls this too, so the two cannot drift apart."""
-    return standardize_head(model, train_source, batch_size=config.train.batch_size,
-                            seed=config.train.seed, mesh=mesh)
+def fit_split(config: RunConfig, train: EncodedReactions, cache_dir: Path, *, mesh: Mesh | None = None,
+              progress: bool = True, description: str = "train", on_epoch_end: EpochHook | None = None,
+              ) -> FitResult:
+    """A model of `config` (seeded by `config.train.seed`) trained on `train`: built on `mesh`, its
+    head's standardiser set from the training reactions (the run's batch size and seed), then fitted.
+    In head mode the backbone's features are cached under `cache_dir`."""
+    model = initial_model(config, jax.random.key(config.train.seed), mesh)
+    source = training_source(model, config, train, cache_dir, mesh)
+    model = standardize_head(model, source, batch_size=config.train.batch_size, seed=config.train.seed,
+                             mesh=mesh)
+    return fit(model, trainable_filter(model, config.adaptation.mode), source, config.train,
+               progress=progress, description=description, on_epoch_end=on_epoch_end, mesh=mesh)
 
 
-# ---------------------------------------------------------------------------------- commands
+def split_reactions(config: RunConfig, dataset: ReactionDataset) -> tuple[ReactionDataset, ReactionDataset]:
+    """(train, test) of a `train` run: one random split of all reactions, or a split within every
+    task (`config.split`), seeded by `config.train.seed`."""
+    if config.split == "random":
+        return random_split(dataset, config.test_fraction, seed=config.train.seed)
+    tasks = split_by_task(dataset, config.test_fraction, seed=config.train.seed)
+    return ReactionDataset.concat([t.train for t in tasks]), ReactionDataset.concat([t.test for t in tasks])
 
 
-def train_command(args: argparse.Namespace) -> int:
-    config = run_config(args, split=args.split, test_fraction=args.test_fraction)
-    dataset = read_data(config.data)
+@dataclasses.dataclass
+class TrainedRun:
+    """What `train_run` leaves besides its directory: the scores of both parts and the fit."""
+
+    directory: Path
+    train_scores: dict[str, float]
+    test_scores: dict[str, float]
+    result: FitResult
+
+
+def train_run(config: RunConfig, out: str | Path, *, mesh: Mesh | None = None,
+              progress: bool = True) -> TrainedRun:
+    """`mistral-cl train`: fit one model on the training part of `config.data`, score both parts,
+    and write the run directory `out` (run.json, checkpoint, metrics, predictions and plots)."""
+    dataset = config.data.read()
     tokenizer = tokenizer_for(config)
-    run_dir = fresh_run_dir(args.out)
-    if args.split == "random":
-        train_set, test_set = random_split(dataset, args.test_fraction, seed=args.seed)
-    else:
-        tasks = split_by_task(dataset, args.test_fraction, seed=args.seed)
-        train_set = ReactionDataset.concat([t.train for t in tasks])
-        test_set = ReactionDataset.concat([t.test for t in tasks])
+    train_set, test_set = split_reactions(config, dataset)
+    run_dir = fresh_run_dir(out)
     encoded = encode_reactions(dataset, tokenizer)  # buckets from all reactions: one set of shapes
     index = {s: i for i, s in enumerate(dataset.smiles)}
     train_data = encoded.subset([index[s] for s in train_set.smiles])
@@ -195,65 +101,63 @@ def train_command(args: argparse.Namespace) -> int:
     if sharding.is_reporting_process():
         save_run_config(run_dir, config)
 
-    mesh = training_mesh(args.mesh)
-    model = initial_model(config, jax.random.key(config.train.seed), mesh)
-    save_frozen(run_dir, model, config)
     start = time.perf_counter()
-    train_source = training_source(model, config, train_data, run_dir)
-    test_source = training_source(model, config, test_data, run_dir)
-    model = standardize_for_run(model, config, train_source, mesh)
-    result = fit(model, trainable_filter(model, config.adaptation.mode), train_source, config.train,
-                 progress=not args.no_progress, description=f"train ({config.adaptation.mode})", mesh=mesh)
+    result = fit_split(config, train_data, run_dir, mesh=mesh, progress=progress,
+                       description=f"train ({config.adaptation.mode})")
+    save_frozen(run_dir, result.model, config)
     trainable, _ = split_model(result.model, config)
-    checkpoint.save(run_dir / "checkpoints", 0, {"trainable": trainable},
-                    metadata={"kind": "train"})
+    checkpoint.save(run_dir / "checkpoints", 0, {"trainable": trainable}, metadata={"kind": "train"})
 
-    predicted = predict(result.model, test_source, batch_size=2 * config.train.batch_size, mesh=mesh)
+    batch = 2 * config.train.batch_size
+    predicted = predict(result.model, test_data, batch_size=batch, mesh=mesh)
     scores = regression_scores(test_data.yields, predicted)
-    train_scores = regression_scores(train_data.yields, predict(
-        result.model, train_source, batch_size=2 * config.train.batch_size, mesh=mesh))
-    if not sharding.is_reporting_process():
-        return 0
-    metrics = {**{f"test_{k}": v for k, v in scores.items()},
-               **{f"train_{k}": v for k, v in train_scores.items()},
-               "n_train": len(train_data), "n_test": len(test_data),
-               "seconds": time.perf_counter() - start, "mode": config.adaptation.mode,
-               "history": result.history}
-    report.write_metrics(run_dir, metrics)
-    report.write_csv(run_dir / "history.csv", result.history)
-    report.write_csv(run_dir / "predictions.csv", [
-        {"reaction": s, "task": t, "yield": float(y), "predicted": float(p)}
-        for s, t, y, p in zip(test_set.smiles, test_set.tasks, test_data.yields, predicted, strict=True)])
-    report.parity_plot(test_data.yields, predicted, run_dir / "parity.png",
-                       f"held-out test ({len(test_data)} reactions)", scores)
-    report.loss_curve(result.history, run_dir / "loss.png", "training loss")
-    print(report.format_table([{"split": "train", **train_scores}, {"split": "test", **scores}]))
-    print(f"wrote {run_dir}/ (metrics.json, predictions.csv, parity.png)")
-    return 0
+    train_scores = regression_scores(train_data.yields, predict(result.model, train_data, batch_size=batch,
+                                                                mesh=mesh))
+    if sharding.is_reporting_process():
+        metrics = {**{f"test_{k}": v for k, v in scores.items()},
+                   **{f"train_{k}": v for k, v in train_scores.items()},
+                   "n_train": len(train_data), "n_test": len(test_data),
+                   "seconds": time.perf_counter() - start, "mode": config.adaptation.mode,
+                   "history": result.history}
+        report.write_metrics(run_dir, metrics)
+        report.write_csv(run_dir / "history.csv", result.history)
+        report.write_csv(run_dir / "predictions.csv", [
+            {"reaction": s, "task": t, "yield": float(y), "predicted": float(p)}
+            for s, t, y, p in zip(test_set.smiles, test_set.tasks, test_data.yields, predicted, strict=True)])
+        report.parity_plot(test_data.yields, predicted, run_dir / "parity.png",
+                           f"held-out test ({len(test_data)} reactions)", scores)
+        report.loss_curve(result.history, run_dir / "loss.png", "training loss")
+    return TrainedRun(run_dir, train_scores, scores, result)
 
 
-def restore_trained(run_dir: Path) -> tuple[RunConfig, YieldModel]:
-    """The model of a finished `train` run (its latest checkpoint)."""
+def trained_model(run_dir: str | Path, *, strategy: str | None = None, task: str | None = None,
+                  mesh: Mesh | None = None) -> tuple[RunConfig, YieldModel]:
+    """The model of a finished run: a `train` run's, or the model a continual run's `strategy` ended
+    with (for a task-aware strategy, that of `task`)."""
+    run_dir = Path(run_dir)
     config = load_run_config(run_dir)
+    if config.kind == "continual":
+        from mistral_cl.continual.runner import ContinualRun
+
+        return config, ContinualRun.open(run_dir, mesh).model_of(strategy, task)
+    if strategy is not None or task is not None:
+        raise InputError("a `train` run has one model: no strategy or task to choose", file=str(run_dir))
     like = {"trainable": trainable_like(config)}
-    state, _ = checkpoint.restore(Path(run_dir) / "checkpoints", like)
-    return config, load_model(run_dir, config, state["trainable"])
+    state, _ = checkpoint.restore(run_dir / "checkpoints", like)
+    model = load_model(run_dir, config, state["trainable"])
+    return config, model if mesh is None else sharding.place(model, mesh)
 
 
-def predict_command(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run)
-    config, model = restore_trained(run_dir)
-    smiles = reactions_to_predict(args.file, args.smiles_column)
+def predict_reactions(run_dir: str | Path, smiles: list[str], *, source: str = "",
+                      strategy: str | None = None, task: str | None = None,
+                      mesh: Mesh | None = None) -> np.ndarray:
+    """Predicted yields (fractions) of canonical reaction SMILES with a finished run's model."""
+    config, model = trained_model(run_dir, strategy=strategy, task=task, mesh=mesh)
     dataset = ReactionDataset.build(smiles, np.zeros(len(smiles)), ["all"] * len(smiles),
-                                    rows=range(FIRST_DATA_ROW, FIRST_DATA_ROW + len(smiles)),
-                                    source=args.file)
+                                    rows=range(FIRST_DATA_ROW, FIRST_DATA_ROW + len(smiles)), source=source)
     encoded = encode_reactions(dataset, tokenizer_for(config))
-    predicted = predict(model, encoded)
-    output = Path(args.output) if args.output else Path(args.file).with_suffix(".predictions.csv")
-    report.write_csv(output, [{"reaction": s, "predicted_yield": round(100 * float(p), 2)}
-                              for s, p in zip(smiles, predicted, strict=True)])
-    print(f"wrote {len(predicted)} predictions (yield %) to {output}")
-    return 0
+    batch = 64 if mesh is None else 64 * mesh.shape["data"] * mesh.shape["fsdp"]
+    return predict(model, encoded, batch_size=batch, mesh=mesh)
 
 
 def reactions_to_predict(path: str, smiles_column: str | None) -> list[str]:
@@ -270,11 +174,11 @@ def reactions_to_predict(path: str, smiles_column: str | None) -> list[str]:
         found = [c for c in header if c.lower() in names]
         if not found:
             raise InputError(f"no reaction SMILES column among {header}", file=path,
-                             hint="name it with --smiles-column")
+                             hint="name it (`smiles_column`)")
         smiles_column = found[0]
     elif smiles_column not in header:
         raise InputError(f"no such column; the file has {header}", file=path, column=smiles_column,
-                         hint="pass the right --smiles-column")
+                         hint="name the right column (`smiles_column`)")
     if frame.empty:
         raise InputError("the file has no reactions", file=path)
     smiles, bad = [], []
@@ -288,3 +192,6 @@ def reactions_to_predict(path: str, smiles_column: str | None) -> list[str]:
                          column=smiles_column, hint="fix or remove these rows")
     return smiles
 
+
+def summary_rows(run: TrainedRun) -> list[dict[str, Any]]:
+    return [{"split": "train", **run.train_scores}, {"split": "test", **run.test_scores}]

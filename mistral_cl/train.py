@@ -1,16 +1,18 @@
-"""Losses, the one jitted train step, evaluation, and the plain fit loop.
+"""Losses, the one jitted train step, and the one epoch loop.
 
-Every trainer in the project (plain fitting, each continual-learning strategy, the benchmarks) builds
-its step with `make_train_step`, so precision, gradient clipping, donation and sharding are decided in
-one place. A strategy changes *what* is minimised (an `Objective`) and, rarely, how gradients are
-combined (a `GradientTransform`), never the step itself.
+Every trainer in the project (`fit`, each round of every continual-learning strategy, the benchmarks)
+builds its step with `make_train_step` and runs it with `train_epochs`, so precision, gradient
+clipping, donation, sharding, mesh feeding, the moving average of the weights and progress reporting
+are decided in one place. A strategy changes *what* is minimised (an `Objective`), rarely how
+gradients are combined (a `GradientTransform`), and which batches each step sees (its step inputs),
+never the step or the loop. Prediction lives in `inference.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
 
 import equinox as eqx
@@ -25,7 +27,7 @@ from tqdm.auto import tqdm
 import sharding
 from mistral_cl.data.batching import Batch
 from mistral_cl.errors import InputError
-from mistral_cl.head import point_prediction
+from mistral_cl.inference import BatchSource, forward, pooled_batch
 from mistral_cl.predictor import YieldModel, cast_floating
 
 LossKind = Literal["mse", "huber"]
@@ -61,7 +63,7 @@ class TrainConfig:
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise InputError(f"unknown compute dtype {self.compute_dtype!r}; choose {sorted(COMPUTE_DTYPES)}")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
-            raise InputError(f"EMA decay must be in (0, 1), got {self.ema}", hint="e.g. --ema 0.999")
+            raise InputError(f"EMA decay must be in (0, 1), got {self.ema}", hint="e.g. `train.ema=0.999`")
 
 
 def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
@@ -108,31 +110,6 @@ class Objective(Protocol):
 
 
 GradientTransform = Callable[..., Any]
-
-
-class BatchSource(Protocol):
-    """Reactions that serve themselves as fixed-shape batches: `EncodedReactions` (token ids) or
-    `features.CachedFeatures` (frozen backbone outputs, for head-only training)."""
-
-    def __len__(self) -> int: ...
-
-    def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0) -> Iterator[Any]: ...
-
-    def count_batches(self, batch_size: int) -> int: ...
-
-
-def forward(model: YieldModel, batch: Any, *, key: PRNGKeyArray | None = None
-            ) -> Float[Array, "*members batch"]:
-    """Predicted yields for a batch of token ids, or of cached backbone features (head mode); one row
-    per member for a head ensemble (`head.point_prediction` averages them)."""
-    return model.head(head_inputs(model, batch), batch.mask, key=key)
-
-
-def head_inputs(model: YieldModel, batch: Any) -> Float[Array, "batch seq dim"]:
-    """The token states the head reads: a batch's cached backbone features (head mode), or the
-    backbone's hidden states for its token ids (`YieldModel.features`)."""
-    features = getattr(batch, "features", None)
-    return features if features is not None else model.features(batch.tokens, batch.mask)
 
 
 def supervised_objective(kind: LossKind = "mse", delta: float = 0.1) -> Objective:
@@ -187,38 +164,6 @@ def make_train_step(
     return jax.jit(step, donate_argnums=(0, 2))
 
 
-@eqx.filter_jit
-def predict_batch(model: YieldModel, batch: Batch) -> Float[Array, " batch"]:
-    """Predicted yields for one batch, without dropout (an ensemble's mean)."""
-    return point_prediction(forward(model, batch))
-
-
-def _feeder(mesh: Mesh | None, batch_size: int) -> Callable[[Any], Any]:
-    """How a host batch enters a step: as is, or as global arrays split over the mesh, each process
-    passing only its own rows."""
-    if mesh is None:
-        return lambda batch: batch
-    rows = sharding.process_rows(batch_size, mesh)
-    return lambda batch: sharding.place_batch(jax.tree.map(lambda x: x[rows], batch), mesh)
-
-
-def predict(model: YieldModel, data: BatchSource, batch_size: int = 64, *, mesh: Mesh | None = None
-            ) -> np.ndarray:
-    """Predicted yields for every reaction of `data`, in `data`'s order (on every process)."""
-    out = np.zeros(len(data), np.float32)
-    feed = _feeder(mesh, batch_size)
-    for batch in data.batches(batch_size, shuffle=False):
-        pred = np.asarray(sharding.to_host(predict_batch(model, feed(batch))))
-        real = np.asarray(batch.weight) > 0
-        out[np.asarray(batch.index)[real]] = pred[real]
-    return out
-
-
-@eqx.filter_jit
-def _pooled_batch(model: YieldModel, batch: Any) -> Array:
-    return model.head.pooled(head_inputs(model, batch), batch.mask)
-
-
 def standardize_head(model: YieldModel, data: BatchSource, *, max_reactions: int = 512,
                      batch_size: int = 64, seed: int = 0, mesh: Mesh | None = None) -> YieldModel:
     """`model` with its head's pooled-vector standardiser set from up to `max_reactions` reactions of
@@ -228,9 +173,9 @@ def standardize_head(model: YieldModel, data: BatchSource, *, max_reactions: int
     """
     if not model.head.standardizes:
         return model
-    feed, parts, count = _feeder(mesh, batch_size), [], 0
+    parts, count = [], 0
     for batch in data.batches(batch_size, shuffle=True, seed=seed):
-        pooled = np.asarray(sharding.to_host(_pooled_batch(model, feed(batch))))
+        pooled = np.asarray(sharding.to_host(pooled_batch(model, sharding.feed(batch, mesh))))
         real = np.asarray(batch.weight) > 0
         parts.append(pooled[..., real, :])
         count += int(real.sum())
@@ -238,7 +183,7 @@ def standardize_head(model: YieldModel, data: BatchSource, *, max_reactions: int
             break
     if count < 2:
         raise InputError("too few training reactions to standardise the head (need 2)",
-                         hint="add reactions, or pass --no-head-standardize")
+                         hint="add reactions, or set `head.standardize=False`")
     vectors = jnp.concatenate(parts, -2)
     if mesh is not None:  # so the standardiser comes out replicated over the mesh, as its spec says
         vectors = sharding.replicate(vectors, mesh)
@@ -249,6 +194,83 @@ def standardize_head(model: YieldModel, data: BatchSource, *, max_reactions: int
 def ema_update(average: Any, current: Any, decay: Scalar) -> Any:
     """One step of an exponential moving average of the trainable half (all its leaves are float arrays)."""
     return jax.tree.map(lambda a, c: decay * a + (1.0 - decay) * c.astype(a.dtype), average, current)
+
+
+
+
+def init_opt_state(optimizer: optax.GradientTransformation, trainable: Any, mesh: Mesh | None) -> Any:
+    """The optimizer state of `trainable`, each moment in its parameter's layout on `mesh`."""
+    if mesh is None:
+        return optimizer.init(eqx.filter(trainable, eqx.is_array))
+    return sharding.sharded_opt_init(optimizer, trainable, mesh)
+
+
+StepInputs = tuple[Any, ...]  # the batches of one step: the current batch, then e.g. a remembered one
+EpochHook = Callable[[int, YieldModel], dict[str, float] | None]
+
+
+@dataclasses.dataclass
+class LoopResult:
+    """What `train_epochs` leaves: the trainable half (the moving average with `ema`), the optimizer
+    state, and one record per epoch (mean loss, seconds, reactions and tokens of the current batches)."""
+
+    trainable: Any
+    opt_state: Any
+    history: list[dict[str, float]]
+
+
+def train_epochs(
+    step: Callable,
+    trainable: Any,
+    frozen: Any,
+    opt_state: Any,
+    epoch_inputs: Callable[[int], Iterable[StepInputs]],
+    *,
+    epochs: int,
+    key: jax.Array,
+    extra: Any = None,
+    ema: float | None = None,
+    mesh: Mesh | None = None,
+    bar: tqdm | None = None,
+    on_epoch_end: EpochHook | None = None,
+) -> LoopResult:
+    """THE training loop: `epochs` passes of `step` over `epoch_inputs(epoch)`.
+
+    `step` is a `make_train_step` step; `epoch_inputs(epoch)` yields one tuple of host batches per step
+    (`fit` yields `(batch,)`, a strategy whatever its steps need). On a `mesh` every batch is fed as
+    global arrays split over the batch axes, each process passing its own rows (`sharding.feed`);
+    `extra` must already be placed (`sharding.place_state`). Step n draws its randomness from
+    `fold_in(key, n)`, so the loop is deterministic given its inputs. With `ema`, a moving average of
+    the trainable half is kept in buffers of its own (the step donates the trainable half's) and is
+    what the loop returns. `bar` is advanced once per step (a progress bar shared by a longer job);
+    `on_epoch_end(epoch, model)` may add entries to the epoch's record.
+    """
+    average = None if ema is None else jax.tree.map(jnp.copy, trainable)
+    history: list[dict[str, float]] = []
+    n_step = 0
+    for epoch in range(epochs):
+        losses, reactions, tokens, t0 = [], 0, 0, time.perf_counter()
+        for inputs in epoch_inputs(epoch):
+            trainable, opt_state, metrics = step(trainable, frozen, opt_state, sharding.feed(inputs, mesh),
+                                                 jax.random.fold_in(key, n_step), extra)
+            n_step += 1
+            if average is not None:
+                average = ema_update(average, trainable, ema)
+            losses.append(metrics["loss"])
+            reactions += int(np.sum(inputs[0].weight))
+            tokens += int(np.sum(inputs[0].mask))
+            if bar is not None:
+                bar.update()
+                if n_step % 10 == 0:
+                    elapsed = max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", rxn_s=f"{reactions / elapsed:.0f}")
+        record = {"epoch": epoch + 1, "loss": float(np.mean(jax.device_get(losses))) if losses else np.nan,
+                  "seconds": time.perf_counter() - t0, "reactions": reactions, "tokens": tokens}
+        if on_epoch_end is not None:
+            current = trainable if average is None else average
+            record.update(on_epoch_end(epoch, eqx.combine(current, frozen)) or {})
+        history.append(record)
+    return LoopResult(trainable if average is None else average, opt_state, history)
 
 
 @dataclasses.dataclass
@@ -268,10 +290,11 @@ def fit(
     objective: Objective | None = None,
     progress: bool = True,
     description: str = "train",
-    on_epoch_end: Callable[[int, YieldModel], dict[str, float] | None] | None = None,
+    on_epoch_end: EpochHook | None = None,
     mesh: Mesh | None = None,
 ) -> FitResult:
-    """Trains `model` on `data` for `config.epochs` epochs; returns the trained model and loss history.
+    """Trains `model` on `data` for `config.epochs` epochs of `train_epochs`; returns the trained model
+    and loss history.
 
     With a `mesh`, the model (already placed, see `sharding.sharded_init`), the optimizer state and
     every batch are sharded by `sharding.specs`, and the step keeps that layout.
@@ -284,41 +307,17 @@ def fit(
     step = make_train_step(optimizer, objective, compute_dtype=config.compute_dtype,
                            constrain=None if mesh is None else sharding.state_constraint(mesh))
     trainable, frozen = eqx.partition(model, filter_spec)
-    if mesh is None:
-        opt_state = optimizer.init(eqx.filter(trainable, eqx.is_array))
-    else:
-        opt_state = sharding.sharded_opt_init(optimizer, trainable, mesh)
-    feed = _feeder(mesh, config.batch_size)
-    # The average has buffers of its own: the step donates (reuses) the trainable half's.
-    average = None if config.ema is None else jax.tree.map(jnp.copy, trainable)
-    key = jax.random.key(config.seed)
-    history: list[dict[str, float]] = []
-    start = time.perf_counter()
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc=description, disable=not progress,
-               unit="step", dynamic_ncols=True, leave=False)
-    n_step = 0
-    for epoch in range(config.epochs):
-        losses, reactions, tokens, t0 = [], 0, 0, time.perf_counter()
+    opt_state = init_opt_state(optimizer, trainable, mesh)
+
+    def epoch_inputs(epoch: int) -> Iterable[StepInputs]:
         for batch in data.batches(config.batch_size, shuffle=True, seed=config.seed * 100_003 + epoch):
-            trainable, opt_state, metrics = step(
-                trainable, frozen, opt_state, (feed(batch),), jax.random.fold_in(key, n_step), None
-            )
-            n_step += 1
-            if average is not None:
-                average = ema_update(average, trainable, config.ema)
-            losses.append(metrics["loss"])
-            reactions += int(np.sum(batch.weight))
-            tokens += int(np.sum(batch.mask))
-            bar.update()
-            if n_step % 10 == 0:
-                elapsed = max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", rxn_s=f"{reactions / elapsed:.0f}")
-        record = {"epoch": epoch + 1, "loss": float(np.mean(jax.device_get(losses))),
-                  "seconds": time.perf_counter() - t0, "tokens": tokens}
-        if on_epoch_end is not None:
-            current = trainable if average is None else average
-            record.update(on_epoch_end(epoch, eqx.combine(current, frozen)) or {})
-        history.append(record)
-    bar.close()
-    final = trainable if average is None else average
-    return FitResult(eqx.combine(final, frozen), opt_state, history, time.perf_counter() - start)
+            yield (batch,)
+
+    start = time.perf_counter()
+    with tqdm(total=config.epochs * steps_per_epoch, desc=description, disable=not progress, unit="step",
+              dynamic_ncols=True, leave=False) as bar:
+        result = train_epochs(step, trainable, frozen, opt_state, epoch_inputs, epochs=config.epochs,
+                              key=jax.random.key(config.seed), ema=config.ema, mesh=mesh, bar=bar,
+                              on_epoch_end=on_epoch_end)
+    return FitResult(eqx.combine(result.trainable, frozen), result.opt_state, result.history,
+                     time.perf_counter() - start)

@@ -9,11 +9,13 @@
                                          (place_batch(batch, mesh),), key, None)
 """
 
-from sharding.distributed import initialize, is_reporting_process
+from sharding.distributed import barrier, initialize, is_reporting_process
 from sharding.mesh import AXES, BATCH_AXES, describe, make_mesh, parse_mesh_spec
 from sharding.placement import (
+    feed,
     place,
     place_batch,
+    place_state,
     process_rows,
     replicate,
     sharded_init,
@@ -29,15 +31,18 @@ from sharding.specs import (
     model_specs,
     opt_state_specs,
     shardings,
+    state_specs,
 )
 
 __all__ = [
     "AXES",
     "BATCH_AXES",
+    "barrier",
     "LOGICAL_TO_MESH",
     "RULES",
     "batch_specs",
     "describe",
+    "feed",
     "initialize",
     "is_reporting_process",
     "logical_axes",
@@ -47,11 +52,13 @@ __all__ = [
     "parse_mesh_spec",
     "place",
     "place_batch",
+    "place_state",
     "process_rows",
     "replicate",
     "sharded_init",
     "sharded_opt_init",
     "shardings",
     "state_constraint",
+    "state_specs",
     "to_host",
 ]

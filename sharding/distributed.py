@@ -107,3 +107,12 @@ def initialize(
 def is_reporting_process() -> bool:
     """True on exactly one process (process 0): the one that writes reports, plots and logs."""
     return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches the barrier `name` (nothing to wait for with one process):
+    after process 0 writes a file the others read, for instance."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"mistral_cl:{name}")

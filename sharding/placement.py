@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mistral_cl.errors import InputError
 from sharding.mesh import BATCH_AXES
-from sharding.specs import batch_specs, model_specs, opt_state_specs, shardings
+from sharding.specs import batch_specs, model_specs, opt_state_specs, shardings, state_specs
 
 Tree = TypeVar("Tree")
 
@@ -64,6 +64,14 @@ def place(model: Tree, mesh: Mesh) -> Tree:
 def replicate(tree: Tree, mesh: Mesh) -> Tree:
     """Every array of `tree` (a key, a small strategy state) copied to all devices of `mesh`."""
     return _put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def place_state(state: Tree, mesh: Mesh | None) -> Tree:
+    """A strategy's arrays (or a step's extra inputs) in their layout by role (`specs.state_specs`);
+    unchanged without a mesh."""
+    if mesh is None:
+        return state
+    return _put(state, shardings(state_specs(state, mesh), mesh))
 
 
 def state_constraint(mesh: Mesh) -> Callable[[Any], Any]:
@@ -139,6 +147,23 @@ def place_batch(batch: Tree, mesh: Mesh) -> Tree:
         )
 
     return jax.tree.map(put, batch, specs)
+
+
+def feed(batches: Tree, mesh: Mesh | None) -> Tree:
+    """How host batches enter a jitted function: as they are without a mesh; on a mesh, each batch
+    (one `Batch`, or each of a tuple of them, which may differ in rows) as global arrays split over the
+    batch axes, this process passing only its own rows. Every process holds the same host batches
+    (they are drawn from seeds, never from process state), so each one cuts out its rows here."""
+    if mesh is None:
+        return batches
+
+    def one(batch):
+        rows = process_rows(len(jax.tree.leaves(batch)[0]), mesh)
+        return place_batch(jax.tree.map(lambda x: x[rows], batch), mesh)
+
+    if isinstance(batches, tuple) and not hasattr(batches, "_fields"):
+        return tuple(one(batch) for batch in batches)
+    return one(batches)
 
 
 def to_host(tree: Tree) -> Tree:

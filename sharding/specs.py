@@ -18,6 +18,13 @@ Why these choices:
   ensemble's leading members axis is replicated.
 - Heads are never split: `tensor` must divide the number of query heads *and* of KV heads (Mistral-7B:
   8 KV heads, so tensor parallelism up to 8), not merely the feature count.
+
+Everything else a run holds is placed by its role, never by a rule of its own:
+- *mirrors the model*: optimizer moments, and the strategy state shaped like the trainable half (EWC's
+  Fisher diagonal and anchor, LwF's teacher, a per-task adapter or head) follow each weight's spec;
+- *batch*: every step input, the remembered batch of replay and A-GEM, and cached head-mode features
+  as they are fed, split by rows over `("data", "fsdp")`;
+- *replicated*: counters, scalars (a replay weight, a distillation weight) and PRNG keys.
 """
 
 from __future__ import annotations
@@ -219,6 +226,18 @@ def opt_state_specs(opt_state: Any, params: Any, mesh: Mesh | None = None) -> An
             problems.extend(_problems(f"optimizer state {path_name(path)}", leaf.shape, spec, mesh))
         _raise(problems, mesh)
     return specs
+
+
+def state_specs(state: Any, mesh: Mesh | None = None) -> Any:
+    """A pytree shaped like `state` (a strategy's arrays, or what a step reads besides its batches)
+    with a `PartitionSpec` for every array: subtrees that are (halves of) a `YieldModel` mirror the
+    model's specs, every other array is replicated."""
+
+    def is_model(node) -> bool:
+        return isinstance(node, YieldModel | Mistral)
+
+    return jax.tree.map(lambda node: model_specs(node, mesh) if is_model(node) else PartitionSpec(),
+                        state, is_leaf=is_model)
 
 
 def batch_specs(batch: Any, mesh: Mesh | None = None) -> Any:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mistral_cl.config import ModelConfig
-from mistral_cl.data.sources import load_dataset
+from mistral_cl.data.sources import DataConfig, load_dataset
 from mistral_cl.head import HeadConfig
 from mistral_cl.predictor import AdaptationConfig
 from mistral_cl.runs import RunConfig
@@ -39,7 +39,7 @@ def micro_config(data: Path, *, mode: str = "full", epochs: int = 2, batch_size:
     return RunConfig(
         model=MICRO, head=HeadConfig(n_heads=2, mlp_dim=16), adaptation=AdaptationConfig(mode=mode),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed),
-        data={"data": str(data), "task_columns": ["task"]},
+        data=DataConfig(source=str(data), task_columns=("task",)),
     )
 
 

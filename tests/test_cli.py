@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mistral_cl.cli import main
+from mistral_cl.cli import feature_layer, main
 from mistral_cl.config import ModelConfig
 from mistral_cl.data.sources import load_dataset
-from mistral_cl.supervised import feature_layer
 
 
 @pytest.fixture(scope="module")

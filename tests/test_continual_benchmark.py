@@ -1,5 +1,6 @@
 """Specifications of benchmarks/continual.py's summary over seeds and its README section (no training)."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -77,8 +78,10 @@ def test_resuming_with_more_strategies_adds_them_to_the_run_and_keeps_its_settin
     continual.add_strategies(run_dir, "joint,replay,replay:settle=1")
     after = load_run_config(run_dir)
     settings = runner.continual_settings(after)
-    assert settings["strategies"] == ["joint", "replay", "replay:settle=1", "naive"]
-    assert {**settings, "strategies": None} == {**runner.continual_settings(config), "strategies": None}
+    assert settings.strategies == ("joint", "replay", "replay:settle=1", "naive")
+    assert dataclasses.replace(settings, strategies=("naive",)) == dataclasses.replace(
+        runner.continual_settings(config), strategies=("naive",))
+    assert after.test_fraction == 0.25
     assert after.train == config.train and after.model == config.model
     stamp = (run_dir / "run.json").stat().st_mtime_ns
     continual.add_strategies(run_dir, "naive")  # nothing new: run.json is not rewritten

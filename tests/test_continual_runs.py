@@ -47,9 +47,10 @@ def test_a_resumed_run_ends_with_exactly_the_scores_of_an_uninterrupted_one(fini
     run_dir = runner.create_run(tmp_path / "interrupted", _config(data))
     runner.run_all(run_dir, stop_after=1, show=False)  # as if killed after the first task
     assert json.loads((run_dir / "replay" / "summary.json").read_text())["rounds"] == 1
+    # One device, as the uninterrupted run had (the test process simulates eight).
     resumed = subprocess.run([sys.executable, "-m", "mistral_cl.cli", "continual", "--resume", str(run_dir),
-                              "--no-progress"], capture_output=True, text=True, env=dict(os.environ),
-                             timeout=600)
+                              "--mesh", "1x1x1", "--no-progress"], capture_output=True, text=True,
+                             env=dict(os.environ), timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     for strategy in ("replay", "lwf"):
         for name in RESULTS:

@@ -18,15 +18,15 @@ from mistral_cl.continual.strategies import STRATEGIES, build_strategy, parse_st
 from mistral_cl.continual.strategies.base import StrategyState
 from mistral_cl.continual.strategies.ewc import EWC, diagonal_fisher
 from mistral_cl.errors import InputError
-from mistral_cl.train import forward, predict, regression_loss
+from mistral_cl.inference import forward, predict
+from mistral_cl.train import regression_loss
 
 
 def _setting(tmp_path, levels, **config):
     data = coupling_tasks_csv(tmp_path / "tasks.csv", levels)
     config = runner.with_continual(micro_config(data, **config), "naive", eval_batch_size=32, buckets=1)
-    run_dir = runner.create_run(tmp_path / "run", config)
-    stream = runner.json.loads((run_dir / runner.STREAM_FILE).read_text())
-    return run_dir, runner.make_setting(run_dir, config, runner.build_pool(run_dir, config, stream))
+    run = runner.ContinualRun.create(tmp_path / "run", config)
+    return run.directory, run.setting
 
 
 def test_naive_forgets_a_conflicting_task_and_replay_remembers_it(tmp_path):

@@ -8,7 +8,8 @@ import pytest
 
 from mistral_cl.errors import InputError
 from mistral_cl.head import HeadConfig, HeadEnsemble, MHARHead
-from mistral_cl.train import predict_batch, regression_loss, supervised_objective
+from mistral_cl.inference import predict_batch
+from mistral_cl.train import regression_loss, supervised_objective
 
 CONFIG = HeadConfig(n_heads=2, members=3, mlp_dim=16)
 

@@ -10,10 +10,11 @@ from mistral_cl.data.sources import load_dataset
 from mistral_cl.data.tasks import random_split
 from mistral_cl.errors import InputError
 from mistral_cl.head import HeadConfig
+from mistral_cl.inference import predict
 from mistral_cl.predictor import AdaptationConfig, build_yield_model, trainable_filter
 from mistral_cl.scores import regression_scores
 from mistral_cl.tokenizer import Tokenizer
-from mistral_cl.train import TrainConfig, ema_update, fit, predict
+from mistral_cl.train import TrainConfig, ema_update, fit
 
 MICRO = ModelConfig(vocab_size=32000, dim=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16,
                     hidden_dim=64, sliding_window=None, max_seq_len=512)

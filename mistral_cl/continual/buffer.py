@@ -36,7 +36,7 @@ class MemoryPolicy:
     def parse(cls, text: str) -> MemoryPolicy:
         """`all`, `reservoir:N` or `quota:N`."""
         kind, _, size = text.strip().partition(":")
-        hint = "use --memory all, reservoir:N or quota:N (N a positive integer)"
+        hint = "set `continual.memory` to all, reservoir:N or quota:N (N a positive integer)"
         if kind == "all" and not size:
             return cls("all")
         if kind not in ("reservoir", "quota"):

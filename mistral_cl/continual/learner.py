@@ -6,6 +6,12 @@ scores of an uninterrupted run. A checkpoint after every round (step number = ro
 trainable half, the strategy's arrays and the run's PRNG key; its metadata holds the strategy's
 values (e.g. memory positions), every score so far and the wall time of each round.
 
+Every round runs through the project's one loop (`train.train_epochs`), on one device or on a mesh:
+with `Setting.mesh`, the trainable half, the optimizer state and every array of the strategy's state
+are laid out by `sharding.specs` (by role), every batch is fed split over the batch axes, and scores
+are gathered to every process. Sharded and single-device runs draw the same random numbers, so they
+end with the same scores up to float rounding, and a checkpoint saved on one mesh resumes on another.
+
 The optimizer restarts at every round: fresh Adam moments and a warm-up + cosine schedule, as a lab
 would fine-tune on each new batch of experiments; a checkpoint at a round's end therefore needs no
 optimizer state. The schedule is as long as the longest round of the plan (a round a batch shorter
@@ -21,18 +27,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+import sharding
 from mistral_cl import checkpoint
 from mistral_cl.continual.metrics import ScoreBoard
 from mistral_cl.continual.strategies import Setting, Strategy, StrategyState
 from mistral_cl.continual.strategies.base import copy_tree
+from mistral_cl.inference import predict
 from mistral_cl.predictor import YieldModel
 from mistral_cl.scores import regression_scores
-from mistral_cl.train import ema_update, make_optimizer, make_train_step, predict
+from mistral_cl.train import init_opt_state, make_optimizer, make_train_step, train_epochs
 
 CHECKPOINTS = "checkpoints"
 KEEP = 2  # the latest round to resume from, and the one before it in case the latest is damaged
@@ -64,7 +71,7 @@ def evaluate(strategy: Strategy, setting: Setting, state: StrategyState, trainab
         if not group:
             continue
         positions = pool.test_positions(group)
-        predicted = predict(setting.model(predictor), pool.source(positions), batch_size)
+        predicted = predict(setting.model(predictor), pool.source(positions), batch_size, mesh=setting.mesh)
         truth = pool.encoded.yields[positions]
         ends = np.cumsum([len(pool.test[j]) for j in group])
         for j, end in zip(group, ends, strict=True):
@@ -76,19 +83,26 @@ def evaluate(strategy: Strategy, setting: Setting, state: StrategyState, trainab
 def start(strategy: Strategy, setting: Setting, before: dict[str, np.ndarray]) -> Progress:
     """A strategy's state before its first round."""
     board = ScoreBoard(list(setting.pool.keys), {k: np.asarray(v) for k, v in before.items()})
-    return Progress(copy_tree(setting.initial), strategy.initial_state(setting),
+    return Progress(copy_tree(setting.initial), placed(setting, strategy.initial_state(setting)),
                     jax.random.key(setting.seed), board, [], [])
 
 
+def placed(setting: Setting, state: StrategyState) -> StrategyState:
+    """`state` with its arrays in their layout on the run's mesh (`sharding.specs.state_specs`)."""
+    return dataclasses.replace(state, arrays=sharding.place_state(state.arrays, setting.mesh))
+
+
 def restore(strategy: Strategy, setting: Setting, directory: Path) -> Progress | None:
-    """The state saved after the latest round in `directory`, or None before the first round."""
+    """The state saved after the latest round in `directory`, or None before the first round. Arrays
+    come back in the layout of the run's mesh, whatever mesh they were saved from."""
     rounds_done = checkpoint.latest_step(directory / CHECKPOINTS)
     if not rounds_done:
         return None
     like = {"trainable": setting.initial, "state": strategy.state_like(setting, rounds_done),
             "key": jax.random.key(0)}
     tree, meta = checkpoint.restore(directory / CHECKPOINTS, like, step=rounds_done)
-    return Progress(tree["trainable"], StrategyState(tree["state"], meta["values"]), tree["key"],
+    key = sharding.place_state(tree["key"], setting.mesh)  # replicated, like every step's key
+    return Progress(tree["trainable"], StrategyState(tree["state"], meta["values"]), key,
                     ScoreBoard.from_json(meta["board"]), list(meta["seconds"]), list(meta["cpu_seconds"]))
 
 
@@ -104,43 +118,37 @@ def build_step(strategy: Strategy, setting: Setting, schedule_steps: int) -> tup
     """The strategy's optimizer (warm-up + cosine over `schedule_steps`) and its jitted train step."""
     config = setting.train
     optimizer = make_optimizer(config, schedule_steps)
+    constrain = None if setting.mesh is None else sharding.state_constraint(setting.mesh)
     step = make_train_step(optimizer, strategy.objective(setting), compute_dtype=config.compute_dtype,
-                           grad_transform=strategy.grad_transform(setting))
+                           grad_transform=strategy.grad_transform(setting), constrain=constrain)
     return optimizer, step
 
 
+def round_steps(strategy: Strategy, setting: Setting, tasks: Sequence[int]) -> int:
+    """The number of steps of a round on `tasks` (every epoch has as many)."""
+    per_epoch = strategy.round_source(setting, tasks).count_batches(setting.train.batch_size)
+    return setting.train.epochs * per_epoch
+
+
 def train_round(strategy: Strategy, setting: Setting, progress: Progress, tasks: Sequence[int],
-                optimizer: Any, step: Callable, *, show: bool, description: str) -> YieldModel:
-    """The trainable half after one round on `tasks`: epochs of the strategy's steps, starting from a
-    fresh optimizer state (with `--ema`, the round's moving average of the weights)."""
-    config = setting.train
+                optimizer: Any, step: Callable, *, bar: tqdm | None = None) -> YieldModel:
+    """The trainable half after one round on `tasks`: `train_epochs` over the strategy's steps,
+    starting from a fresh optimizer state (with `--ema`, the round's moving average of the weights)."""
     round_index = progress.rounds_done
-    per_epoch = strategy.round_source(setting, tasks).count_batches(config.batch_size)
     trainable = strategy.begin_round(setting, progress.state, progress.trainable)
-    opt_state = optimizer.init(eqx.filter(trainable, eqx.is_array))
-    average = None if config.ema is None else copy_tree(trainable)  # own buffers: the step donates
-    extra = strategy.extra(setting, progress.state)
-    key = jax.random.fold_in(progress.key, round_index)
-    bar = tqdm(total=config.epochs * per_epoch, desc=description, disable=not show, unit="step",
-               dynamic_ncols=True, leave=False)
-    n = 0
-    for epoch in range(config.epochs):
-        for batches in strategy.steps(setting, progress.state, tasks, round_index, epoch):
-            trainable, opt_state, metrics = step(trainable, setting.frozen, opt_state, batches,
-                                                 jax.random.fold_in(key, n), extra)
-            n += 1
-            if average is not None:
-                average = ema_update(average, trainable, config.ema)
-            bar.update()
-            if n % 10 == 0:
-                bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
-    bar.close()
-    return trainable if average is None else average
+    extra = sharding.place_state(strategy.extra(setting, progress.state), setting.mesh)
+    result = train_epochs(
+        step, trainable, setting.frozen, init_opt_state(optimizer, trainable, setting.mesh),
+        lambda epoch: strategy.steps(setting, progress.state, tasks, round_index, epoch),
+        epochs=setting.train.epochs, key=jax.random.fold_in(progress.key, round_index), extra=extra,
+        ema=setting.train.ema, mesh=setting.mesh, bar=bar)
+    return result.trainable
 
 
 def run_strategy(strategy: Strategy, setting: Setting, directory: Path, arrivals: Sequence[int],
                  before: dict[str, np.ndarray], *, eval_batch_size: int, stop_after: int | None = None,
-                 show: bool = True, on_round: Callable[[Progress], None] | None = None) -> Progress:
+                 bar: tqdm | None = None, label: str = "",
+                 on_round: Callable[[Progress], None] | None = None) -> Progress:
     """Continue `strategy`'s run in `directory` to the end of the stream (or `stop_after` rounds).
 
     `arrivals` are the task counts after the initial stream and after each ingested task; `before`
@@ -161,11 +169,11 @@ def run_strategy(strategy: Strategy, setting: Setting, directory: Path, arrivals
     last = len(plan) if stop_after is None else min(len(plan), stop_after)
     for round_index in range(progress.rounds_done, last):
         tasks = plan[round_index]
-        named = pool.keys[tasks[0]] if len(tasks) == 1 else f"{len(tasks)} tasks"
-        description = f"{strategy.spec} {round_index + 1}/{len(plan)} {named}"
-        trainable = train_round(strategy, setting, progress, tasks, optimizer, step, show=show,
-                                description=description)
-        state = strategy.end_round(setting, progress.state, trainable, tasks, round_index)
+        if bar is not None:
+            named = pool.keys[tasks[0]] if len(tasks) == 1 else f"{len(tasks)} tasks"
+            bar.set_description(f"{label or strategy.spec} · round {round_index + 1}/{len(plan)} {named}")
+        trainable = train_round(strategy, setting, progress, tasks, optimizer, step, bar=bar)
+        state = placed(setting, strategy.end_round(setting, progress.state, trainable, tasks, round_index))
         scores = evaluate(strategy, setting, state, trainable, range(len(pool)), eval_batch_size)
         board.add_round(tasks, scores)
         now, cpu_now = time.perf_counter(), time.process_time()

@@ -13,14 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from jax.sharding import Mesh
 
 from mistral_cl.data.batching import EncodedReactions, choose_buckets, encode_reactions
 from mistral_cl.data.reactions import ReactionDataset
 from mistral_cl.data.tasks import Task
 from mistral_cl.features import CachedFeatures, cache_features
+from mistral_cl.inference import BatchSource
 from mistral_cl.model import Mistral
 from mistral_cl.tokenizer import Tokenizer
-from mistral_cl.train import BatchSource
 
 _BUCKET_MULTIPLE = 16
 
@@ -66,10 +67,11 @@ class TaskPool:
         return TaskPool(encoded, (*self.keys, task.key), (*self.train, train), (*self.test, test))
 
     def with_features(self, backbone: Mistral, directory: Path, batch_size: int,
-                      depth: int | None = None) -> TaskPool:
+                      depth: int | None = None, mesh: Mesh | None = None) -> TaskPool:
         """The pool serving cached backbone features (head mode; the states after `depth` blocks)
         instead of token ids."""
-        cache = cache_features(backbone, self.encoded, directory, batch_size=batch_size, depth=depth)
+        cache = cache_features(backbone, self.encoded, directory, batch_size=batch_size, depth=depth,
+                               mesh=mesh)
         return dataclasses.replace(self, features=cache)
 
     def __len__(self) -> int:

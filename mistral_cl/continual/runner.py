@@ -1,4 +1,5 @@
-"""`mistral-cl continual`, `ingest` and `report`: continual runs and their directories.
+"""Continual runs and their directories: `ContinualRun` is the one handle every command and benchmark
+uses to create, train, extend, report on and predict with a run.
 
     runs/NAME/
       run.json              model, head, adaptation, optimisation, data and continual settings
@@ -15,19 +16,25 @@
         timing.json         wall seconds of every round
         r2_heatmap.png, rmse_heatmap.png, r2_per_task.png
 
-A run is resumed by running the same loop again: each strategy continues from its latest checkpoint.
-Ingesting a task appends it to stream.json (after checking everything about the new file) and runs
-the loop again, which trains the new round of every strategy.
+A handle reads the run's data and tokenises it once, whether it created the run or opened it. A run
+is resumed by training it again: each strategy continues from its latest checkpoint, on whatever mesh
+the handle was opened with. Ingesting a task appends it to stream.json (after checking everything
+about the new file) and the next training trains the new round of every strategy.
+
+Several processes (`--distributed`) each hold a handle on the same directory: all of them compute,
+each feeds its own rows of every batch and writes the checkpoint shards it owns, and process 0 alone
+writes run.json, stream.json, tables and plots.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import functools
 import json
 import re
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,60 +42,56 @@ import equinox as eqx
 import jax
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
 
+import sharding
 from mistral_cl import checkpoint, report
 from mistral_cl.continual.buffer import MemoryPolicy
-from mistral_cl.continual.learner import CHECKPOINTS, Progress, evaluate, run_strategy
+from mistral_cl.continual.learner import CHECKPOINTS, Progress, evaluate, restore, round_steps, run_strategy
 from mistral_cl.continual.metrics import SCORES, ScoreBoard
 from mistral_cl.continual.pool import TaskPool
 from mistral_cl.continual.strategies import Setting, Strategy, StrategyState, build_strategy, parse_strategies
 from mistral_cl.continual.strategies.naive import Naive
-from mistral_cl.data.reactions import ReactionDataset, read_csv
-from mistral_cl.data.tasks import Task, TaskStream, split_by_task
+from mistral_cl.data.reactions import ReactionDataset
+from mistral_cl.data.tasks import Task, TaskOrder, TaskStream
 from mistral_cl.errors import InputError
-from mistral_cl.predictor import trainable_filter
+from mistral_cl.predictor import YieldModel, trainable_filter
 from mistral_cl.runs import (
+    ContinualConfig,
     RunConfig,
+    fresh_run_dir,
     initial_model,
     load_run_config,
     save_frozen,
     save_run_config,
+    tokenizer_for,
     write_json,
 )
-from mistral_cl.supervised import fresh_run_dir, read_data, run_config, tokenizer_for
 from mistral_cl.train import standardize_head
 
 STREAM_FILE = "stream.json"
 BEFORE_FILE = "before.json"
 INGESTED = "ingested"
-EVAL_BATCH_SIZE = 128
-BUCKETS = 2
-SMILES_NAMES = ("rxn", "reaction", "reaction_smiles", "rxn_smiles", "smiles")
-YIELD_NAMES = ("yield", "yield_percent", "yield (%)", "yield_%", "measured_yield")
 
 
-# ------------------------------------------------------------------------------------ settings
-
-
-def continual_settings(config: RunConfig) -> dict[str, Any]:
-    settings = config.extra.get("continual")
-    if config.extra.get("kind") != "continual" or not settings:
-        raise InputError("not a continual run", hint="pass a directory written by `mistral-cl continual`")
-    return settings
+def with_continual(config: RunConfig, strategies: str | Sequence[str], *, memory: str = "all",
+                   test_fraction: float | None = None, eval_batch_size: int | None = None,
+                   buckets: int | None = None) -> RunConfig:
+    """`config` as a continual run of `strategies` (comma-separated specs, or a list), each checked
+    against the adaptation mode, with the replay memory policy and the other continual settings."""
+    text = strategies if isinstance(strategies, str) else ",".join(strategies)
+    specs = tuple(s.spec for s in parse_strategies(text, config.adaptation.mode))
+    defaults = ContinualConfig()
+    continual = ContinualConfig(strategies=specs, memory=str(MemoryPolicy.parse(memory)),
+                                eval_batch_size=eval_batch_size or defaults.eval_batch_size,
+                                buckets=buckets or defaults.buckets)
+    return dataclasses.replace(config, kind="continual", continual=continual,
+                               test_fraction=config.test_fraction if test_fraction is None else test_fraction)
 
 
 def strategy_directory(run_dir: Path, strategy: Strategy) -> Path:
     return Path(run_dir) / re.sub(r"[^\w.=+-]+", "_", strategy.spec)
-
-
-def task_order(text: str) -> str | list[str]:
-    """`sorted`, `random` or an explicit comma-separated list of task keys."""
-    if text in ("sorted", "random"):
-        return text
-    return [key.strip() for key in text.split(",") if key.strip()]
-
-
-# ------------------------------------------------------------------------------- the task pool
 
 
 def ingested_task(path: Path, key: str) -> Task:
@@ -100,88 +103,297 @@ def ingested_task(path: Path, key: str) -> Task:
                 data.subset(np.flatnonzero(frame["split"] == "test")))
 
 
-def build_pool(run_dir: Path, config: RunConfig, stream: dict[str, Any]) -> TaskPool:
-    """The run's reactions, rebuilt from its data spec, split seed and ingested files."""
-    settings = continual_settings(config)
-    first = stream["arrivals"][0]
-    keys = [task["key"] for task in stream["tasks"]]
-    tasks = TaskStream.from_dataset(read_data(config.data), order=keys[:first],
-                                    test_fraction=settings["test_fraction"], split_seed=config.train.seed)
-    tokenizer = tokenizer_for(config)
-    pool = TaskPool.from_tasks(tasks.tasks, tokenizer, settings["buckets"])
-    for task in stream["tasks"][first:]:
-        pool = pool.with_task(ingested_task(Path(run_dir) / task["source"], task["key"]), tokenizer)
-    sizes = [(len(a), len(b)) for a, b in zip(pool.train, pool.test, strict=True)]
-    if sizes != [(t["train"], t["test"]) for t in stream["tasks"]]:
-        raise InputError("the run's data changed since it started (task sizes differ)", file=str(run_dir),
-                         hint=f"restore the data it was started with: {config.data}")
-    return pool
-
-
 def stream_record(pool: TaskPool, sources: list[str], arrivals: list[int]) -> dict[str, Any]:
     return {"tasks": [{"key": k, "train": len(tr), "test": len(te), "source": s}
                       for k, tr, te, s in zip(pool.keys, pool.train, pool.test, sources, strict=True)],
             "arrivals": arrivals}
 
 
-# ------------------------------------------------------------------------------------ the run
+@dataclasses.dataclass(frozen=True, eq=False)
+class ContinualRun:
+    """A continual run: its directory, settings, stream of tasks and reactions (read and tokenised
+    once), and the device mesh its arrays live on (None: one device)."""
 
+    directory: Path
+    config: RunConfig
+    stream: dict[str, Any]
+    mesh: Mesh | None = None
+    built_pool: TaskPool | None = None  # set by `create` and `with_task`; else built on first use
 
-def make_setting(run_dir: Path, config: RunConfig, pool: TaskPool) -> Setting:
-    """The model (from the run's seed), its frozen half, and the pool in the form the mode needs."""
-    settings = continual_settings(config)
-    model = initial_model(config, jax.random.key(config.train.seed))
-    save_frozen(run_dir, model, config)
-    if config.adaptation.mode == "head":
-        pool = pool.with_features(model.backbone, Path(run_dir) / "feature_cache",
-                                  settings["eval_batch_size"], model.feature_layer)
-    # The head's standardiser is initialised from the first task's training reactions: the only data a
-    # learner has before its first step (the same for every strategy, so all start from one model).
-    model = standardize_head(model, pool.source(pool.train[0]), seed=config.train.seed)
-    filter_spec = trainable_filter(model, config.adaptation.mode)
-    trainable, frozen = eqx.partition(model, filter_spec)
-    return Setting(pool, config.train, config.adaptation.mode, filter_spec, frozen, trainable,
-                   MemoryPolicy.parse(settings["memory"]))
+    # ------------------------------------------------------------------------------ opening
 
+    @classmethod
+    def create(cls, out: str | Path, config: RunConfig, order: TaskOrder = "sorted",
+               mesh: Mesh | None = None) -> ContinualRun:
+        """A new run in `out` (which must not hold one) of the tasks of `config.data` in `order`."""
+        settings = continual_settings(config)
+        stream = TaskStream.from_dataset(config.data.read(), order=order, test_fraction=config.test_fraction,
+                                         split_seed=config.train.seed, order_seed=config.train.seed)
+        if len(stream) < 2:
+            raise InputError(f"a continual run needs at least 2 tasks, the data has {len(stream)}",
+                             hint="name the columns that define a task (`data.task_columns`)")
+        pool = TaskPool.from_tasks(stream.tasks, tokenizer_for(config), settings.buckets)
+        record = stream_record(pool, [config.data.source] * len(pool), [len(pool)])
+        directory = fresh_run_dir(out)
+        if sharding.is_reporting_process():
+            write_json(directory / STREAM_FILE, record)
+            save_run_config(directory, config)
+        sharding.barrier(f"created {directory}")
+        return cls(directory, config, record, mesh, pool)
 
-def untrained_scores(run_dir: Path, setting: Setting, batch_size: int) -> dict[str, np.ndarray]:
-    """The untrained model's scores on every task, computed once per task and kept in before.json."""
-    path = Path(run_dir) / BEFORE_FILE
-    saved = json.loads(path.read_text()) if path.exists() else {"keys": [], **{s: [] for s in SCORES}}
-    missing = list(range(len(saved["keys"]), len(setting.pool)))
-    if missing:
-        scores = evaluate(Naive(), setting, StrategyState(), setting.initial, missing, batch_size)
-        saved["keys"] += [setting.pool.keys[j] for j in missing]
+    @classmethod
+    def open(cls, run_dir: str | Path, mesh: Mesh | None = None) -> ContinualRun:
+        """The run in `run_dir`; its reactions are read when first needed."""
+        directory = Path(run_dir)
+        config = load_run_config(directory)
+        continual_settings(config, directory)
+        stream = json.loads((directory / STREAM_FILE).read_text())
+        return cls(directory, config, stream, mesh)
+
+    @property
+    def pool(self) -> TaskPool:
+        """The run's reactions, tokenised once: rebuilt from its data settings, split seed and
+        ingested files on first use."""
+        if self.built_pool is None:
+            object.__setattr__(self, "built_pool", self._read_pool())
+        assert self.built_pool is not None
+        return self.built_pool
+
+    def _read_pool(self) -> TaskPool:
+        directory, config, stream, settings = self.directory, self.config, self.stream, self.settings
+        first = stream["arrivals"][0]
+        keys = [task["key"] for task in stream["tasks"]]
+        tasks = TaskStream.from_dataset(config.data.read(), order=keys[:first],
+                                        test_fraction=config.test_fraction, split_seed=config.train.seed)
+        tokenizer = tokenizer_for(config)
+        pool = TaskPool.from_tasks(tasks.tasks, tokenizer, settings.buckets)
+        for task in stream["tasks"][first:]:
+            pool = pool.with_task(ingested_task(directory / task["source"], task["key"]), tokenizer)
+        sizes = [(len(a), len(b)) for a, b in zip(pool.train, pool.test, strict=True)]
+        if sizes != [(t["train"], t["test"]) for t in stream["tasks"]]:
+            raise InputError("the run's data changed since it started (task sizes differ)",
+                             file=str(directory), hint=f"restore the data it was started with: "
+                                                       f"{config.data.source}")
+        return pool
+
+    @property
+    def settings(self) -> ContinualConfig:
+        return continual_settings(self.config, self.directory)
+
+    @property
+    def arrivals(self) -> list[int]:
+        return list(self.stream["arrivals"])
+
+    @property
+    def strategies(self) -> list[Strategy]:
+        return [build_strategy(spec) for spec in self.settings.strategies]
+
+    def model_setting(self) -> Setting:
+        """A setting with the run's model structure and frozen half but no cached features, no
+        standardised head and nothing written: enough to restore a strategy's trained model."""
+        config = self.config
+        model = initial_model(config, jax.random.key(config.train.seed), self.mesh)
+        filter_spec = trainable_filter(model, config.adaptation.mode)
+        trainable, frozen = eqx.partition(model, filter_spec)
+        return Setting(self.pool, config.train, config.adaptation.mode, filter_spec, frozen, trainable,
+                       MemoryPolicy.parse(self.settings.memory), self.mesh)
+
+    @functools.cached_property
+    def setting(self) -> Setting:
+        """The model (from the run's seed) on the run's mesh, its frozen half (saved once), and the
+        pool in the form the mode needs (cached backbone features in head mode)."""
+        config, pool = self.config, self.pool
+        model = initial_model(config, jax.random.key(config.train.seed), self.mesh)
+        save_frozen(self.directory, model, config)
+        if config.adaptation.mode == "head":
+            pool = pool.with_features(model.backbone, self.directory / "feature_cache",
+                                      self.settings.eval_batch_size, model.feature_layer, mesh=self.mesh)
+        # The head's standardiser is initialised from the first task's training reactions: the only
+        # data a learner has before its first step (the same for every strategy, so all start from one
+        # model).
+        model = standardize_head(model, pool.source(pool.train[0]), seed=config.train.seed, mesh=self.mesh)
+        filter_spec = trainable_filter(model, config.adaptation.mode)
+        trainable, frozen = eqx.partition(model, filter_spec)
+        return Setting(pool, config.train, config.adaptation.mode, filter_spec, frozen, trainable,
+                       MemoryPolicy.parse(self.settings.memory), self.mesh)
+
+    # ----------------------------------------------------------------------------- training
+
+    def train(self, *, stop_after: int | None = None, show: bool = True) -> list[dict[str, Any]]:
+        """Bring every strategy to the end of the stream (or `stop_after` rounds); returns the
+        comparison rows (also written to comparison.csv/json)."""
+        setting, arrivals = self.setting, self.arrivals
+        before = self.untrained_scores()
+        strategies = self.strategies
+        remaining = [self._remaining_steps(strategy, stop_after) for strategy in strategies]
+        rows = []
+        with _compile_counter() as compiles, tqdm(total=sum(remaining), unit="step", dynamic_ncols=True,
+                                                  disable=not (show and sharding.is_reporting_process()),
+                                                  ) as bar:
+            for k, strategy in enumerate(strategies, start=1):
+                directory = strategy_directory(self.directory, strategy)
+                if sharding.is_reporting_process():
+                    directory.mkdir(exist_ok=True)
+                started = time.perf_counter()
+                after_round = functools.partial(self._round_done, directory, strategy, show=show)
+                progress = run_strategy(strategy, setting, directory, arrivals, before,
+                                        eval_batch_size=self.settings.eval_batch_size, stop_after=stop_after,
+                                        bar=bar, label=f"{k}/{len(strategies)} {strategy.spec}",
+                                        on_round=after_round)
+                summary = self._write_results(directory, strategy, progress, plots=True)
+                rows.append(comparison_row(strategy, summary, sum(progress.seconds)))
+                _log(show, f"{strategy.spec}: done in {time.perf_counter() - started:.0f} s this session")
+        _log(show, f"compiled {compiles.count} programs in {compiles.seconds:.0f} s")
+        if sharding.is_reporting_process():
+            report.write_csv(self.directory / "comparison.csv", rows)
+            write_json(self.directory / "comparison.json", rows)
+        return rows
+
+    def _remaining_steps(self, strategy: Strategy, stop_after: int | None) -> int:
+        plan = strategy.rounds(self.arrivals)
+        done = checkpoint.latest_step(strategy_directory(self.directory, strategy) / CHECKPOINTS) or 0
+        last = len(plan) if stop_after is None else min(len(plan), stop_after)
+        return sum(round_steps(strategy, self.setting, tasks) for tasks in plan[done:last])
+
+    def untrained_scores(self) -> dict[str, np.ndarray]:
+        """The untrained model's scores on every task, computed once per task and kept in before.json."""
+        setting = self.setting
+        path = self.directory / BEFORE_FILE
+        saved = json.loads(path.read_text()) if path.exists() else {"keys": [], **{s: [] for s in SCORES}}
+        missing = list(range(len(saved["keys"]), len(setting.pool)))
+        if missing:
+            scores = evaluate(Naive(), setting, StrategyState(), setting.initial, missing,
+                              self.settings.eval_batch_size)
+            saved["keys"] += [setting.pool.keys[j] for j in missing]
+            for name in SCORES:
+                saved[name] += [s[name] for s in scores]
+            if sharding.is_reporting_process():
+                write_json(path, saved)
+        return {name: np.asarray(saved[name], np.float64) for name in SCORES}
+
+    def _round_done(self, directory: Path, strategy: Strategy, progress: Progress, *, show: bool) -> None:
+        summary = self._write_results(directory, strategy, progress, plots=False)
+        board = progress.board
+        learned = board.learned_at.index(board.rounds - 1) if board.rounds - 1 in board.learned_at else 0
+        _log(show, f"{strategy.spec} round {board.rounds}: R² on {board.keys[learned]} "
+                   f"{board.matrices['r2'][-1, learned]:.3f}, ACC {summary['r2_acc']:.3f}, "
+                   f"{progress.seconds[-1]:.0f} s")
+
+    def _write_results(self, directory: Path, strategy: Strategy, progress: Progress, *,
+                       plots: bool) -> dict[str, Any]:
+        """Matrices (CSV), summary.json, timing.json and, with `plots`, the heatmap and curves; process
+        0 writes them, every process gets the summary."""
+        board = progress.board
+        summary = {"strategy": strategy.spec, "task_aware": strategy.task_aware, **board.summary()}
+        if not sharding.is_reporting_process():
+            return summary
+        labels = round_labels(board, strategy, self.arrivals)
         for name in SCORES:
-            saved[name] += [s[name] for s in scores]
-        write_json(path, saved)
-    return {name: np.asarray(saved[name], np.float64) for name in SCORES}
+            rows = [{"after": "before", **dict(zip(board.keys, board.before[name].tolist(), strict=True))}]
+            rows += [{"after": label, **dict(zip(board.keys, row.tolist(), strict=True))}
+                     for label, row in zip(labels, board.matrices[name], strict=True)]
+            report.write_csv(directory / f"{name}_matrix.csv", rows)
+        write_json(directory / "summary.json", summary)
+        write_json(directory / "timing.json", {"seconds": sum(progress.seconds), "rounds": progress.seconds,
+                                               "cpu_seconds": sum(progress.cpu_seconds),
+                                               "cpu_rounds": progress.cpu_seconds})
+        write_json(directory / "scores.json", board.to_json())
+        if plots:
+            draw(directory, strategy.spec, board, labels)
+        return summary
+
+    # ------------------------------------------------------------------------------ growing
+
+    def unfinished(self) -> list[str]:
+        """The strategies that have not trained every round of the stream yet."""
+        return [strategy.spec for strategy in self.strategies
+                if (checkpoint.latest_step(strategy_directory(self.directory, strategy) / CHECKPOINTS) or 0)
+                < len(strategy.rounds(self.arrivals))]
+
+    def with_task(self, task: Task) -> ContinualRun:
+        """The run with `task` appended to its stream: its reactions kept under ingested/ and
+        stream.json extended (by process 0), ready for `train` to learn it. The run must be finished
+        (see `unfinished`) and must not have a task of that name."""
+        if task.key in {t["key"] for t in self.stream["tasks"]}:
+            raise InputError(f"the run already has a task named {task.key!r}",
+                             hint="give the new task another name (`task`)")
+        unfinished = self.unfinished()
+        if unfinished:
+            raise InputError(f"strategy {unfinished[0]!r} has not finished its tasks",
+                             file=str(self.directory),
+                             hint=f"finish it first: mistral-cl continual --resume {self.directory}")
+        number = len(self.stream["tasks"]) - self.arrivals[0] + 1
+        source = f"{INGESTED}/{number:03d}-{re.sub(r'[^A-Za-z0-9_.+-]+', '_', task.key)}.csv"
+        stream = {"tasks": [*self.stream["tasks"], {"key": task.key, "train": len(task.train),
+                                                    "test": len(task.test), "source": source}],
+                  "arrivals": [*self.arrivals, len(self.stream["tasks"]) + 1]}
+        if sharding.is_reporting_process():
+            (self.directory / INGESTED).mkdir(exist_ok=True)
+            report.write_csv(self.directory / source, [
+                {"rxn": s, "yield": float(y), "split": split}
+                for split, part in (("train", task.train), ("test", task.test))
+                for s, y in zip(part.smiles, part.yields, strict=True)])
+            write_json(self.directory / STREAM_FILE, stream)
+        sharding.barrier(f"ingested {source}")
+        new = ingested_task(self.directory / source, task.key)
+        pool = self.pool.with_task(new, tokenizer_for(self.config))
+        return dataclasses.replace(self, stream=stream, built_pool=pool)
+
+    # ------------------------------------------------------------------------ results, models
+
+    def results(self) -> list[dict[str, Any]]:
+        """The comparison rows of every strategy that has results, with its plots drawn again."""
+        rows = []
+        for strategy in self.strategies:
+            directory = strategy_directory(self.directory, strategy)
+            if not (directory / "scores.json").exists():
+                continue
+            board = ScoreBoard.from_json(json.loads((directory / "scores.json").read_text()))
+            draw(directory, strategy.spec, board, round_labels(board, strategy, self.arrivals))
+            timing = json.loads((directory / "timing.json").read_text())
+            summary = json.loads((directory / "summary.json").read_text())
+            rows.append(comparison_row(strategy, summary, timing["seconds"]))
+        return rows
+
+    def model_of(self, spec: str | None = None, task: str | None = None) -> YieldModel:
+        """The model a strategy ended with (`spec`: default the run's only or last strategy), to
+        predict new reactions; a task-aware strategy's model for `task` (a key of the stream)."""
+        strategies = {s.spec: s for s in self.strategies}
+        if spec is None:
+            spec = list(strategies)[-1]
+        if spec not in strategies:
+            raise InputError(f"the run has no strategy {spec!r}", file=str(self.directory),
+                             hint=f"choose one of {', '.join(strategies)}")
+        strategy = strategies[spec]
+        setting = self.model_setting()
+        progress = restore(strategy, setting, strategy_directory(self.directory, strategy))
+        if progress is None:
+            raise InputError(f"strategy {spec!r} has not finished a round yet", file=str(self.directory),
+                             hint=f"train it first: mistral-cl continual --resume {self.directory}")
+        keys = list(self.pool.keys)
+        if strategy.task_aware and task is None:
+            raise InputError(f"strategy {spec!r} keeps one model per task: name the task",
+                             hint=f"one of {', '.join(keys)}")
+        if task is not None and task not in keys:
+            raise InputError(f"the run has no task {task!r}", file=str(self.directory),
+                             hint=f"one of {', '.join(keys)}")
+        index = keys.index(task) if task is not None else 0
+        for predictor, tasks in strategy.predictors(setting, progress.state, progress.trainable, len(keys)):
+            if index in tasks:
+                return setting.model(predictor)
+        raise AssertionError("every task has a predictor")
+
+
+def continual_settings(config: RunConfig, directory: Path | None = None) -> ContinualConfig:
+    if config.continual is None:
+        raise InputError("not a continual run", file=None if directory is None else str(directory),
+                         hint="pass a directory written by `mistral-cl continual`")
+    return config.continual
 
 
 def round_labels(board: ScoreBoard, strategy: Strategy, arrivals: list[int]) -> list[str]:
     plan = strategy.rounds(arrivals)
     return [board.keys[p[0]] if len(p) == 1 else f"all {len(p)} tasks" for p in plan[: board.rounds]]
-
-
-def write_results(directory: Path, strategy: Strategy, progress: Progress, arrivals: list[int], *,
-                  plots: bool) -> dict[str, Any]:
-    """Matrices (CSV), summary.json, timing.json and, with `plots`, the heatmap and curves."""
-    board = progress.board
-    labels = round_labels(board, strategy, arrivals)
-    for name in SCORES:
-        rows = [{"after": "before", **dict(zip(board.keys, board.before[name].tolist(), strict=True))}]
-        rows += [{"after": label, **dict(zip(board.keys, row.tolist(), strict=True))}
-                 for label, row in zip(labels, board.matrices[name], strict=True)]
-        report.write_csv(directory / f"{name}_matrix.csv", rows)
-    summary = {"strategy": strategy.spec, "task_aware": strategy.task_aware, **board.summary()}
-    write_json(directory / "summary.json", summary)
-    write_json(directory / "timing.json", {"seconds": sum(progress.seconds), "rounds": progress.seconds,
-                                           "cpu_seconds": sum(progress.cpu_seconds),
-                                           "cpu_rounds": progress.cpu_seconds})
-    write_json(directory / "scores.json", board.to_json())
-    if plots:
-        draw(directory, strategy.spec, board, labels)
-    return summary
 
 
 def draw(directory: Path, title: str, board: ScoreBoard, labels: list[str]) -> None:
@@ -204,176 +416,43 @@ def comparison_row(strategy: Strategy, summary: dict[str, Any], seconds: float) 
             "task-aware": "yes" if strategy.task_aware else "no"}
 
 
-def run_all(run_dir: Path, *, stop_after: int | None = None, show: bool = True) -> list[dict[str, Any]]:
-    """Bring every strategy of the run to the end of its stream; returns the comparison rows."""
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    settings = continual_settings(config)
-    stream = json.loads((run_dir / STREAM_FILE).read_text())
-    setting = make_setting(run_dir, config, build_pool(run_dir, config, stream))
-    batch = settings["eval_batch_size"]
-    before = untrained_scores(run_dir, setting, batch)
-    arrivals = stream["arrivals"]
-    rows = []
-    for spec in settings["strategies"]:
-        strategy = build_strategy(spec)
-        directory = strategy_directory(run_dir, strategy)
-        directory.mkdir(exist_ok=True)
-        started = time.perf_counter()
-        after_round = functools.partial(_round_done, directory, strategy, arrivals=arrivals, show=show)
-        progress = run_strategy(strategy, setting, directory, arrivals, before, eval_batch_size=batch,
-                                stop_after=stop_after, show=show, on_round=after_round)
-        summary = write_results(directory, strategy, progress, arrivals, plots=True)
-        rows.append(comparison_row(strategy, summary, sum(progress.seconds)))
-        _log(show, f"{strategy.spec}: done in {time.perf_counter() - started:.0f} s this session")
-    report.write_csv(run_dir / "comparison.csv", rows)
-    write_json(run_dir / "comparison.json", rows)
-    return rows
+def create_run(out: str | Path, config: RunConfig, order: TaskOrder = "sorted") -> Path:
+    """A new run directory with run.json and stream.json (the tasks in `order`)."""
+    return ContinualRun.create(out, config, order).directory
 
 
-def _round_done(directory: Path, strategy: Strategy, progress: Progress, *, arrivals: list[int],
-                show: bool) -> None:
-    summary = write_results(directory, strategy, progress, arrivals, plots=False)
-    board = progress.board
-    learned = board.learned_at.index(board.rounds - 1) if board.rounds - 1 in board.learned_at else 0
-    _log(show, f"{strategy.spec} round {board.rounds}: R² on {board.keys[learned]} "
-               f"{board.matrices['r2'][-1, learned]:.3f}, ACC {summary['r2_acc']:.3f}, "
-               f"{progress.seconds[-1]:.0f} s")
+def run_all(run_dir: Path, *, stop_after: int | None = None, show: bool = True,
+            mesh: Mesh | None = None) -> list[dict[str, Any]]:
+    """Open the run in `run_dir` and bring every strategy to the end of its stream."""
+    return ContinualRun.open(run_dir, mesh).train(stop_after=stop_after, show=show)
+
+
+@dataclasses.dataclass
+class _Compiles:
+    count: int = 0
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def _compile_counter() -> Iterator[_Compiles]:
+    """Counts the XLA compilations (and their seconds) made inside the block."""
+    from jax._src import monitoring  # the public jax.monitoring module has no unregister
+
+    seen = _Compiles()
+
+    def listen(event: str, seconds: float, **_: Any) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            seen.count += 1
+            seen.seconds += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield seen
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
 
 
 def _log(show: bool, line: str) -> None:
-    from tqdm.auto import tqdm
-
+    if not sharding.is_reporting_process():
+        return
     tqdm.write(line) if show else print(line, flush=True)
-
-
-def print_table(rows: list[dict[str, Any]], run_dir: Path) -> None:
-    print(report.format_table(rows))
-    print(f"ACC/BWT/FWT/forgetting on test R²; RMSE % = mean test RMSE after the last round. "
-          f"Results in {run_dir}/")
-
-
-# ----------------------------------------------------------------------------------- commands
-
-
-def with_continual(config: RunConfig, strategies: str, *, memory: str = "all", test_fraction: float = 0.3,
-                   eval_batch_size: int = EVAL_BATCH_SIZE, buckets: int = BUCKETS) -> RunConfig:
-    """`config` with the continual settings checked and recorded in its `extra`: strategy specs,
-    replay memory policy, held-out share of each task, evaluation batch size, and the number of batch
-    widths (each a compiled shape of every step: fewer compile faster, more pad less)."""
-    specs = [s.spec for s in parse_strategies(strategies, config.adaptation.mode)]
-    continual = {"strategies": specs, "memory": str(MemoryPolicy.parse(memory)),
-                 "test_fraction": test_fraction, "eval_batch_size": eval_batch_size, "buckets": buckets}
-    return dataclasses.replace(config, extra={**config.extra, "kind": "continual", "continual": continual})
-
-
-def create_run(out: str | Path, config: RunConfig, order: str | list[str] = "sorted") -> Path:
-    """A new run directory with run.json and stream.json (the tasks in `order`)."""
-    settings = continual_settings(config)
-    stream = TaskStream.from_dataset(read_data(config.data), order=order,
-                                     test_fraction=settings["test_fraction"],
-                                     split_seed=config.train.seed, order_seed=config.train.seed)
-    if len(stream) < 2:
-        raise InputError(f"a continual run needs at least 2 tasks, the data has {len(stream)}",
-                         hint="name the columns that define a task with --task-columns")
-    pool = TaskPool.from_tasks(stream.tasks, tokenizer_for(config), settings["buckets"])
-    run_dir = fresh_run_dir(str(out))
-    write_json(run_dir / STREAM_FILE, stream_record(pool, [str(config.data["data"])] * len(pool),
-                                                    [len(pool)]))
-    save_run_config(run_dir, config)
-    return run_dir
-
-
-def continual_command(args: argparse.Namespace) -> int:
-    if args.resume:
-        run_dir = Path(args.resume)
-        continual_settings(load_run_config(run_dir))
-    else:
-        config = with_continual(run_config(args), args.strategies, memory=args.memory,
-                                test_fraction=args.test_fraction)
-        run_dir = create_run(args.out, config, task_order(args.task_order))
-    rows = run_all(run_dir, show=not args.no_progress)
-    print_table(rows, run_dir)
-    return 0
-
-
-def _column(header: list[str], given: str | None, names: tuple[str, ...], fallback: str) -> str:
-    if given is not None:
-        return given
-    found = [c for c in header if c.strip().lower() in names]
-    return found[0] if found else fallback
-
-
-def read_new_task(path: Path, args: argparse.Namespace, key: str, test_fraction: float,
-                  seed: int) -> Task:
-    """The experiments of an ingest file as one task split 70/30 (by the run's test fraction);
-    every problem of the file is an `InputError` (nothing is written before this returns)."""
-    try:
-        header = list(pd.read_csv(path, nrows=0, dtype=str).columns)
-    except (FileNotFoundError, IsADirectoryError):
-        raise InputError("file not found", file=str(path)) from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
-        header = []  # read_csv below reports the problem
-    smiles = _column(header, args.smiles_column, SMILES_NAMES, "rxn")
-    yields = _column(header, args.yield_column, YIELD_NAMES, "yield")
-    dataset = read_csv(path, smiles_column=smiles, yield_column=yields, yield_unit=args.yield_unit)
-    dataset = ReactionDataset.build(dataset.smiles, dataset.yields, [key] * len(dataset), dataset.rows,
-                                    dataset.source)
-    return split_by_task(dataset, test_fraction, seed)[0]
-
-
-def ingest_command(args: argparse.Namespace) -> int:
-    run_dir, path = Path(args.run), Path(args.file)
-    config = load_run_config(run_dir)
-    settings = continual_settings(config)
-    stream = json.loads((run_dir / STREAM_FILE).read_text())
-    key = args.task or path.stem
-    if key in {t["key"] for t in stream["tasks"]}:
-        raise InputError(f"the run already has a task named {key!r}", hint="name the new one with --task")
-    task = read_new_task(path, args, key, settings["test_fraction"], config.train.seed)
-    _check_finished(run_dir, settings, stream)
-
-    number = len(stream["tasks"]) - stream["arrivals"][0] + 1
-    source = f"{INGESTED}/{number:03d}-{re.sub(r'[^A-Za-z0-9_.+-]+', '_', key)}.csv"
-    (run_dir / INGESTED).mkdir(exist_ok=True)
-    report.write_csv(run_dir / source, [
-        {"rxn": s, "yield": float(y), "split": split}
-        for split, part in (("train", task.train), ("test", task.test))
-        for s, y in zip(part.smiles, part.yields, strict=True)])
-    stream["tasks"].append({"key": key, "train": len(task.train), "test": len(task.test), "source": source})
-    stream["arrivals"].append(len(stream["tasks"]))
-    write_json(run_dir / STREAM_FILE, stream)
-    print(f"ingested {len(task.train) + len(task.test)} reactions as task {key!r} "
-          f"({len(task.train)} train / {len(task.test)} test)")
-    rows = run_all(run_dir, show=not args.no_progress)
-    print_table(rows, run_dir)
-    return 0
-
-
-def _check_finished(run_dir: Path, settings: dict[str, Any], stream: dict[str, Any]) -> None:
-    for spec in settings["strategies"]:
-        strategy = build_strategy(spec)
-        done = checkpoint.latest_step(strategy_directory(run_dir, strategy) / CHECKPOINTS) or 0
-        if done < len(strategy.rounds(stream["arrivals"])):
-            raise InputError(f"strategy {spec!r} has not finished its tasks", file=str(run_dir),
-                             hint=f"finish it first: mistral-cl continual --resume {run_dir}")
-
-
-def report_command(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run)
-    config = load_run_config(run_dir)
-    settings = continual_settings(config)
-    arrivals = json.loads((run_dir / STREAM_FILE).read_text())["arrivals"]
-    rows = []
-    for spec in settings["strategies"]:
-        strategy = build_strategy(spec)
-        directory = strategy_directory(run_dir, strategy)
-        if not (directory / "scores.json").exists():
-            continue
-        board = ScoreBoard.from_json(json.loads((directory / "scores.json").read_text()))
-        draw(directory, strategy.spec, board, round_labels(board, strategy, arrivals))
-        timing = json.loads((directory / "timing.json").read_text())
-        summary = json.loads((directory / "summary.json").read_text())
-        rows.append(comparison_row(strategy, summary, timing["seconds"]))
-    print_table(rows, run_dir)
-    return 0

@@ -7,16 +7,19 @@ the Perera workbook or a generic table. A new dataset is a reader plus one entry
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from mistral_cl.data.buchwald import read_buchwald_csv
 from mistral_cl.data.reactions import ReactionDataset, read_csv, read_excel
 from mistral_cl.data.suzuki import WORKBOOK_NAME, YIELD_COLUMN, read_suzuki_csv, read_suzuki_xlsx
+from mistral_cl.data.tasks import Task, split_by_task
 from mistral_cl.errors import InputError
 
 
@@ -85,3 +88,65 @@ def load_dataset(name_or_path: str | Path, **options: object) -> ReactionDataset
             hint=f"accepted options: {', '.join(accepted) or 'none'}",
         ) from error
     return reader(*arguments, **options)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where a run's reactions come from: a dataset name (`DATASETS`) or a .csv/.xlsx path, and for a
+    generic file the columns that hold the reaction SMILES, the yields and the task, and the unit of
+    the yields (None: read from the values)."""
+
+    source: str = "suzuki"
+    smiles_column: str | None = None
+    yield_column: str | None = None
+    yield_unit: str | None = None
+    task_columns: tuple[str, ...] | None = None
+
+    def read(self) -> ReactionDataset:
+        """The reactions, every problem of the file reported as an `InputError`."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"}
+        return load_dataset(self.source, **{k: v for k, v in options.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored in run.json: the source under `data`, then only the options that are set."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "source"}
+        return {"data": self.source, **{k: v for k, v in options.items() if v is not None}}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DataConfig:
+        raw = dict(raw)
+        columns = raw.pop("task_columns", None)
+        return cls(source=str(raw.pop("data", raw.pop("source", "suzuki"))),
+                   task_columns=None if columns is None else tuple(columns), **raw)
+
+
+SMILES_NAMES = ("rxn", "reaction", "reaction_smiles", "rxn_smiles", "smiles")
+YIELD_NAMES = ("yield", "yield_percent", "yield (%)", "yield_%", "measured_yield")
+
+
+def _column(header: list[str], given: str | None, names: tuple[str, ...], fallback: str) -> str:
+    if given is not None:
+        return given
+    found = [c for c in header if c.strip().lower() in names]
+    return found[0] if found else fallback
+
+
+def read_task(path: str | Path, key: str, *, test_fraction: float, seed: int,
+              smiles_column: str | None = None, yield_column: str | None = None,
+              yield_unit: str | None = None) -> Task:
+    """The experiments of a CSV file as one task named `key`, split into train and test like every
+    task of a run (`split_by_task`). Columns are found by their usual names unless given; every
+    problem of the file is an `InputError`."""
+    path = Path(path)
+    try:
+        header = list(pd.read_csv(path, nrows=0, dtype=str).columns)
+    except (FileNotFoundError, IsADirectoryError):
+        raise InputError("file not found", file=str(path)) from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        header = []  # read_csv below reports the problem
+    dataset = read_csv(path, smiles_column=_column(header, smiles_column, SMILES_NAMES, "rxn"),
+                       yield_column=_column(header, yield_column, YIELD_NAMES, "yield"),
+                       **({"yield_unit": yield_unit} if yield_unit else {}))
+    dataset = ReactionDataset.build(dataset.smiles, dataset.yields, [key] * len(dataset), dataset.rows,
+                                    dataset.source)
+    return split_by_task(dataset, test_fraction, seed)[0]

@@ -52,7 +52,7 @@ def parse_strategies(text: str, mode: str) -> list[Strategy]:
     """Comma-separated strategy specs, each checked against the adaptation `mode`."""
     strategies = [build_strategy(part) for part in text.split(",") if part.strip()]
     if not strategies:
-        raise InputError("no strategy given", hint=f"e.g. --strategies naive,replay; known: "
+        raise InputError("no strategy given", hint=f"e.g. `continual.strategies=naive,replay`; known: "
                                                    f"{', '.join(STRATEGIES)}")
     specs = [s.spec for s in strategies]
     repeated = sorted({s for s in specs if specs.count(s) > 1})
@@ -61,5 +61,5 @@ def parse_strategies(text: str, mode: str) -> list[Strategy]:
     for strategy in strategies:
         if mode not in strategy.modes:
             raise InputError(f"strategy {strategy.name!r} does not work in {mode!r} mode",
-                             hint=f"use --mode {' or '.join(strategy.modes)}")
+                             hint=f"use `adaptation.mode={' or '.join(strategy.modes)}`")
     return strategies

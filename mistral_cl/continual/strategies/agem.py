@@ -19,8 +19,9 @@ from optax.tree_utils import tree_vdot
 
 from mistral_cl.continual.strategies.base import Setting
 from mistral_cl.continual.strategies.replay import Rehearsal
+from mistral_cl.inference import forward
 from mistral_cl.predictor import cast_floating
-from mistral_cl.train import COMPUTE_DTYPES, GradientTransform, forward, regression_loss
+from mistral_cl.train import COMPUTE_DTYPES, GradientTransform, regression_loss
 
 
 @dataclasses.dataclass(frozen=True)

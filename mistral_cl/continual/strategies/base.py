@@ -26,11 +26,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from mistral_cl.continual.buffer import MemoryPolicy
 from mistral_cl.continual.pool import TaskPool
+from mistral_cl.inference import BatchSource
 from mistral_cl.predictor import MODES, YieldModel
-from mistral_cl.train import BatchSource, GradientTransform, Objective, TrainConfig, supervised_objective
+from mistral_cl.train import GradientTransform, Objective, TrainConfig, supervised_objective
 
 Steps = Iterator[tuple[Any, ...]]
 
@@ -39,7 +41,8 @@ Steps = Iterator[tuple[Any, ...]]
 class Setting:
     """What a strategy may read: the run's reactions and tasks, its optimisation settings, what
     trains (`filter_spec`, a boolean pytree), the frozen half of the model, the untrained trainable
-    half (`initial`, never handed to the donating step) and the replay memory policy."""
+    half (`initial`, never handed to the donating step), the replay memory policy, and the device
+    mesh every array lives on (None: one device)."""
 
     pool: TaskPool
     train: TrainConfig
@@ -48,6 +51,7 @@ class Setting:
     frozen: YieldModel
     initial: YieldModel
     memory: MemoryPolicy = dataclasses.field(default_factory=MemoryPolicy)
+    mesh: Mesh | None = None
 
     @property
     def seed(self) -> int:

@@ -22,9 +22,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+import sharding
 from mistral_cl.continual.strategies.base import Setting, Strategy, StrategyState, copy_tree
+from mistral_cl.inference import BatchSource, forward
 from mistral_cl.predictor import YieldModel
-from mistral_cl.train import BatchSource, Objective, forward, supervised_objective
+from mistral_cl.train import Objective, supervised_objective
 
 
 @eqx.filter_jit
@@ -47,7 +49,7 @@ def diagonal_fisher(setting: Setting, trainable: YieldModel, source: BatchSource
     """Mean over `source`'s reactions of the squared per-reaction gradients (like `trainable`)."""
     total = None
     for batch in source.batches(setting.train.batch_size, shuffle=False):
-        part = _squared_gradients(trainable, setting.frozen, batch)
+        part = _squared_gradients(trainable, setting.frozen, sharding.feed(batch, setting.mesh))
         total = part if total is None else jax.tree.map(jnp.add, total, part)
     return jax.tree.map(lambda x: x / max(len(source), 1), total)
 

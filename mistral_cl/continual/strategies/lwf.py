@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 
 from mistral_cl.continual.strategies.base import Setting, Strategy, StrategyState, copy_tree
+from mistral_cl.inference import forward
 from mistral_cl.predictor import YieldModel, cast_floating
-from mistral_cl.train import COMPUTE_DTYPES, Objective, forward, regression_loss
+from mistral_cl.train import COMPUTE_DTYPES, Objective, regression_loss
 
 
 @dataclasses.dataclass(frozen=True)

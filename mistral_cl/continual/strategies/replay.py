@@ -50,8 +50,9 @@ from mistral_cl.continual.strategies.base import (
     seed_for,
 )
 from mistral_cl.errors import InputError
+from mistral_cl.inference import forward
 from mistral_cl.predictor import YieldModel
-from mistral_cl.train import Objective, forward, regression_loss
+from mistral_cl.train import Objective, regression_loss
 
 
 def memory_of(state: StrategyState) -> ReplayMemory:
@@ -71,7 +72,7 @@ class Rehearsal(Strategy):
         if self.memory_batch < 0:
             raise InputError(f"{self.name}: memory_batch must be a number of reactions >= 0 (0: the "
                              f"batch size), got {self.memory_batch}",
-                             hint=f"e.g. --strategies {self.name}:memory_batch=64")
+                             hint=f"e.g. `continual.strategies={self.name}:memory_batch=64`")
 
     def initial_state(self, setting: Setting) -> StrategyState:
         return StrategyState(values={"memory": ReplayMemory(setting.memory).to_json()})
@@ -107,7 +108,7 @@ class Replay(Rehearsal):
         super().__post_init__()
         if self.settle < 0:
             raise InputError(f"{self.name}: settle must be a number of epochs >= 0, got {self.settle}",
-                             hint=f"e.g. --strategies {self.name}:settle=3")
+                             hint=f"e.g. `continual.strategies={self.name}:settle=3`")
         if self.weight != "tasks":
             try:
                 valid = float(self.weight) > 0
@@ -115,7 +116,8 @@ class Replay(Rehearsal):
                 valid = False
             if not valid:
                 raise InputError(f"{self.name}: weight must be 'tasks' or a positive number, got "
-                                 f"{self.weight!r}", hint=f"e.g. --strategies {self.name}:weight=tasks")
+                                 f"{self.weight!r}",
+                                 hint=f"e.g. `continual.strategies={self.name}:weight=tasks`")
 
     def steps(self, setting: Setting, state: StrategyState, tasks: Sequence[int], round_index: int,
               epoch: int) -> Steps:
