@@ -113,8 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "continual", help="learn tasks one after another (the main job)",
         description="Learn the tasks of a dataset one after another with each strategy, score every "
                     "task after every task, and print ACC, BWT, FWT and forgetting. With no options: "
-                    "Suzuki-Miyaura, the tiny model in head mode, naive then replay (about 6 minutes on "
-                    "2 cores).")
+                    "Suzuki-Miyaura, the tiny model in head mode, naive then replay.")
     cont.add_argument("--strategies", default="naive,replay",
                       help="comma-separated, each NAME or NAME:SETTING=VALUE (e.g. ewc:lam=3e4): joint, "
                            "naive, replay, replay-avg-grad, ewc, lwf, agem, adapters (default naive,replay)")
@@ -128,10 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     cont.add_argument("--out", default="runs/continual", help="run directory (default runs/continual)")
     _add_data_options(cont)
     # The CPU demo's defaults: without pretrained weights, the MHAR head learns on the frozen backbone's
-    # cached features (a head step is ~5x cheaper than a full one), 10 epochs per task.
+    # cached features (a head step costs a fraction of a full one), 10 epochs per task.
     _add_model_options(cont, default_mode="head")
-    # Peak lr 1e-3 rather than 3e-3: with seeds 0 and 1, joint went from ACC 0.20/0.30 to 0.33/0.34 and
-    # replay from 0.15/-0.02 to 0.08/0.18, with less forgetting (BWT -0.12/-0.35 to -0.13/-0.07).
+    # Peak lr 1e-3 rather than 3e-3: the lower rate did better for joint and replay alike
+    # (docs/research-notes.md; figures in benchmarks/README.md).
     _add_train_options(cont, epochs=10, lr=1e-3, batch_size=16)
     _add_distributed_options(cont)
 
@@ -141,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     _add_data_options(train)
     # The benchmark recipe (benchmarks/accuracy.py): the MHAR head alone on the cached features, 80
-    # epochs of batch 16 at a peak lr of 1.5e-3. On the `tiny` model it scores R^2 0.854 +- 0.009 over
-    # splits 0-2 in about 10 minutes each on 2 cores; 60 epochs at 2e-3 scored 0.838.
+    # epochs of batch 16 at a peak lr of 1.5e-3, the setting that first met the accuracy target; a
+    # shorter schedule at a higher rate (60 epochs at 2e-3) scored lower (figures in benchmarks/README.md).
     _add_model_options(train, default_mode="head")
     _add_train_options(train, epochs=80, lr=1.5e-3, batch_size=16)
     _add_distributed_options(train)
