@@ -129,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     # The CPU demo's defaults: without pretrained weights, the MHAR head learns on the frozen backbone's
     # cached features (a head step costs a fraction of a full one), 10 epochs per task.
     _add_model_options(cont, default_mode="head")
-    # Peak lr 1e-3 rather than 3e-3: the lower rate did better for joint and replay alike
-    # (docs/research-notes.md; figures in benchmarks/README.md).
+    # Peak lr 1e-3 rather than 3e-3: at the lower rate joint learned more and replay forgot less
+    # (the probe is in docs/research-notes.md).
     _add_train_options(cont, epochs=10, lr=1e-3, batch_size=16)
     _add_distributed_options(cont)
 
