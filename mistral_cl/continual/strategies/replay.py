@@ -10,9 +10,9 @@ A remembered batch holds 64 reactions by default (`replay:memory_batch=N`; 0 giv
 batch's size), four times the continual demo's batch of 16. Its loss is still a mean, so the
 two halves of the sum weigh what they weigh in the paper; the larger batch only estimates the memory's
 loss better. On seed 2 of the benchmark, ACC rose from 0.423 (16) to 0.484 (32) and 0.513 (64),
-against 0.509 for `joint`, and BWT from -0.079 to -0.027 (benchmarks/README.md has all seeds). My
-reading, not tested further: 16 remembered reactions spread over up to 14 tasks, about one each, so
-the remembered half of a step was a noisy estimate beside the current task's 16.
+against 0.509 for `joint`, and BWT from -0.079 to -0.027 (benchmarks/README.md has all seeds). A
+likely reason, not tested further: 16 remembered reactions spread over up to 14 tasks, about one each,
+so the remembered half of a step was a noisy estimate beside the current task's 16.
 
 The paper's sum gives the current task half of every step however many tasks the memory holds, so
 with 15 tasks the newest one weighs as much as the 14 before it together. `replay:weight=tasks` weighs
