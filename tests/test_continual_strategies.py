@@ -82,9 +82,8 @@ def test_adapters_never_change_an_earlier_tasks_predictions(tmp_path):
 
     directory = run_dir / "adapters"
     directory.mkdir()
-    after_first = run_strategy(adapters, setting, directory, [2], before, eval_batch_size=32, stop_after=1,
-                               show=False)
-    after_second = run_strategy(adapters, setting, directory, [2], before, eval_batch_size=32, show=False)
+    after_first = run_strategy(adapters, setting, directory, [2], before, eval_batch_size=32, stop_after=1)
+    after_second = run_strategy(adapters, setting, directory, [2], before, eval_batch_size=32)
     assert after_second.rounds_done == 2
     np.testing.assert_array_equal(first_task_predictions(after_first), first_task_predictions(after_second))
     r2 = after_second.board.matrices["r2"]
@@ -176,8 +175,7 @@ def test_a_round_with_ema_ends_with_the_moving_average_of_its_weights(tmp_path):
         setting = dataclasses.replace(setting, train=dataclasses.replace(setting.train, ema=ema))
         progress = learner.start(strategy, setting, {})
         optimizer, step = learner.build_step(strategy, setting, 16)
-        trained = learner.train_round(strategy, setting, progress, [0], optimizer, step, show=False,
-                                      description="round")
+        trained = learner.train_round(strategy, setting, progress, [0], optimizer, step)
         return np.concatenate([np.ravel(x) for x in jax.tree.leaves(trained)])
 
     plain = round_weights(None)
