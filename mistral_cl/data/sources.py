@@ -15,12 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from mistral_cl.data.buchwald import read_buchwald_csv
+from mistral_cl.data.duplicates import DuplicatePolicy
 from mistral_cl.data.reactions import ReactionDataset, read_csv, read_excel
 from mistral_cl.data.suzuki import WORKBOOK_NAME, YIELD_COLUMN, read_suzuki_csv, read_suzuki_xlsx
 from mistral_cl.errors import InputError
 
 
-def suzuki_workbook(path: str | Path | None = None) -> ReactionDataset:
+def suzuki_workbook(path: str | Path | None = None, duplicates: DuplicatePolicy = "error") -> ReactionDataset:
     """The Suzuki screen from the workbook at `path`, or from `../shared/data` next to the
     repository (or the working directory) when no path is given."""
     if path is None:
@@ -31,10 +32,10 @@ def suzuki_workbook(path: str | Path | None = None) -> ReactionDataset:
         if not found:
             raise InputError(
                 f"{WORKBOOK_NAME} not found in {', '.join(str(c.parent) for c in candidates)}",
-                hint="download Data File S1 of Perera et al., Science 2018 and pass path=",
+                hint="download Data File S1 of Perera et al., Science 2018 and pass it with --data PATH",
             )
         path = found[0].resolve()
-    return read_suzuki_xlsx(path)
+    return read_suzuki_xlsx(path, duplicates)
 
 
 DATASETS: dict[str, Callable[..., ReactionDataset]] = {
@@ -59,6 +60,11 @@ def _reader_for(path: Path) -> Callable[..., ReactionDataset]:
                      hint="pass a .csv or .xlsx file")
 
 
+def _flag(option: str) -> str:
+    """The command-line flag that sets a reader option, e.g. `--smiles-column` for `smiles_column`."""
+    return "--" + option.replace("_", "-")
+
+
 def load_dataset(name_or_path: str | Path, **options: object) -> ReactionDataset:
     """Reactions of a named dataset (see `DATASETS`) or of a file.
 
@@ -76,12 +82,32 @@ def load_dataset(name_or_path: str | Path, **options: object) -> ReactionDataset
                 hint=f"use one of {', '.join(DATASETS)} or the path of a .csv/.xlsx file",
             )
         reader, arguments = _reader_for(path), (path,)
-    try:
-        inspect.signature(reader).bind(*arguments, **options)
-    except TypeError as error:
-        accepted = list(inspect.signature(reader).parameters)[len(arguments):]
+    accepted = list(inspect.signature(reader).parameters)[len(arguments):]
+    refused = [name for name in options if name not in accepted]
+    if refused:
+        flags = ", ".join(_flag(name) for name in refused)
         raise InputError(
-            f"option not understood for {name_or_path}: {error}",
-            hint=f"accepted options: {', '.join(accepted) or 'none'}",
-        ) from error
+            f"{flags} {'does' if len(refused) == 1 else 'do'} not apply to {name_or_path}",
+            hint=f"drop {flags}: they are for your own .csv/.xlsx files"
+            if str(name_or_path) in DATASETS else f"drop {flags}",
+        )
     return reader(*arguments, **options)
+
+
+def describe(dataset: ReactionDataset, spec: dict[str, object]) -> str:
+    """One line for the user: what was read, from where, and in which unit its yields were read.
+
+    spec: how the data was asked for (`data` and the reader options, as `load_dataset` got them).
+    """
+    unit = {"percent": "percent (0-100)", "fraction": "fractions (0-1)"}.get(dataset.yield_unit,
+                                                                            dataset.yield_unit)
+    name, option = str(spec.get("data")), spec.get("yield_unit", "auto")
+    if name in DATASETS:
+        how = f"in {unit}, as the {name} data set gives them"
+    elif option == "auto":
+        how = f"read as {unit}, detected from the values (state it with --yield-unit)"
+    else:
+        how = f"read as {unit} (--yield-unit {option})"
+    tasks = len(dataset.task_keys())
+    return (f"read {len(dataset)} reactions in {tasks} task{'s' if tasks != 1 else ''} from "
+            f"{dataset.source}; yields {how}")
