@@ -10,13 +10,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mistral_cl import hostmem
-from mistral_cl.errors import InputError
+from mistral_cl.errors import InputError, InputWarning
 
 DEFAULT_MODEL = "tiny"
+UNIT_HELP = ("unit of the yields: percent (0-100), fraction (0-1), or auto: fraction if no yield exceeds 1, "
+             "percent if the yields above 1 are at least as many as those strictly between 0 and 1, else an "
+             "error asking you to say which")
+DUPLICATES_HELP = ("rows that repeat a reaction (same canonical SMILES) with another yield or task: error "
+                   "(default: list them), mean (one reaction with the mean yield) or first (keep the first "
+                   "row); identical repeats are always merged, with a warning")
+# Options that say how a resumed run is executed rather than what it computes: accepted with --resume.
+RESUME_OPTIONS = {"command", "resume", "no_progress", "mesh", "distributed", "coordinator",
+                  "num_processes", "process_id"}
 
 
 def _positive_int(text: str) -> int:
@@ -40,7 +50,10 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--smiles-column", help="column with reaction SMILES (generic CSV)")
     group.add_argument("--yield-column", help="column with yields (generic CSV)")
     group.add_argument("--task-columns", help="comma-separated columns that define a task")
-    group.add_argument("--yield-unit", choices=["auto", "percent", "fraction"], default="auto")
+    group.add_argument("--yield-unit", choices=["auto", "percent", "fraction"], default="auto",
+                       help=UNIT_HELP + " (default auto; the unit read is printed)")
+    group.add_argument("--duplicates", choices=["error", "mean", "first"], default="error",
+                       help=DUPLICATES_HELP)
     group.add_argument("--test-fraction", type=_fraction, default=0.3,
                        help="held-out share of each split (default 0.3)")
     group.add_argument("--tokenizer", help="a SentencePiece tokenizer.model (default: Mistral v0.1)")
@@ -124,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="replay memory of replay, replay-avg-grad and agem: all (default) | "
                            "reservoir:N (at most N reactions) | quota:N (N per task)")
     cont.add_argument("--resume", metavar="RUN_DIR",
-                      help="continue an interrupted run; every setting comes from RUN_DIR/run.json")
+                      help="continue an interrupted run; every setting comes from RUN_DIR/run.json (other "
+                           "options, but --no-progress and the scale-out ones, are refused)")
     cont.add_argument("--out", default="runs/continual", help="run directory (default runs/continual)")
     _add_data_options(cont)
     # The CPU demo's defaults: without pretrained weights, the MHAR head learns on the frozen backbone's
@@ -147,12 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(train, epochs=80, lr=1.5e-3, batch_size=16)
     _add_distributed_options(train)
 
-    pred = commands.add_parser("predict", help="predict yields of a CSV of reactions with a trained run")
+    pred = commands.add_parser(
+        "predict", help="predict yields of a CSV of reactions with a trained run",
+        description="Write FILE's rows, every column kept, with the predicted yield in percent as a last "
+                    "column, predicted_yield_percent. A `continual` run predicts with the final model of "
+                    "one strategy (--strategy; for adapters, the model of one --task).")
     pred.add_argument("--run", required=True, help="run directory of `train` or `continual`")
     pred.add_argument("file", help="CSV with reaction SMILES")
     pred.add_argument("--smiles-column", help="column with reaction SMILES (default: detected)")
-    pred.add_argument("--task", help="task key, for runs with one adapter per task")
-    pred.add_argument("--output", help="output CSV (default: FILE with .predictions.csv)")
+    pred.add_argument("--strategy", help="which strategy of a continual run predicts (needed when it has "
+                                         "several), e.g. replay")
+    pred.add_argument("--task", help="task key, for strategies with one model per task (adapters)")
+    pred.add_argument("--output", help="output CSV (default: FILE with .predictions.csv); never the input, "
+                                       "a file of the run, or a file that `predict` did not write")
 
     ingest = commands.add_parser(
         "ingest", help="add a new task (a batch of experiments) to a run",
@@ -164,7 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--smiles-column",
                         help="default: rxn, reaction, reaction_smiles, rxn_smiles or smiles")
     ingest.add_argument("--yield-column", help="default: yield, yield_percent or measured_yield")
-    ingest.add_argument("--yield-unit", choices=["auto", "percent", "fraction"], default="auto")
+    ingest.add_argument("--yield-unit", choices=["auto", "percent", "fraction"],
+                        help=UNIT_HELP + " (default: the unit the run's own data was read in)")
+    ingest.add_argument("--duplicates", choices=["error", "mean", "first"], default="error",
+                        help=DUPLICATES_HELP + "; a reaction the run already has is an error, or with "
+                                               "first is left out of the new task")
     ingest.add_argument("--task", help="name of the new task (default: the file name)")
     ingest.add_argument("--no-progress", action="store_true")
 
@@ -188,17 +213,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     _enable_compilation_cache()
     hostmem.configure()
     try:
-        if getattr(args, "distributed", False):
-            from sharding.distributed import initialize
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", InputWarning)
+            warnings.showwarning = _warning_printer(args.command, warnings.showwarning)
+            if args.command == "continual" and args.resume:
+                _refuse_settings_beside_resume(argv)
+            if getattr(args, "distributed", False):
+                from sharding.distributed import initialize
 
-            initialize(args.coordinator, args.num_processes, args.process_id)
-        return _COMMANDS[args.command](args) or 0
+                initialize(args.coordinator, args.num_processes, args.process_id)
+            return _COMMANDS[args.command](args) or 0
     except InputError as err:
         print(f"mistral-cl {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mistral-cl {args.command}: interrupted; saved checkpoints are intact", file=sys.stderr)
         return 130
+
+
+def _warning_printer(command: str, fallback: Callable[..., None]) -> Callable[..., None]:
+    """Show an `InputWarning` as `mistral-cl COMMAND: warning: ...` (other warnings as Python does)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, InputWarning):
+            print(f"mistral-cl {command}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show
+
+
+def _options_given(argv: Sequence[str] | None) -> set[str]:
+    """The destinations of the options written on the command line (not those left at a default)."""
+    probe = build_parser()
+    for action in probe._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                for option in command._actions:
+                    option.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
+def _refuse_settings_beside_resume(argv: Sequence[str] | None) -> None:
+    ignored = sorted(_options_given(argv) - RESUME_OPTIONS)
+    if ignored:
+        flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
+        raise InputError(f"--resume takes every setting from the run's run.json, so {flags} would be ignored",
+                         hint="drop them to resume the run as it was started, or start a new run with "
+                              "--out NEW_DIR")
 
 
 def _enable_compilation_cache() -> None:

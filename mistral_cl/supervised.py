@@ -13,31 +13,35 @@ from typing import Any
 
 import jax
 import numpy as np
-import pandas as pd
 from jax.sharding import Mesh
 
 import sharding
 from mistral_cl import checkpoint, report
 from mistral_cl.config import ModelConfig
 from mistral_cl.data.batching import EncodedReactions, encode_reactions
-from mistral_cl.data.reactions import FIRST_DATA_ROW, ROW_CONVENTION, ReactionDataset
-from mistral_cl.data.smiles import SmilesError, canonical_reaction
-from mistral_cl.data.sources import load_dataset
+from mistral_cl.data.reactions import ReactionDataset
+from mistral_cl.data.sources import describe, load_dataset
+from mistral_cl.data.tables import spreadsheet_rows
 from mistral_cl.data.tasks import random_split, split_by_task
 from mistral_cl.errors import InputError
 from mistral_cl.features import cache_features
 from mistral_cl.head import HeadConfig
 from mistral_cl.lora import LoRAConfig
+from mistral_cl.prediction import (
+    PREDICTION_COLUMN,
+    output_path,
+    read_queries,
+    restore_predictor,
+    with_predictions,
+)
 from mistral_cl.predictor import AdaptationConfig, YieldModel, trainable_filter
 from mistral_cl.runs import (
     RunConfig,
     initial_model,
-    load_model,
-    load_run_config,
+    make_run_dir,
     save_frozen,
     save_run_config,
     split_model,
-    trainable_like,
 )
 from mistral_cl.scores import regression_scores
 from mistral_cl.tokenizer import Tokenizer
@@ -49,9 +53,10 @@ from mistral_cl.train import BatchSource, TrainConfig, fit, predict, standardize
 def data_spec(args: argparse.Namespace) -> dict[str, Any]:
     """How to read the data, as stored in run.json (only the options the user set)."""
     spec: dict[str, Any] = {"data": args.data}
-    for name in ("smiles_column", "yield_column", "yield_unit"):
+    for name, default in (("smiles_column", None), ("yield_column", None), ("yield_unit", "auto"),
+                          ("duplicates", "error")):
         value = getattr(args, name, None)
-        if value is not None and not (name == "yield_unit" and value == "auto"):
+        if value is not None and value != default:
             spec[name] = value
     if getattr(args, "task_columns", None):
         spec["task_columns"] = [c.strip() for c in args.task_columns.split(",") if c.strip()]
@@ -150,11 +155,7 @@ def fresh_run_dir(out: str) -> Path:
     path = Path(out)
     if not sharding.is_reporting_process():  # process 0 alone decides and writes
         return path
-    if (path / "run.json").exists():
-        raise InputError("a run already exists here", file=str(path),
-                         hint="choose another --out, resume it, or delete the directory first")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_run_dir(path)
 
 
 def training_source(model: YieldModel, config: RunConfig, data: EncodedReactions,
@@ -180,18 +181,20 @@ def standardize_for_run(model: YieldModel, config: RunConfig, train_source: Batc
 def train_command(args: argparse.Namespace) -> int:
     config = run_config(args, split=args.split, test_fraction=args.test_fraction)
     dataset = read_data(config.data)
+    print(describe(dataset, config.data))
     tokenizer = tokenizer_for(config)
-    run_dir = fresh_run_dir(args.out)
     if args.split == "random":
         train_set, test_set = random_split(dataset, args.test_fraction, seed=args.seed)
     else:
         tasks = split_by_task(dataset, args.test_fraction, seed=args.seed)
         train_set = ReactionDataset.concat([t.train for t in tasks])
         test_set = ReactionDataset.concat([t.test for t in tasks])
-    encoded = encode_reactions(dataset, tokenizer)  # buckets from all reactions: one set of shapes
+    # Buckets from all reactions: one set of shapes.
+    encoded = encode_reactions(dataset, tokenizer, max_len=config.model.max_seq_len)
     index = {s: i for i, s in enumerate(dataset.smiles)}
     train_data = encoded.subset([index[s] for s in train_set.smiles])
     test_data = encoded.subset([index[s] for s in test_set.smiles])
+    run_dir = fresh_run_dir(args.out)  # only once the data is known to be good: no empty run left
     if sharding.is_reporting_process():
         save_run_config(run_dir, config)
 
@@ -222,8 +225,10 @@ def train_command(args: argparse.Namespace) -> int:
     report.write_metrics(run_dir, metrics)
     report.write_csv(run_dir / "history.csv", result.history)
     report.write_csv(run_dir / "predictions.csv", [
-        {"reaction": s, "task": t, "yield": float(y), "predicted": float(p)}
-        for s, t, y, p in zip(test_set.smiles, test_set.tasks, test_data.yields, predicted, strict=True)])
+        {"row": int(r), "reaction": s, "task": t, "yield_percent": round(100 * float(y), 4),
+         PREDICTION_COLUMN: round(100 * float(p), 2)}
+        for r, s, t, y, p in zip(test_set.rows, test_set.smiles, test_set.tasks, test_data.yields, predicted,
+                                 strict=True)])
     report.parity_plot(test_data.yields, predicted, run_dir / "parity.png",
                        f"held-out test ({len(test_data)} reactions)", scores)
     report.loss_curve(result.history, run_dir / "loss.png", "training loss")
@@ -232,59 +237,15 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def restore_trained(run_dir: Path) -> tuple[RunConfig, YieldModel]:
-    """The model of a finished `train` run (its latest checkpoint)."""
-    config = load_run_config(run_dir)
-    like = {"trainable": trainable_like(config)}
-    state, _ = checkpoint.restore(Path(run_dir) / "checkpoints", like)
-    return config, load_model(run_dir, config, state["trainable"])
-
-
 def predict_command(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
-    config, model = restore_trained(run_dir)
-    smiles = reactions_to_predict(args.file, args.smiles_column)
+    output = output_path(args.file, args.output, run_dir)
+    frame, smiles, column = read_queries(args.file, args.smiles_column)
+    config, model = restore_predictor(run_dir, args.strategy, args.task)
     dataset = ReactionDataset.build(smiles, np.zeros(len(smiles)), ["all"] * len(smiles),
-                                    rows=range(FIRST_DATA_ROW, FIRST_DATA_ROW + len(smiles)),
-                                    source=args.file)
-    encoded = encode_reactions(dataset, tokenizer_for(config))
+                                    rows=spreadsheet_rows(frame), source=args.file, smiles_column=column)
+    encoded = encode_reactions(dataset, tokenizer_for(config), max_len=config.model.max_seq_len)
     predicted = predict(model, encoded)
-    output = Path(args.output) if args.output else Path(args.file).with_suffix(".predictions.csv")
-    report.write_csv(output, [{"reaction": s, "predicted_yield": round(100 * float(p), 2)}
-                              for s, p in zip(smiles, predicted, strict=True)])
-    print(f"wrote {len(predicted)} predictions (yield %) to {output}")
+    report.write_csv(output, with_predictions(frame, predicted).to_dict("records"))
+    print(f"wrote {len(predicted)} predictions (yield in percent, column {PREDICTION_COLUMN}) to {output}")
     return 0
-
-
-def reactions_to_predict(path: str, smiles_column: str | None) -> list[str]:
-    """Canonical reaction SMILES of a CSV without yields; all bad rows are reported at once."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise InputError("file not found", file=path) from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise InputError(f"not a readable CSV file ({err})", file=path) from None
-    header = list(frame.columns)
-    if smiles_column is None:
-        names = ("rxn", "reaction", "smiles", "reaction_smiles", "rxn_smiles")
-        found = [c for c in header if c.lower() in names]
-        if not found:
-            raise InputError(f"no reaction SMILES column among {header}", file=path,
-                             hint="name it with --smiles-column")
-        smiles_column = found[0]
-    elif smiles_column not in header:
-        raise InputError(f"no such column; the file has {header}", file=path, column=smiles_column,
-                         hint="pass the right --smiles-column")
-    if frame.empty:
-        raise InputError("the file has no reactions", file=path)
-    smiles, bad = [], []
-    for row, text in enumerate(frame[smiles_column], start=FIRST_DATA_ROW):
-        try:
-            smiles.append(canonical_reaction(text))
-        except SmilesError:
-            bad.append(row)
-    if bad:
-        raise InputError(f"unparsable reaction SMILES ({ROW_CONVENTION})", file=path, rows=bad,
-                         column=smiles_column, hint="fix or remove these rows")
-    return smiles
-

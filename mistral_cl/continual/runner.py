@@ -43,10 +43,15 @@ from mistral_cl.continual.metrics import SCORES, ScoreBoard
 from mistral_cl.continual.pool import TaskPool
 from mistral_cl.continual.strategies import Setting, Strategy, StrategyState, build_strategy, parse_strategies
 from mistral_cl.continual.strategies.naive import Naive
-from mistral_cl.data.reactions import ReactionDataset, read_csv
+from mistral_cl.data.batching import encode_reactions
+from mistral_cl.data.duplicates import not_in_run
+from mistral_cl.data.reactions import ReactionDataset, reactions_from_table
+from mistral_cl.data.sources import describe
+from mistral_cl.data.tables import read_cells
 from mistral_cl.data.tasks import Task, TaskStream, split_by_task
-from mistral_cl.errors import InputError
+from mistral_cl.errors import InputError, warn
 from mistral_cl.predictor import trainable_filter
+from mistral_cl.runlock import describe_holder, holder, run_lock
 from mistral_cl.runs import (
     RunConfig,
     initial_model,
@@ -108,9 +113,10 @@ def build_pool(run_dir: Path, config: RunConfig, stream: dict[str, Any]) -> Task
     tasks = TaskStream.from_dataset(read_data(config.data), order=keys[:first],
                                     test_fraction=settings["test_fraction"], split_seed=config.train.seed)
     tokenizer = tokenizer_for(config)
-    pool = TaskPool.from_tasks(tasks.tasks, tokenizer, settings["buckets"])
+    pool = TaskPool.from_tasks(tasks.tasks, tokenizer, settings["buckets"], config.model.max_seq_len)
     for task in stream["tasks"][first:]:
-        pool = pool.with_task(ingested_task(Path(run_dir) / task["source"], task["key"]), tokenizer)
+        pool = pool.with_task(ingested_task(Path(run_dir) / task["source"], task["key"]), tokenizer,
+                              config.model.max_seq_len)
     sizes = [(len(a), len(b)) for a, b in zip(pool.train, pool.test, strict=True)]
     if sizes != [(t["train"], t["test"]) for t in stream["tasks"]]:
         raise InputError("the run's data changed since it started (task sizes differ)", file=str(run_dir),
@@ -270,13 +276,16 @@ def with_continual(config: RunConfig, strategies: str, *, memory: str = "all", t
 def create_run(out: str | Path, config: RunConfig, order: str | list[str] = "sorted") -> Path:
     """A new run directory with run.json and stream.json (the tasks in `order`)."""
     settings = continual_settings(config)
-    stream = TaskStream.from_dataset(read_data(config.data), order=order,
+    dataset = read_data(config.data)
+    print(describe(dataset, config.data))
+    stream = TaskStream.from_dataset(dataset, order=order,
                                      test_fraction=settings["test_fraction"],
                                      split_seed=config.train.seed, order_seed=config.train.seed)
     if len(stream) < 2:
         raise InputError(f"a continual run needs at least 2 tasks, the data has {len(stream)}",
                          hint="name the columns that define a task with --task-columns")
-    pool = TaskPool.from_tasks(stream.tasks, tokenizer_for(config), settings["buckets"])
+    pool = TaskPool.from_tasks(stream.tasks, tokenizer_for(config), settings["buckets"],
+                               config.model.max_seq_len)
     run_dir = fresh_run_dir(str(out))
     write_json(run_dir / STREAM_FILE, stream_record(pool, [str(config.data["data"])] * len(pool),
                                                     [len(pool)]))
@@ -292,7 +301,8 @@ def continual_command(args: argparse.Namespace) -> int:
         config = with_continual(run_config(args), args.strategies, memory=args.memory,
                                 test_fraction=args.test_fraction)
         run_dir = create_run(args.out, config, task_order(args.task_order))
-    rows = run_all(run_dir, show=not args.no_progress)
+    with run_lock(run_dir, "continual"):
+        rows = run_all(run_dir, show=not args.no_progress)
     print_table(rows, run_dir)
     return 0
 
@@ -304,59 +314,99 @@ def _column(header: list[str], given: str | None, names: tuple[str, ...], fallba
     return found[0] if found else fallback
 
 
-def read_new_task(path: Path, args: argparse.Namespace, key: str, test_fraction: float,
-                  seed: int) -> Task:
-    """The experiments of an ingest file as one task split 70/30 (by the run's test fraction);
+def read_new_batch(path: Path, args: argparse.Namespace, key: str, unit: str, reason: str | None
+                   ) -> ReactionDataset:
+    """The experiments of an ingest file, all in task `key`, yields read in `unit` (`reason` says why);
     every problem of the file is an `InputError` (nothing is written before this returns)."""
-    try:
-        header = list(pd.read_csv(path, nrows=0, dtype=str).columns)
-    except (FileNotFoundError, IsADirectoryError):
-        raise InputError("file not found", file=str(path)) from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
-        header = []  # read_csv below reports the problem
+    frame = read_cells(path)
+    header = [str(c) for c in frame.columns]
     smiles = _column(header, args.smiles_column, SMILES_NAMES, "rxn")
     yields = _column(header, args.yield_column, YIELD_NAMES, "yield")
-    dataset = read_csv(path, smiles_column=smiles, yield_column=yields, yield_unit=args.yield_unit)
-    dataset = ReactionDataset.build(dataset.smiles, dataset.yields, [key] * len(dataset), dataset.rows,
-                                    dataset.source)
-    return split_by_task(dataset, test_fraction, seed)[0]
+    dataset = reactions_from_table(frame, file=str(path), smiles_column=smiles, yield_column=yields,
+                                   yield_unit=unit, unit_reason=reason, duplicates=args.duplicates)
+    return dataclasses.replace(dataset, tasks=np.full(len(dataset), key, dtype=object))
+
+
+def known_reactions(run_dir: Path, run_data: ReactionDataset, stream: dict[str, Any]) -> dict[str, str]:
+    """Every reaction of the run (canonical SMILES) and the key of its task."""
+    first = stream["arrivals"][0]
+    keys = {task["key"] for task in stream["tasks"][:first]}
+    known = {s: k for s, k in zip(run_data.smiles, run_data.tasks, strict=True) if k in keys}
+    for task in stream["tasks"][first:]:
+        ingested = ingested_task(Path(run_dir) / task["source"], task["key"])
+        known.update((s, task["key"]) for part in (ingested.train, ingested.test) for s in part.smiles)
+    return known
 
 
 def ingest_command(args: argparse.Namespace) -> int:
     run_dir, path = Path(args.run), Path(args.file)
     config = load_run_config(run_dir)
     settings = continual_settings(config)
-    stream = json.loads((run_dir / STREAM_FILE).read_text())
-    key = args.task or path.stem
-    if key in {t["key"] for t in stream["tasks"]}:
-        raise InputError(f"the run already has a task named {key!r}", hint="name the new one with --task")
-    task = read_new_task(path, args, key, settings["test_fraction"], config.train.seed)
-    _check_finished(run_dir, settings, stream)
+    with run_lock(run_dir, "ingest"):
+        stream = json.loads((run_dir / STREAM_FILE).read_text())
+        key = args.task or path.stem
+        _check_new_key(run_dir, settings, stream, key)
+        run_data = read_data(config.data)  # its unit is the run's, and its reactions must not repeat
+        unit, reason = (args.yield_unit, None) if args.yield_unit else (run_data.yield_unit, "the run's unit")
+        batch = read_new_batch(path, args, key, unit, reason)
+        batch = batch.subset(not_in_run(batch.smiles, batch.rows, known_reactions(run_dir, run_data, stream),
+                                        policy=args.duplicates, file=str(path), column=batch.smiles_column))
+        encode_reactions(batch, tokenizer_for(config), max_len=config.model.max_seq_len)  # length check
+        task = split_by_task(batch, settings["test_fraction"], config.train.seed)[0]
+        _check_finished(run_dir, settings, stream)
 
-    number = len(stream["tasks"]) - stream["arrivals"][0] + 1
-    source = f"{INGESTED}/{number:03d}-{re.sub(r'[^A-Za-z0-9_.+-]+', '_', key)}.csv"
-    (run_dir / INGESTED).mkdir(exist_ok=True)
-    report.write_csv(run_dir / source, [
-        {"rxn": s, "yield": float(y), "split": split}
-        for split, part in (("train", task.train), ("test", task.test))
-        for s, y in zip(part.smiles, part.yields, strict=True)])
-    stream["tasks"].append({"key": key, "train": len(task.train), "test": len(task.test), "source": source})
-    stream["arrivals"].append(len(stream["tasks"]))
-    write_json(run_dir / STREAM_FILE, stream)
-    print(f"ingested {len(task.train) + len(task.test)} reactions as task {key!r} "
-          f"({len(task.train)} train / {len(task.test)} test)")
-    rows = run_all(run_dir, show=not args.no_progress)
+        number = len(stream["tasks"]) - stream["arrivals"][0] + 1
+        source = f"{INGESTED}/{number:03d}-{re.sub(r'[^A-Za-z0-9_.+-]+', '_', key)}.csv"
+        (run_dir / INGESTED).mkdir(exist_ok=True)
+        report.write_csv(run_dir / source, [
+            {"rxn": s, "yield": float(y), "split": split}
+            for split, part in (("train", task.train), ("test", task.test))
+            for s, y in zip(part.smiles, part.yields, strict=True)])
+        stream["tasks"].append({"key": key, "train": len(task.train), "test": len(task.test),
+                                "source": source})
+        stream["arrivals"].append(len(stream["tasks"]))
+        write_json(run_dir / STREAM_FILE, stream)
+        shown = {"percent": "percent", "fraction": "fractions"}[batch.yield_unit]
+        print(f"ingested {len(task.train) + len(task.test)} reactions as task {key!r} "
+              f"({len(task.train)} train / {len(task.test)} test); yields read as {shown}"
+              f"{f' ({reason})' if reason else ''}")
+        rows = run_all(run_dir, show=not args.no_progress)
     print_table(rows, run_dir)
     return 0
 
 
-def _check_finished(run_dir: Path, settings: dict[str, Any], stream: dict[str, Any]) -> None:
+def _unfinished(run_dir: Path, settings: dict[str, Any], stream: dict[str, Any]) -> list[str]:
+    """The strategies of the run that have not trained every round of its stream."""
+    unfinished = []
     for spec in settings["strategies"]:
         strategy = build_strategy(spec)
         done = checkpoint.latest_step(strategy_directory(run_dir, strategy) / CHECKPOINTS) or 0
         if done < len(strategy.rounds(stream["arrivals"])):
-            raise InputError(f"strategy {spec!r} has not finished its tasks", file=str(run_dir),
-                             hint=f"finish it first: mistral-cl continual --resume {run_dir}")
+            unfinished.append(spec)
+    return unfinished
+
+
+def _check_finished(run_dir: Path, settings: dict[str, Any], stream: dict[str, Any]) -> None:
+    unfinished = _unfinished(run_dir, settings, stream)
+    if unfinished:
+        raise InputError(f"strategy {unfinished[0]!r} has not finished its tasks", file=str(run_dir),
+                         hint=f"finish it first: mistral-cl continual --resume {run_dir}")
+
+
+def _check_new_key(run_dir: Path, settings: dict[str, Any], stream: dict[str, Any], key: str) -> None:
+    """A new task needs a new key; a repeated ingest of an interrupted one needs a resume instead."""
+    keys = [task["key"] for task in stream["tasks"]]
+    if key not in keys:
+        return
+    first = stream["arrivals"][0]
+    if keys.index(key) == len(keys) - 1 and len(keys) > first and _unfinished(run_dir, settings, stream):
+        raise InputError(f"task {key!r} is already in the run: an earlier ingest added it and was "
+                         f"interrupted before every strategy had learned it", file=str(run_dir),
+                         hint=f"finish that ingest with: mistral-cl continual --resume {run_dir} "
+                              f"(nothing needs ingesting again)")
+    source = stream["tasks"][keys.index(key)]["source"]
+    raise InputError(f"the run already has a task named {key!r} (from {source})", file=str(run_dir),
+                     hint="to add another batch, give it a new name with --task")
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -364,16 +414,29 @@ def report_command(args: argparse.Namespace) -> int:
     config = load_run_config(run_dir)
     settings = continual_settings(config)
     arrivals = json.loads((run_dir / STREAM_FILE).read_text())["arrivals"]
-    rows = []
+    rows, behind = [], []
     for spec in settings["strategies"]:
         strategy = build_strategy(spec)
         directory = strategy_directory(run_dir, strategy)
+        total = len(strategy.rounds(arrivals))
         if not (directory / "scores.json").exists():
+            behind.append(f"{spec} (0 of {total} rounds)")
             continue
         board = ScoreBoard.from_json(json.loads((directory / "scores.json").read_text()))
+        if board.rounds < total:
+            behind.append(f"{spec} ({board.rounds} of {total} rounds)")
         draw(directory, strategy.spec, board, round_labels(board, strategy, arrivals))
         timing = json.loads((directory / "timing.json").read_text())
         summary = json.loads((directory / "summary.json").read_text())
         rows.append(comparison_row(strategy, summary, timing["seconds"]))
+    working = holder(run_dir)
+    advice = (f"{describe_holder(working)} is training it; report again once it has ended" if working
+              else f"finish it with: mistral-cl continual --resume {run_dir}")
+    if not rows:
+        raise InputError("no strategy of this run has finished a round: there is nothing to report yet",
+                         file=str(run_dir), hint=advice)
+    if behind:
+        warn(f"the run is unfinished: {', '.join(behind)}; the table shows the rounds done so far",
+             file=str(run_dir), hint=advice)
     print_table(rows, run_dir)
     return 0
