@@ -81,18 +81,19 @@ def _continual_predictor(run_dir: Path, config: RunConfig, wanted: str | None, t
                          file=str(run_dir), hint=f"train it first: mistral-cl continual --resume {run_dir}")
     stream = json.loads((run_dir / STREAM_FILE).read_text())
     keys = [t["key"] for t in stream["tasks"]]
+    if task is not None and not strategy.task_aware:
+        raise InputError(f"strategy {spec!r} predicts every task with one model: --task does not apply",
+                         file=str(run_dir), hint="drop --task (only task-aware strategies such as "
+                                                 "adapters keep a model per task)")
+    if strategy.task_aware and task not in keys:
+        raise InputError(f"strategy {spec!r} keeps one model per task" if task is None else
+                         f"the run has no task {task!r}", file=str(run_dir),
+                         hint=f"name the task with --task, one of: {', '.join(keys)}")
     total = len(strategy.rounds(stream["arrivals"]))
     if done < total:
         warn(f"strategy {spec!r} has trained {done} of its {total} rounds; predicting with the model "
              f"after round {done}", file=str(run_dir),
              hint=f"finish the run first for its final model: mistral-cl continual --resume {run_dir}")
-    if task is not None and not strategy.task_aware:
-        raise InputError(f"strategy {spec!r} predicts every task with one model: --task does not apply",
-                         file=str(run_dir), hint="drop --task (only task-aware strategies such as "
-                                                 "adapters keep a model per task)")
-    if strategy.task_aware and task is None:
-        raise InputError(f"strategy {spec!r} keeps one model per task", file=str(run_dir),
-                         hint=f"name the task with --task, one of: {', '.join(keys)}")
     # Restoring needs the shapes of the strategy's state, which `state_like` derives from `initial`
     # alone; the other fields of this Setting are never read on the way.
     like = trainable_like(config)
@@ -102,9 +103,6 @@ def _continual_predictor(run_dir: Path, config: RunConfig, wanted: str | None, t
     tree, meta = checkpoint.restore(directory, saved, step=done)
     trainable = tree["trainable"]
     if task is not None:
-        if task not in keys:
-            raise InputError(f"the run has no task {task!r}", file=str(run_dir),
-                             hint=f"choose one of: {', '.join(keys)}")
         j = keys.index(task)
         if j >= len(ScoreBoard.from_json(meta["board"]).learned_at):
             raise InputError(f"strategy {spec!r} has not learned task {task!r} yet", file=str(run_dir),
