@@ -13,12 +13,13 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mistral_cl import hostmem
-from mistral_cl.errors import InputError
+from mistral_cl.errors import InputError, InputWarning
 from mistral_cl.head import HeadConfig
 from mistral_cl.lora import LoRAConfig
 from mistral_cl.train import TrainConfig
@@ -46,8 +47,17 @@ FLAGS = {
     "continual.memory": "--memory",
     "task_order": "--task-order", "smiles_column": "--smiles-column", "yield_column": "--yield-column",
     "yield_unit": "--yield-unit", "task": "--task", "strategy": "--strategy", "out": "--out",
-    "mesh": "--mesh",
+    "mesh": "--mesh", "output": "--output", "duplicates": "--duplicates", "data.duplicates": "--duplicates",
 }
+UNIT_HELP = ("unit of the yields: percent (0-100), fraction (0-1), or auto: fraction if no yield exceeds 1, "
+             "percent if the yields above 1 are at least as many as those strictly between 0 and 1, else an "
+             "error asking you to say which")
+DUPLICATES_HELP = ("rows that repeat a reaction (same canonical SMILES) with another yield or task: error "
+                   "(default: list them), mean (one reaction with the mean yield) or first (keep the first "
+                   "row); identical repeats are always merged, with a warning")
+# Options that say how a resumed run is executed rather than what it computes: accepted with --resume.
+RESUME_OPTIONS = {"command", "resume", "no_progress", "mesh", "distributed", "coordinator",
+                  "num_processes", "process_id"}
 
 
 def in_flags(message: str) -> str:
@@ -85,7 +95,10 @@ def _add_data_options(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
     group.add_argument("--smiles-column", help="column with reaction SMILES (generic CSV)")
     group.add_argument("--yield-column", help="column with yields (generic CSV)")
     group.add_argument("--task-columns", help="comma-separated columns that define a task")
-    group.add_argument("--yield-unit", choices=["auto", "percent", "fraction"], default="auto")
+    group.add_argument("--yield-unit", choices=["auto", "percent", "fraction"], default="auto",
+                       help=UNIT_HELP + " (default auto; the unit read is printed)")
+    group.add_argument("--duplicates", choices=["error", "mean", "first"], default="error",
+                       help=DUPLICATES_HELP)
     group.add_argument("--test-fraction", type=_fraction, default=recipe.test_fraction,
                        help=f"held-out share of each split (default {recipe.test_fraction})")
     group.add_argument("--tokenizer", help="a SentencePiece tokenizer.model (default: Mistral v0.1)")
@@ -182,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="replay memory of replay, replay-avg-grad and agem: all (default) | "
                            "reservoir:N (at most N reactions) | quota:N (N per task)")
     cont.add_argument("--resume", metavar="RUN_DIR",
-                      help="continue an interrupted run; every setting comes from RUN_DIR/run.json "
-                           "(only --mesh, --distributed and --no-progress may be given with it)")
+                      help="continue an interrupted run; every setting comes from RUN_DIR/run.json (other "
+                           "options, but --no-progress and the scale-out ones, are refused)")
     cont.add_argument("--out", default="runs/continual", help="run directory (default runs/continual)")
     _add_data_options(cont, recipe)
     _add_model_options(cont, recipe)
@@ -200,14 +213,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(train, recipe)
     _add_run_options(train)
 
-    pred = commands.add_parser("predict", help="predict yields of a CSV of reactions with a trained run")
+    pred = commands.add_parser(
+        "predict", help="predict yields of a CSV of reactions with a trained run",
+        description="Write FILE's rows, every column kept, with the predicted yield in percent as a last "
+                    "column, predicted_yield_percent. A `continual` run predicts with the final model of "
+                    "one strategy (--strategy; for adapters, the model of one --task).")
     pred.add_argument("--run", required=True, help="run directory of `train` or `continual`")
     pred.add_argument("file", help="CSV with reaction SMILES")
     pred.add_argument("--smiles-column", help="column with reaction SMILES (default: detected)")
-    pred.add_argument("--strategy", help="for a continual run: the strategy whose final model predicts "
-                                         "(default: the run's last strategy)")
-    pred.add_argument("--task", help="task key, for runs with one adapter per task")
-    pred.add_argument("--output", help="output CSV (default: FILE with .predictions.csv)")
+    pred.add_argument("--strategy", help="which strategy of a continual run predicts (needed when it has "
+                                         "several), e.g. replay")
+    pred.add_argument("--task", help="task key, for strategies with one model per task (adapters)")
+    pred.add_argument("--output", help="output CSV (default: FILE with .predictions.csv); never the input, "
+                                       "a file of the run, or a file that `predict` did not write")
     _add_run_options(pred, progress=False)
 
     ingest = commands.add_parser(
@@ -220,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--smiles-column",
                         help="default: rxn, reaction, reaction_smiles, rxn_smiles or smiles")
     ingest.add_argument("--yield-column", help="default: yield, yield_percent or measured_yield")
-    ingest.add_argument("--yield-unit", choices=["auto", "percent", "fraction"], default="auto")
+    ingest.add_argument("--yield-unit", choices=["auto", "percent", "fraction"],
+                        help=UNIT_HELP + " (default: the unit the run's own data was read in)")
+    ingest.add_argument("--duplicates", choices=["error", "mean", "first"], default="error",
+                        help=DUPLICATES_HELP + "; a reaction the run already has is an error, or with "
+                                               "first is left out of the new task")
     ingest.add_argument("--task", help="name of the new task (default: the file name)")
     _add_run_options(ingest)
 
@@ -263,7 +285,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         ),
         data=DataConfig(source=args.data, smiles_column=args.smiles_column, yield_column=args.yield_column,
                         yield_unit=None if args.yield_unit == "auto" else args.yield_unit,
-                        task_columns=tuple(columns) if columns else None),
+                        task_columns=tuple(columns) if columns else None,
+                        duplicates=None if args.duplicates == "error" else args.duplicates),
         weights=str(Path(args.weights).resolve()) if args.weights else None,
         tokenizer=str(Path(args.tokenizer).resolve()) if args.tokenizer else None,
         remat=args.remat,
@@ -311,13 +334,25 @@ def training_mesh(args: argparse.Namespace) -> Mesh | None:
     return mesh if mesh.size > 1 else None
 
 
-def resume_conflicts(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
-    """The options of a `continual --resume` command line that differ from their defaults (a resumed
-    run takes every setting from its run.json)."""
-    allowed = {"command", "resume", "mesh", "distributed", "coordinator", "num_processes", "process_id",
-               "no_progress"}
-    defaults = vars(parser.parse_args(["continual"]))
-    return [name for name, value in vars(args).items() if name not in allowed and value != defaults[name]]
+def options_given(argv: Sequence[str] | None) -> set[str]:
+    """The destinations of the options written on the command line (not those left at a default)."""
+    probe = build_parser()
+    for action in probe._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                for option in command._actions:
+                    option.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
+def refuse_settings_beside_resume(argv: Sequence[str] | None) -> None:
+    """A resumed run takes every setting from its run.json: other options would be ignored."""
+    ignored = sorted(options_given(argv) - RESUME_OPTIONS)
+    if ignored:
+        flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
+        raise InputError(f"--resume takes every setting from the run's run.json, so {flags} would be ignored",
+                         hint="drop them to resume the run as it was started, or start a new run with "
+                              "--out NEW_DIR")
 
 
 # ----------------------------------------------------------------------------------- commands
@@ -332,24 +367,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     _enable_compilation_cache()
     hostmem.configure()
     try:
-        if getattr(args, "distributed", False):
-            from sharding.distributed import initialize
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", InputWarning)
+            warnings.showwarning = _warning_printer(args.command, warnings.showwarning)
+            if args.command == "continual" and args.resume:
+                refuse_settings_beside_resume(argv)
+            if getattr(args, "distributed", False):
+                from sharding.distributed import initialize
 
-            initialize(args.coordinator, args.num_processes, args.process_id)
-        if args.command == "continual" and args.resume:
-            conflicts = resume_conflicts(args, parser)
-            if conflicts:
-                shown = ", ".join("--" + name.replace("_", "-") for name in conflicts)
-                raise InputError(f"--resume takes every setting from the run's run.json; {shown} would be "
-                                 f"ignored", file=args.resume,
-                                 hint="drop those options, or start a new run with --out")
-        return _COMMANDS[args.command](args) or 0
+                initialize(args.coordinator, args.num_processes, args.process_id)
+            return _COMMANDS[args.command](args) or 0
     except InputError as err:
         print(f"mistral-cl {args.command}: error: {in_flags(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mistral-cl {args.command}: interrupted; saved checkpoints are intact", file=sys.stderr)
         return 130
+
+
+def _warning_printer(command: str, fallback: Callable[..., None]) -> Callable[..., None]:
+    """Show an `InputWarning` as `mistral-cl COMMAND: warning: ...` (other warnings as Python does)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, InputWarning):
+            print(f"mistral-cl {command}: warning: {in_flags(str(message))}", file=sys.stderr, flush=True)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def _enable_compilation_cache() -> None:
@@ -371,59 +416,62 @@ def _report(line: str) -> None:
         print(line)
 
 
+def _tell(line: str) -> None:
+    """A line of the library's for the user, the settings it names written as flags."""
+    print(in_flags(line), flush=True)
+
+
 def _train(args: argparse.Namespace) -> int:
     from mistral_cl import report
     from mistral_cl.supervised import summary_rows, train_run
 
-    run = train_run(run_config(args), args.out, mesh=training_mesh(args), progress=not args.no_progress)
+    run = train_run(run_config(args), args.out, mesh=training_mesh(args), progress=not args.no_progress,
+                    say=_tell)
     _report(report.format_table(summary_rows(run)))
     _report(f"wrote {run.directory}/ (metrics.json, predictions.csv, parity.png)")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from mistral_cl import report
-    from mistral_cl.supervised import predict_reactions, reactions_to_predict
+    from mistral_cl.prediction import PREDICTION_COLUMN
+    from mistral_cl.supervised import predict_file
 
-    smiles = reactions_to_predict(args.file, args.smiles_column)
-    predicted = predict_reactions(args.run, smiles, source=args.file, strategy=args.strategy,
-                                  task=args.task, mesh=training_mesh(args))
-    output = Path(args.output) if args.output else Path(args.file).with_suffix(".predictions.csv")
-    import sharding
-
-    if sharding.is_reporting_process():
-        report.write_csv(output, [{"reaction": s, "predicted_yield": round(100 * float(p), 2)}
-                                  for s, p in zip(smiles, predicted, strict=True)])
-    _report(f"wrote {len(predicted)} predictions (yield %) to {output}")
+    output, count = predict_file(args.run, args.file, output=args.output, smiles_column=args.smiles_column,
+                                 strategy=args.strategy, task=args.task, mesh=training_mesh(args))
+    _report(f"wrote {count} predictions (yield in percent, column {PREDICTION_COLUMN}) to {output}")
     return 0
 
 
 def _continual(args: argparse.Namespace) -> int:
     from mistral_cl.continual.runner import ContinualRun
+    from mistral_cl.runlock import run_lock
 
     mesh = training_mesh(args)
     if args.resume:
         run = ContinualRun.open(args.resume, mesh)
     else:
-        run = ContinualRun.create(args.out, run_config(args), task_order(args.task_order), mesh)
-    _print_table(run.train(show=not args.no_progress), run.directory)
+        run = ContinualRun.create(args.out, run_config(args), task_order(args.task_order), mesh, say=_tell)
+    with run_lock(run.directory, "continual"):
+        rows = run.train(show=not args.no_progress)
+    _print_table(rows, run.directory)
     return 0
 
 
 def _ingest(args: argparse.Namespace) -> int:
     from mistral_cl.continual.runner import ContinualRun
-    from mistral_cl.data.sources import read_task
+    from mistral_cl.runlock import run_lock
 
-    run = ContinualRun.open(args.run, training_mesh(args))
     path = Path(args.file)
-    task = read_task(path, args.task or path.stem, test_fraction=run.config.test_fraction,
-                     seed=run.config.train.seed, smiles_column=args.smiles_column,
-                     yield_column=args.yield_column,
-                     yield_unit=None if args.yield_unit == "auto" else args.yield_unit)
-    run = run.with_task(task)
-    _report(f"ingested {len(task.train) + len(task.test)} reactions as task {task.key!r} "
-            f"({len(task.train)} train / {len(task.test)} test)")
-    _print_table(run.train(show=not args.no_progress), run.directory)
+    run = ContinualRun.open(args.run, training_mesh(args))
+    with run_lock(run.directory, "ingest"):
+        task, how = run.new_task(path, args.task or path.stem, smiles_column=args.smiles_column,
+                                 yield_column=args.yield_column, yield_unit=args.yield_unit,
+                                 duplicates=args.duplicates)
+        run = run.with_task(task)
+        _report(f"ingested {len(task.train) + len(task.test)} reactions as task {task.key!r} "
+                f"({len(task.train)} train / {len(task.test)} test); {how}")
+        rows = run.train(show=not args.no_progress)
+    _print_table(rows, run.directory)
     return 0
 
 

@@ -70,7 +70,13 @@ class ModelConfig:
     # ------------------------------------------------------------- Hugging Face
     @classmethod
     def from_hf_config(cls, config: dict[str, Any] | str | Path) -> ModelConfig:
-        """Reads a Hugging Face `MistralConfig` (a dict or a path to `config.json`)."""
+        """Reads a Hugging Face `MistralConfig` (a dict or a path to `config.json`).
+
+        A field the file leaves out takes transformers' default for its `model_type` (see
+        `HF_DEFAULTS`), so the backbone computes what `transformers` would with the same file. Settings
+        this backbone does not implement (RoPE scaling, partial rotary embeddings, biases) are refused
+        rather than ignored.
+        """
         raw, source = _load_json(config)
         known = {
             "vocab_size": "vocab_size",
@@ -80,24 +86,27 @@ class ModelConfig:
             "num_key_value_heads": "n_kv_heads",
             "head_dim": "head_dim",
             "intermediate_size": "hidden_dim",
-            "rope_theta": "rope_theta",
-            "sliding_window": "sliding_window",
             "rms_norm_eps": "norm_eps",
             "max_position_embeddings": "max_seq_len",
         }
         model_type = raw.get("model_type", "mistral")
-        if model_type not in ("mistral", "llama"):
+        if model_type not in HF_DEFAULTS:
             raise ConfigError(f"{source}: model_type {model_type!r} is not a Mistral/Llama decoder")
         act = raw.get("hidden_act", "silu")
         if act != "silu":
             raise ConfigError(f"{source}: hidden_act {act!r} is not supported (Mistral uses 'silu')")
+        _refuse_unimplemented(raw, source)
         required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                     "intermediate_size")
         missing = [k for k in required if k not in raw]
         if missing:
             raise ConfigError(f"{source}: missing fields {missing}")
+        defaults = HF_DEFAULTS[model_type]
         kwargs = {ours: raw[theirs] for theirs, ours in known.items() if raw.get(theirs) is not None}
-        kwargs.setdefault("n_kv_heads", raw["num_attention_heads"])
+        for theirs, ours in known.items():
+            if theirs not in raw and theirs in defaults:
+                kwargs[ours] = defaults[theirs]
+        kwargs.setdefault("n_kv_heads", raw["num_attention_heads"])  # given as null: one KV head per head
         if "head_dim" not in kwargs:
             if raw["hidden_size"] % raw["num_attention_heads"]:
                 raise ConfigError(
@@ -105,11 +114,10 @@ class ModelConfig:
                     f"hidden_size={raw['hidden_size']} and no head_dim is given"
                 )
             kwargs["head_dim"] = raw["hidden_size"] // raw["num_attention_heads"]
-        if "sliding_window" not in kwargs:
-            kwargs["sliding_window"] = None
-        rope_params = raw.get("rope_parameters") or {}
-        if "rope_theta" not in kwargs and "rope_theta" in rope_params:
-            kwargs["rope_theta"] = rope_params["rope_theta"]
+        # Mistral reads sliding_window (absent: 4096, null: none); Llama has no sliding window at all.
+        kwargs["sliding_window"] = (raw.get("sliding_window", defaults["sliding_window"])
+                                    if model_type == "mistral" else None)
+        kwargs["rope_theta"] = _rope_theta(raw)
         return _build(cls, kwargs, source)
 
     def to_hf_config(self) -> dict[str, Any]:
@@ -195,16 +203,66 @@ class ModelConfig:
         return self.vocab_size * self.dim + self.n_layers * (attn + mlp + 2 * self.dim) + self.dim
 
 
+# transformers' defaults (MistralConfig, LlamaConfig) for the fields a config.json may leave out.
+HF_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mistral": {"num_key_value_heads": 8, "rms_norm_eps": 1e-6, "sliding_window": 4096,
+                "max_position_embeddings": 4096 * 32, "rope_theta": 10000.0},
+    "llama": {"rms_norm_eps": 1e-6, "sliding_window": None, "max_position_embeddings": 2048,
+              "rope_theta": 10000.0},
+}
+
+
+def _rope_settings(raw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The field that holds the RoPE settings and its value, as transformers reads them
+    (`rope_scaling` first, then `rope_parameters`)."""
+    for field in ("rope_scaling", "rope_parameters"):
+        if raw.get(field):
+            return field, raw[field]
+    return "rope_parameters", {}
+
+
+def _refuse_unimplemented(raw: dict[str, Any], source: str) -> None:
+    """A ConfigError for settings the backbone would otherwise silently compute without."""
+    hint = "use weights whose config.json has plain rotary embeddings and no biases (as Mistral-7B)"
+    field, rope = _rope_settings(raw)
+    if not isinstance(rope, dict) or any(isinstance(v, dict) for v in rope.values()):
+        raise ConfigError(f"{source}: {field} {rope!r} is not supported (per-layer RoPE settings)", hint=hint)
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind != "default":
+        raise ConfigError(f"{source}: {field} asks for RoPE scaling of type {kind!r}, which this backbone "
+                          f"does not implement (it computes unscaled rotary embeddings)", hint=hint)
+    partial = rope.get("partial_rotary_factor", raw.get("partial_rotary_factor", 1.0))
+    if partial != 1.0:
+        raise ConfigError(f"{source}: partial_rotary_factor={partial} is not supported (every dimension "
+                          f"of a head is rotated here)", hint=hint)
+    biased = [name for name in ("attention_bias", "mlp_bias") if raw.get(name)]
+    if biased:
+        raise ConfigError(f"{source}: {' and '.join(biased)} are not supported (the backbone's linear "
+                          f"layers have no bias)", hint=hint)
+
+
+def _rope_theta(raw: dict[str, Any]) -> float:
+    """The rotary base: from the RoPE settings, else the top-level `rope_theta`, else 10000."""
+    _, rope = _rope_settings(raw)
+    theta = rope.get("rope_theta")
+    if theta is None:
+        theta = raw.get("rope_theta")
+    return float(theta) if theta is not None else HF_DEFAULTS["mistral"]["rope_theta"]
+
+
 def _load_json(config: dict[str, Any] | str | Path) -> tuple[dict[str, Any], str]:
     if isinstance(config, dict):
         return config, "config"
     path = Path(config)
     try:
-        return json.loads(path.read_text()), str(path)
-    except FileNotFoundError:
+        raw = json.loads(path.read_text())
+    except (FileNotFoundError, IsADirectoryError):
         raise ConfigError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: not a model configuration (a JSON object of fields)")
+    return raw, str(path)
 
 
 def _build(cls: type[ModelConfig], kwargs: dict[str, Any], source: str) -> ModelConfig:

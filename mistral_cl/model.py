@@ -128,6 +128,10 @@ class Mistral(eqx.Module):
         """Hidden states of every position; padding positions (`mask == False`) never affect real ones.
 
         Positions count real tokens only, so left- and right-padded batches give the same states.
+        The sliding window, by contrast, counts array slots, as transformers does: a query sees the
+        `sliding_window` slots up to its own, masked or not. Padding at either end never matters, but a
+        mask with holes in the middle of a sequence is not the same as removing those tokens: the
+        window then reaches fewer real tokens back than it would in the shortened sequence.
         `depth` counts the blocks to run, as transformers numbers `hidden_states`: 0 is the token
         embeddings, k < n_layers the residual stream after block k (no final norm), and None or
         n_layers the whole model's normalised output.

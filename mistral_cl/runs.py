@@ -157,6 +157,30 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+def make_run_dir(out: str | Path) -> Path:
+    """`out` created as a new run directory. It must not hold a run, nor anything else: a run writes
+    files such as predictions.csv and metrics.json, which would replace the user's own."""
+    path = Path(out)
+    hint = "choose a new or empty directory as `out`"
+    if path.exists() and not path.is_dir():
+        raise InputError("exists and is a file, not a directory", file=str(path), hint=hint)
+    if (path / RUN_FILE).exists():
+        raise InputError("a run already exists here", file=str(path),
+                         hint="choose another `out`, resume the run, or delete the directory first")
+    if path.is_dir():
+        held = sorted(p.name for p in path.iterdir())
+        if held:
+            shown = ", ".join(held[:5]) + (f" (+{len(held) - 5} more)" if len(held) > 5 else "")
+            raise InputError(f"the directory is not empty ({shown}) and is not a run: a run's files would "
+                             f"replace files of the same name", file=str(path), hint=hint)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the run directory ({error.strerror})", file=str(path),
+                         hint=hint) from None
+    return path
+
+
 def save_run_config(run_dir: Path, config: RunConfig) -> None:
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_json(Path(run_dir) / RUN_FILE, config.to_dict())
@@ -256,8 +280,4 @@ def fresh_run_dir(out: str | Path) -> Path:
     path = Path(out)
     if not sharding.is_reporting_process():  # process 0 alone decides and writes
         return path
-    if (path / RUN_FILE).exists():
-        raise InputError("a run already exists here", file=str(path),
-                         hint="choose another output directory, resume the run, or delete the directory")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_run_dir(path)

@@ -1,5 +1,5 @@
 """One model fitted on one split of all tasks at once (the seed paper's baseline), and predictions of a
-trained run, `train` or `continual`, for new reactions.
+trained run, `train` or `continual`, for new reactions (what is read and written: `prediction.py`).
 
 `fit_split` is the whole of training a model on a split: build it (on a mesh if given), cache the
 frozen backbone's features in head mode, set the head's standardiser, and run the one training loop.
@@ -10,35 +10,39 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
-import pandas as pd
 from jax.sharding import Mesh
 
 import sharding
 from mistral_cl import checkpoint, report
 from mistral_cl.data.batching import EncodedReactions, encode_reactions
-from mistral_cl.data.reactions import FIRST_DATA_ROW, ROW_CONVENTION, ReactionDataset
-from mistral_cl.data.smiles import SmilesError, canonical_reaction
+from mistral_cl.data.reactions import ReactionDataset
+from mistral_cl.data.sources import describe
+from mistral_cl.data.tables import spreadsheet_rows
 from mistral_cl.data.tasks import random_split, split_by_task
-from mistral_cl.errors import InputError
 from mistral_cl.features import cache_features
 from mistral_cl.inference import BatchSource, predict
+from mistral_cl.prediction import (
+    PREDICTION_COLUMN,
+    output_path,
+    read_queries,
+    restore_predictor,
+    with_predictions,
+)
 from mistral_cl.predictor import YieldModel, trainable_filter
 from mistral_cl.runs import (
     RunConfig,
     fresh_run_dir,
     initial_model,
-    load_model,
-    load_run_config,
     save_frozen,
     save_run_config,
     split_model,
     tokenizer_for,
-    trainable_like,
 )
 from mistral_cl.scores import regression_scores
 from mistral_cl.train import EpochHook, FitResult, fit, standardize_head
@@ -86,18 +90,22 @@ class TrainedRun:
     result: FitResult
 
 
-def train_run(config: RunConfig, out: str | Path, *, mesh: Mesh | None = None,
-              progress: bool = True) -> TrainedRun:
+def train_run(config: RunConfig, out: str | Path, *, mesh: Mesh | None = None, progress: bool = True,
+              say: Callable[[str], None] = print) -> TrainedRun:
     """`mistral-cl train`: fit one model on the training part of `config.data`, score both parts,
-    and write the run directory `out` (run.json, checkpoint, metrics, predictions and plots)."""
+    and write the run directory `out` (run.json, checkpoint, metrics, predictions and plots); `say`
+    is told what was read (on process 0)."""
     dataset = config.data.read()
+    if sharding.is_reporting_process():
+        say(describe(dataset, config.data))
     tokenizer = tokenizer_for(config)
     train_set, test_set = split_reactions(config, dataset)
-    run_dir = fresh_run_dir(out)
-    encoded = encode_reactions(dataset, tokenizer)  # buckets from all reactions: one set of shapes
+    # Buckets from all reactions: one set of shapes.
+    encoded = encode_reactions(dataset, tokenizer, max_len=config.model.max_seq_len)
     index = {s: i for i, s in enumerate(dataset.smiles)}
     train_data = encoded.subset([index[s] for s in train_set.smiles])
     test_data = encoded.subset([index[s] for s in test_set.smiles])
+    run_dir = fresh_run_dir(out)  # only once the data is known to be good: no empty run is left
     if sharding.is_reporting_process():
         save_run_config(run_dir, config)
 
@@ -122,75 +130,33 @@ def train_run(config: RunConfig, out: str | Path, *, mesh: Mesh | None = None,
         report.write_metrics(run_dir, metrics)
         report.write_csv(run_dir / "history.csv", result.history)
         report.write_csv(run_dir / "predictions.csv", [
-            {"reaction": s, "task": t, "yield": float(y), "predicted": float(p)}
-            for s, t, y, p in zip(test_set.smiles, test_set.tasks, test_data.yields, predicted, strict=True)])
+            {"row": int(r), "reaction": s, "task": t, "yield_percent": round(100 * float(y), 4),
+             PREDICTION_COLUMN: round(100 * float(p), 2)}
+            for r, s, t, y, p in zip(test_set.rows, test_set.smiles, test_set.tasks, test_data.yields,
+                                     predicted, strict=True)])
         report.parity_plot(test_data.yields, predicted, run_dir / "parity.png",
                            f"held-out test ({len(test_data)} reactions)", scores)
         report.loss_curve(result.history, run_dir / "loss.png", "training loss")
     return TrainedRun(run_dir, train_scores, scores, result)
 
 
-def trained_model(run_dir: str | Path, *, strategy: str | None = None, task: str | None = None,
-                  mesh: Mesh | None = None) -> tuple[RunConfig, YieldModel]:
-    """The model of a finished run: a `train` run's, or the model a continual run's `strategy` ended
-    with (for a task-aware strategy, that of `task`)."""
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    if config.kind == "continual":
-        from mistral_cl.continual.runner import ContinualRun
-
-        return config, ContinualRun.open(run_dir, mesh).model_of(strategy, task)
-    if strategy is not None or task is not None:
-        raise InputError("a `train` run has one model: no strategy or task to choose", file=str(run_dir))
-    like = {"trainable": trainable_like(config)}
-    state, _ = checkpoint.restore(run_dir / "checkpoints", like)
-    model = load_model(run_dir, config, state["trainable"])
-    return config, model if mesh is None else sharding.place(model, mesh)
-
-
-def predict_reactions(run_dir: str | Path, smiles: list[str], *, source: str = "",
-                      strategy: str | None = None, task: str | None = None,
-                      mesh: Mesh | None = None) -> np.ndarray:
-    """Predicted yields (fractions) of canonical reaction SMILES with a finished run's model."""
-    config, model = trained_model(run_dir, strategy=strategy, task=task, mesh=mesh)
+def predict_file(run_dir: str | Path, file: str | Path, *, output: str | Path | None = None,
+                 smiles_column: str | None = None, strategy: str | None = None, task: str | None = None,
+                 mesh: Mesh | None = None) -> tuple[Path, int]:
+    """`mistral-cl predict`: FILE's rows, every column kept, with a run's predicted yield (percent) as
+    the last column, written to `output` (checked before any work, see `prediction.output_path`).
+    Returns where the predictions went and how many there are."""
+    path = output_path(file, output, run_dir)
+    frame, smiles, column = read_queries(file, smiles_column)
+    config, model = restore_predictor(run_dir, strategy, task, mesh=mesh)
     dataset = ReactionDataset.build(smiles, np.zeros(len(smiles)), ["all"] * len(smiles),
-                                    rows=range(FIRST_DATA_ROW, FIRST_DATA_ROW + len(smiles)), source=source)
-    encoded = encode_reactions(dataset, tokenizer_for(config))
+                                    rows=spreadsheet_rows(frame), source=str(file), smiles_column=column)
+    encoded = encode_reactions(dataset, tokenizer_for(config), max_len=config.model.max_seq_len)
     batch = 64 if mesh is None else 64 * mesh.shape["data"] * mesh.shape["fsdp"]
-    return predict(model, encoded, batch_size=batch, mesh=mesh)
-
-
-def reactions_to_predict(path: str, smiles_column: str | None) -> list[str]:
-    """Canonical reaction SMILES of a CSV without yields; all bad rows are reported at once."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise InputError("file not found", file=path) from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise InputError(f"not a readable CSV file ({err})", file=path) from None
-    header = list(frame.columns)
-    if smiles_column is None:
-        names = ("rxn", "reaction", "smiles", "reaction_smiles", "rxn_smiles")
-        found = [c for c in header if c.lower() in names]
-        if not found:
-            raise InputError(f"no reaction SMILES column among {header}", file=path,
-                             hint="name it (`smiles_column`)")
-        smiles_column = found[0]
-    elif smiles_column not in header:
-        raise InputError(f"no such column; the file has {header}", file=path, column=smiles_column,
-                         hint="name the right column (`smiles_column`)")
-    if frame.empty:
-        raise InputError("the file has no reactions", file=path)
-    smiles, bad = [], []
-    for row, text in enumerate(frame[smiles_column], start=FIRST_DATA_ROW):
-        try:
-            smiles.append(canonical_reaction(text))
-        except SmilesError:
-            bad.append(row)
-    if bad:
-        raise InputError(f"unparsable reaction SMILES ({ROW_CONVENTION})", file=path, rows=bad,
-                         column=smiles_column, hint="fix or remove these rows")
-    return smiles
+    predicted = predict(model, encoded, batch_size=batch, mesh=mesh)
+    if sharding.is_reporting_process():
+        report.write_csv(path, with_predictions(frame, predicted).to_dict("records"))
+    return path, len(predicted)
 
 
 def summary_rows(run: TrainedRun) -> list[dict[str, Any]]:

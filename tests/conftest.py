@@ -1,8 +1,21 @@
-"""Test-wide set-up: eight simulated CPU devices, so sharding tests run in-process on any machine."""
+"""Test-wide set-up: eight simulated CPU devices, so sharding tests run in-process on any machine.
 
+Every session starts with an empty JAX compilation cache of its own (as a fresh CI machine has), in a
+temporary directory that is removed at exit, never ~/.cache. Within the session it is shared by every
+test and by the command-line processes the tests start, so a program that several tests compile
+(the same step on the same shapes) is compiled once.
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# Tests compile from scratch, as on a fresh CI machine, and never write into ~/.cache.
-os.environ.setdefault("MISTRAL_CL_JAX_CACHE", "")
+_CACHE = tempfile.mkdtemp(prefix="mistral-cl-tests-jax-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ["MISTRAL_CL_JAX_CACHE"] = _CACHE
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"

@@ -58,7 +58,7 @@ def test_a_task_of_a_stream_is_encoded_with_its_stream_index(tokenizer):
 def test_reactions_longer_than_max_len_are_an_error_naming_their_rows(tokenizer):
     dataset = read_suzuki_csv().subset([0, 1, 2])
     longest = int(encode_reactions(dataset, tokenizer).lengths.max())
-    with pytest.raises(InputError, match="longer than max_len"):
+    with pytest.raises(InputError, match="longer than the model's maximum length"):
         encode_reactions(dataset, tokenizer, max_len=longest - 1)
     cut = encode_reactions(dataset, tokenizer, max_len=longest - 1, truncate=True)
     assert cut.lengths.max() == longest - 1

@@ -101,7 +101,7 @@ def test_train_then_predict_writes_predictions(capsys, small_csv, tmp_path, memb
     pd.read_csv(small_csv)[["rxn"]].head(5).to_csv(queries, index=False)
     assert main(["predict", "--run", str(run), str(queries)]) == 0
     out = pd.read_csv(tmp_path / "queries.predictions.csv")
-    assert len(out) == 5 and out["predicted_yield"].between(0, 100).all()
+    assert len(out) == 5 and out["predicted_yield_percent"].between(0, 100).all()
     bad = tmp_path / "bad_queries.csv"
     bad.write_text("rxn\nnot a smiles\nCC>>CC\n")
     code, err = _error(capsys, ["predict", "--run", str(run), str(bad)])
@@ -123,7 +123,8 @@ def test_a_run_on_the_token_embeddings_predicts_from_them_again(small_csv, tmp_p
     # `predict` rebuilds the model from run.json: it must read the embeddings as training did (the
     # final layer's states would give other yields).
     again = pd.read_csv(tmp_path / "queries.predictions.csv")
-    np.testing.assert_allclose(again["predicted_yield"], 100 * held_out["predicted"], atol=0.01)
+    column = "predicted_yield_percent"
+    np.testing.assert_allclose(again[column], held_out[column], atol=0.01)
 
 
 def test_importing_the_package_and_cli_pulls_in_neither_torch_nor_transformers():

@@ -51,3 +51,49 @@ def test_unknown_params_json_fields_are_named(tmp_path):
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ConfigError, match="tiny"):
         ModelConfig.preset("mistral-70b")
+
+
+MINIMAL_HF = {"vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 8,
+              "intermediate_size": 128}
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"rope_scaling": {"type": "linear", "factor": 2.0}},
+     "rope_scaling asks for RoPE scaling of type 'linear'"),
+    ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "type 'dynamic'"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6}},
+     "rope_parameters asks for RoPE scaling of type 'yarn'"),
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}},
+     "partial_rotary_factor=0.5"),
+    ({"attention_bias": True}, "attention_bias"),
+])
+def test_settings_the_backbone_does_not_implement_are_refused_not_ignored(tmp_path, change, named):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(MINIMAL_HF | change))
+    with pytest.raises(ConfigError) as error:
+        ModelConfig.from_hf_config(path)
+    assert str(path) in str(error.value) and named in str(error.value)
+
+
+def test_plain_rope_parameters_are_read_as_transformers_reads_them():
+    raw = MINIMAL_HF | {"rope_theta": 5.0, "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}
+    assert ModelConfig.from_hf_config(raw).rope_theta == 1e6
+
+
+@pytest.mark.parametrize("model_type", ["mistral", "llama"])
+@pytest.mark.parametrize("sliding_window", ["absent", None, 16])
+def test_fields_a_config_leaves_out_take_transformers_defaults(model_type, sliding_window):
+    import transformers
+
+    raw = MINIMAL_HF | {"model_type": model_type}
+    if sliding_window != "absent":
+        raw["sliding_window"] = sliding_window
+    ours = ModelConfig.from_hf_config(raw)
+    reference = {"mistral": transformers.MistralConfig, "llama": transformers.LlamaConfig}[model_type]
+    theirs = reference(**{k: v for k, v in raw.items() if k != "model_type"})
+    assert ours.norm_eps == theirs.rms_norm_eps == 1e-6
+    assert ours.n_kv_heads == theirs.num_key_value_heads
+    assert ours.max_seq_len == theirs.max_position_embeddings
+    assert ours.rope_theta == theirs.rope_parameters["rope_theta"]
+    assert ours.sliding_window == getattr(theirs, "sliding_window", None) if model_type == "mistral" else (
+        ours.sliding_window is None)

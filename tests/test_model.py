@@ -52,6 +52,18 @@ def test_sliding_window_limits_how_far_back_a_token_sees():
     np.testing.assert_array_equal(a[0, 11], b[0, 11])
 
 
+def test_a_mask_with_holes_is_not_the_same_as_removing_those_tokens():
+    # The window counts array slots, as transformers does: with slots 3-6 masked, slot 11 sees slots
+    # 6-11 (5 real tokens), while the shortened sequence lets the same token see 6 real ones.
+    model = Mistral(CFG, key=jax.random.key(0))
+    tokens, mask = _batch([12], 12)
+    holed = model(tokens, mask.at[0, 3:7].set(False))
+    kept = np.r_[0:3, 7:12]
+    removed = model(tokens[:, kept], jnp.ones((1, len(kept)), bool))
+    np.testing.assert_allclose(holed[0, :3], removed[0, :3], rtol=1e-5, atol=1e-6)  # before the hole
+    assert not np.allclose(holed[0, 11], removed[0, -1], atol=1e-3)
+
+
 @pytest.mark.parametrize(("mode", "pool_heads"), [("head", 1), ("lora", 1), ("full", 1), ("head", 4)])
 def test_padding_never_changes_a_prediction(mode, pool_heads):
     model = build_yield_model(CFG, HeadConfig(n_heads=2, mlp_dim=16, pool_heads=pool_heads),

@@ -19,6 +19,11 @@ from mistral_cl.tokenizer import Tokenizer
 WORKBOOK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / (
     "aap9112_Data_File_S1.xlsx")
 GOOD = "CC(=O)c1ccccc1.OB(O)c1ccccc1>>CC(=O)c1ccc(-c2ccccc2)cc1"
+
+
+def reaction(n: int) -> str:
+    """A distinct valid reaction for each n >= 1 (an alkyl chain of n carbons)."""
+    return f"{'C' * n}Br.OB(O)c1ccccc1>>{'C' * n}c1ccccc1"
 needs_workbook = pytest.mark.skipif(not WORKBOOK.is_file(), reason="Data File S1 not present")
 
 
@@ -126,8 +131,8 @@ def test_load_dataset_knows_the_packaged_names(suzuki_csv):
 
 def test_percent_yields_become_fractions_and_task_columns_name_tasks(tmp_path):
     path = write_csv(tmp_path, [
-        {"rxn": GOOD, "yield": "55", "ligand": "L1", "base": "B1"},
-        {"rxn": GOOD, "yield": "100", "ligand": "L2", "base": "B1"},
+        {"rxn": reaction(1), "yield": "55", "ligand": "L1", "base": "B1"},
+        {"rxn": reaction(2), "yield": "100", "ligand": "L2", "base": "B1"},
     ])
     dataset = load_dataset(path, task_columns=("ligand", "base"))
     np.testing.assert_allclose(dataset.yields, [0.55, 1.0])
@@ -136,7 +141,7 @@ def test_percent_yields_become_fractions_and_task_columns_name_tasks(tmp_path):
 
 
 def test_fraction_yields_are_kept(tmp_path):
-    path = write_csv(tmp_path, [{"rxn": GOOD, "yield": "0.25"}, {"rxn": GOOD, "yield": "1"}])
+    path = write_csv(tmp_path, [{"rxn": reaction(1), "yield": "0.25"}, {"rxn": reaction(2), "yield": "1"}])
     dataset = read_csv(path, yield_unit="auto")
     np.testing.assert_allclose(dataset.yields, [0.25, 1.0])
     assert dataset.task_keys() == ["all"]
@@ -144,7 +149,7 @@ def test_fraction_yields_are_kept(tmp_path):
 
 def test_generic_workbook_is_read_like_a_csv(tmp_path):
     path = tmp_path / "reactions.xlsx"
-    pd.DataFrame({"rxn": [GOOD, GOOD], "yield": [10.0, 20.0]}).to_excel(path, index=False)
+    pd.DataFrame({"rxn": [reaction(1), reaction(2)], "yield": [10.0, 20.0]}).to_excel(path, index=False)
     np.testing.assert_allclose(load_dataset(path).yields, [0.1, 0.2])
 
 

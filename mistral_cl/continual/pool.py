@@ -38,23 +38,26 @@ class TaskPool:
     features: CachedFeatures | None = None
 
     @classmethod
-    def from_tasks(cls, tasks: Sequence[Task], tokenizer: Tokenizer, n_buckets: int = 4) -> TaskPool:
+    def from_tasks(cls, tasks: Sequence[Task], tokenizer: Tokenizer, n_buckets: int = 4,
+                   max_len: int | None = None) -> TaskPool:
         """Encode the tasks of a stream at once; `n_buckets` batch widths (each one compiled shape of
-        every jitted function) are chosen from all their reactions."""
+        every jitted function) are chosen from all their reactions. A reaction of more than `max_len`
+        tokens (the model's longest sequence) is an error naming its row."""
         parts = [part for task in tasks for part in (task.train, task.test)]
         encoded = encode_reactions(ReactionDataset.concat(parts), tokenizer,
-                                   {task.key: i for i, task in enumerate(tasks)}, buckets=None)
+                                   {task.key: i for i, task in enumerate(tasks)}, buckets=None,
+                                   max_len=max_len)
         encoded = dataclasses.replace(encoded, buckets=choose_buckets(encoded.lengths, n_buckets))
         sizes = np.cumsum([0, *(len(p) for p in parts)])
         spans = [np.arange(sizes[k], sizes[k + 1]) for k in range(len(parts))]
         return cls(encoded, tuple(t.key for t in tasks), tuple(spans[0::2]), tuple(spans[1::2]))
 
-    def with_task(self, task: Task, tokenizer: Tokenizer) -> TaskPool:
+    def with_task(self, task: Task, tokenizer: Tokenizer, max_len: int | None = None) -> TaskPool:
         """The pool with `task` appended; its reactions reuse the pool's buckets (plus one wider
-        bucket if a reaction is longer than all of them)."""
+        bucket if a reaction is longer than all of them, up to `max_len` tokens)."""
         index = len(self.keys)
         dataset = ReactionDataset.concat([task.train, task.test])
-        new = encode_reactions(dataset, tokenizer, {task.key: index}, buckets=None)
+        new = encode_reactions(dataset, tokenizer, {task.key: index}, buckets=None, max_len=max_len)
         buckets = tuple(self.encoded.buckets or ())
         longest = int(new.lengths.max())
         if not buckets or longest > buckets[-1]:

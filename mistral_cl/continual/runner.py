@@ -34,7 +34,7 @@ import functools
 import json
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +48,20 @@ from tqdm.auto import tqdm
 import sharding
 from mistral_cl import checkpoint, report
 from mistral_cl.continual.buffer import MemoryPolicy
-from mistral_cl.continual.learner import CHECKPOINTS, Progress, evaluate, restore, round_steps, run_strategy
+from mistral_cl.continual.learner import CHECKPOINTS, Progress, evaluate, round_steps, run_strategy
 from mistral_cl.continual.metrics import SCORES, ScoreBoard
 from mistral_cl.continual.pool import TaskPool
 from mistral_cl.continual.strategies import Setting, Strategy, StrategyState, build_strategy, parse_strategies
 from mistral_cl.continual.strategies.naive import Naive
-from mistral_cl.data.reactions import ReactionDataset
-from mistral_cl.data.tasks import Task, TaskOrder, TaskStream
-from mistral_cl.errors import InputError
-from mistral_cl.predictor import YieldModel, trainable_filter
+from mistral_cl.data.batching import encode_reactions
+from mistral_cl.data.duplicates import DuplicatePolicy, not_in_run
+from mistral_cl.data.reactions import ReactionDataset, reactions_from_table
+from mistral_cl.data.sources import describe
+from mistral_cl.data.tables import read_cells
+from mistral_cl.data.tasks import Task, TaskOrder, TaskStream, split_by_task
+from mistral_cl.errors import InputError, warn
+from mistral_cl.predictor import trainable_filter
+from mistral_cl.runlock import describe_holder, holder
 from mistral_cl.runs import (
     ContinualConfig,
     RunConfig,
@@ -70,6 +75,8 @@ from mistral_cl.runs import (
 )
 from mistral_cl.train import standardize_head
 
+SMILES_NAMES = ("rxn", "reaction", "reaction_smiles", "rxn_smiles", "smiles")
+YIELD_NAMES = ("yield", "yield_percent", "yield (%)", "yield_%", "measured_yield")
 STREAM_FILE = "stream.json"
 BEFORE_FILE = "before.json"
 INGESTED = "ingested"
@@ -119,27 +126,34 @@ class ContinualRun:
     stream: dict[str, Any]
     mesh: Mesh | None = None
     built_pool: TaskPool | None = None  # set by `create` and `with_task`; else built on first use
+    read_data: ReactionDataset | None = None  # the reactions of `config.data`, once read
 
     # ------------------------------------------------------------------------------ opening
 
     @classmethod
     def create(cls, out: str | Path, config: RunConfig, order: TaskOrder = "sorted",
-               mesh: Mesh | None = None) -> ContinualRun:
-        """A new run in `out` (which must not hold one) of the tasks of `config.data` in `order`."""
+               mesh: Mesh | None = None, say: Callable[[str], None] = print) -> ContinualRun:
+        """A new run in `out` (which must not hold one) of the tasks of `config.data` in `order`;
+        `say` is told what was read (on process 0)."""
         settings = continual_settings(config)
-        stream = TaskStream.from_dataset(config.data.read(), order=order, test_fraction=config.test_fraction,
+        dataset = config.data.read()
+        if sharding.is_reporting_process():
+            say(describe(dataset, config.data))
+        stream = TaskStream.from_dataset(dataset, order=order, test_fraction=config.test_fraction,
                                          split_seed=config.train.seed, order_seed=config.train.seed)
         if len(stream) < 2:
             raise InputError(f"a continual run needs at least 2 tasks, the data has {len(stream)}",
-                             hint="name the columns that define a task (`data.task_columns`)")
-        pool = TaskPool.from_tasks(stream.tasks, tokenizer_for(config), settings.buckets)
+                             file=dataset.source, hint="name the columns that define a task "
+                                                       "(`data.task_columns`)")
+        pool = TaskPool.from_tasks(stream.tasks, tokenizer_for(config), settings.buckets,
+                                   config.model.max_seq_len)
         record = stream_record(pool, [config.data.source] * len(pool), [len(pool)])
-        directory = fresh_run_dir(out)
+        directory = fresh_run_dir(out)  # only once the data is known to be good: no empty run is left
         if sharding.is_reporting_process():
             write_json(directory / STREAM_FILE, record)
             save_run_config(directory, config)
         sharding.barrier(f"created {directory}")
-        return cls(directory, config, record, mesh, pool)
+        return cls(directory, config, record, mesh, pool, dataset)
 
     @classmethod
     def open(cls, run_dir: str | Path, mesh: Mesh | None = None) -> ContinualRun:
@@ -149,6 +163,14 @@ class ContinualRun:
         continual_settings(config, directory)
         stream = json.loads((directory / STREAM_FILE).read_text())
         return cls(directory, config, stream, mesh)
+
+    @property
+    def dataset(self) -> ReactionDataset:
+        """The reactions of the run's data settings (the stream before any ingest), read once."""
+        if self.read_data is None:
+            object.__setattr__(self, "read_data", self.config.data.read())
+        assert self.read_data is not None
+        return self.read_data
 
     @property
     def pool(self) -> TaskPool:
@@ -163,12 +185,12 @@ class ContinualRun:
         directory, config, stream, settings = self.directory, self.config, self.stream, self.settings
         first = stream["arrivals"][0]
         keys = [task["key"] for task in stream["tasks"]]
-        tasks = TaskStream.from_dataset(config.data.read(), order=keys[:first],
+        tasks = TaskStream.from_dataset(self.dataset, order=keys[:first],
                                         test_fraction=config.test_fraction, split_seed=config.train.seed)
-        tokenizer = tokenizer_for(config)
-        pool = TaskPool.from_tasks(tasks.tasks, tokenizer, settings.buckets)
+        tokenizer, longest = tokenizer_for(config), config.model.max_seq_len
+        pool = TaskPool.from_tasks(tasks.tasks, tokenizer, settings.buckets, longest)
         for task in stream["tasks"][first:]:
-            pool = pool.with_task(ingested_task(directory / task["source"], task["key"]), tokenizer)
+            pool = pool.with_task(ingested_task(directory / task["source"], task["key"]), tokenizer, longest)
         sizes = [(len(a), len(b)) for a, b in zip(pool.train, pool.test, strict=True)]
         if sizes != [(t["train"], t["test"]) for t in stream["tasks"]]:
             raise InputError("the run's data changed since it started (task sizes differ)",
@@ -187,16 +209,6 @@ class ContinualRun:
     @property
     def strategies(self) -> list[Strategy]:
         return [build_strategy(spec) for spec in self.settings.strategies]
-
-    def model_setting(self) -> Setting:
-        """A setting with the run's model structure and frozen half but no cached features, no
-        standardised head and nothing written: enough to restore a strategy's trained model."""
-        config = self.config
-        model = initial_model(config, jax.random.key(config.train.seed), self.mesh)
-        filter_spec = trainable_filter(model, config.adaptation.mode)
-        trainable, frozen = eqx.partition(model, filter_spec)
-        return Setting(self.pool, config.train, config.adaptation.mode, filter_spec, frozen, trainable,
-                       MemoryPolicy.parse(self.settings.memory), self.mesh)
 
     @functools.cached_property
     def setting(self) -> Setting:
@@ -314,9 +326,7 @@ class ContinualRun:
         """The run with `task` appended to its stream: its reactions kept under ingested/ and
         stream.json extended (by process 0), ready for `train` to learn it. The run must be finished
         (see `unfinished`) and must not have a task of that name."""
-        if task.key in {t["key"] for t in self.stream["tasks"]}:
-            raise InputError(f"the run already has a task named {task.key!r}",
-                             hint="give the new task another name (`task`)")
+        self.check_new_key(task.key)
         unfinished = self.unfinished()
         if unfinished:
             raise InputError(f"strategy {unfinished[0]!r} has not finished its tasks",
@@ -336,52 +346,87 @@ class ContinualRun:
             write_json(self.directory / STREAM_FILE, stream)
         sharding.barrier(f"ingested {source}")
         new = ingested_task(self.directory / source, task.key)
-        pool = self.pool.with_task(new, tokenizer_for(self.config))
+        pool = self.pool.with_task(new, tokenizer_for(self.config), self.config.model.max_seq_len)
         return dataclasses.replace(self, stream=stream, built_pool=pool)
 
-    # ------------------------------------------------------------------------ results, models
+    def check_new_key(self, key: str) -> None:
+        """A new task needs a new key; repeating an interrupted ingest needs a resume instead."""
+        keys = [task["key"] for task in self.stream["tasks"]]
+        if key not in keys:
+            return
+        if keys.index(key) == len(keys) - 1 and len(keys) > self.arrivals[0] and self.unfinished():
+            raise InputError(f"task {key!r} is already in the run: an earlier ingest added it and was "
+                             f"interrupted before every strategy had learned it", file=str(self.directory),
+                             hint=f"finish that ingest with: mistral-cl continual --resume {self.directory} "
+                                  f"(nothing needs ingesting again)")
+        source = self.stream["tasks"][keys.index(key)]["source"]
+        raise InputError(f"the run already has a task named {key!r} (from {source})",
+                         file=str(self.directory), hint="to add another batch, give it a new name (`task`)")
+
+    def new_task(self, path: str | Path, key: str, *, smiles_column: str | None = None,
+                 yield_column: str | None = None, yield_unit: str | None = None,
+                 duplicates: DuplicatePolicy = "error") -> tuple[Task, str]:
+        """The experiments of a CSV file as the run's next task `key`, split like every task of the
+        run, and a line saying how its yields were read. Yields are read in the run's own unit unless
+        `yield_unit` says otherwise; a reaction the run already has is an error (with `duplicates`
+        "first", it is left out). Every problem of the file is an `InputError`; nothing is written."""
+        path = Path(path)
+        self.check_new_key(key)
+        unit, reason = (yield_unit, None) if yield_unit else (self.dataset.yield_unit, "the run's unit")
+        frame = read_cells(path)
+        header = [str(c) for c in frame.columns]
+        batch = reactions_from_table(
+            frame, file=str(path), smiles_column=_column(header, smiles_column, SMILES_NAMES, "rxn"),
+            yield_column=_column(header, yield_column, YIELD_NAMES, "yield"), yield_unit=unit,
+            unit_reason=reason, duplicates=duplicates)
+        batch = dataclasses.replace(batch, tasks=np.full(len(batch), key, dtype=object))
+        batch = batch.subset(not_in_run(batch.smiles, batch.rows, self.known_reactions(), policy=duplicates,
+                                        file=str(path), column=batch.smiles_column))
+        encode_reactions(batch, tokenizer_for(self.config), max_len=self.config.model.max_seq_len)
+        task = split_by_task(batch, self.config.test_fraction, self.config.train.seed)[0]
+        shown = {"percent": "percent", "fraction": "fractions"}[batch.yield_unit]
+        return task, f"yields read as {shown}{f' ({reason})' if reason else ''}"
+
+    def known_reactions(self) -> dict[str, str]:
+        """Every reaction of the run (canonical SMILES) and the key of its task."""
+        first = self.arrivals[0]
+        keys = {task["key"] for task in self.stream["tasks"][:first]}
+        data = self.dataset
+        known = {s: k for s, k in zip(data.smiles, data.tasks, strict=True) if k in keys}
+        for task in self.stream["tasks"][first:]:
+            ingested = ingested_task(self.directory / task["source"], task["key"])
+            known.update((s, task["key"]) for part in (ingested.train, ingested.test) for s in part.smiles)
+        return known
+
+    # -------------------------------------------------------------------------------- results
 
     def results(self) -> list[dict[str, Any]]:
-        """The comparison rows of every strategy that has results, with its plots drawn again."""
-        rows = []
+        """The comparison rows of every strategy that has results, with its plots drawn again. A run
+        with no finished round is an error; a run still short of its stream gets a warning."""
+        rows, behind = [], []
         for strategy in self.strategies:
             directory = strategy_directory(self.directory, strategy)
+            total = len(strategy.rounds(self.arrivals))
             if not (directory / "scores.json").exists():
+                behind.append(f"{strategy.spec} (0 of {total} rounds)")
                 continue
             board = ScoreBoard.from_json(json.loads((directory / "scores.json").read_text()))
+            if board.rounds < total:
+                behind.append(f"{strategy.spec} ({board.rounds} of {total} rounds)")
             draw(directory, strategy.spec, board, round_labels(board, strategy, self.arrivals))
             timing = json.loads((directory / "timing.json").read_text())
             summary = json.loads((directory / "summary.json").read_text())
             rows.append(comparison_row(strategy, summary, timing["seconds"]))
+        working = holder(self.directory)
+        advice = (f"{describe_holder(working)} is training it; report again once it has ended" if working
+                  else f"finish it with: mistral-cl continual --resume {self.directory}")
+        if not rows:
+            raise InputError("no strategy of this run has finished a round: there is nothing to report yet",
+                             file=str(self.directory), hint=advice)
+        if behind:
+            warn(f"the run is unfinished: {', '.join(behind)}; the table shows the rounds done so far",
+                 file=str(self.directory), hint=advice)
         return rows
-
-    def model_of(self, spec: str | None = None, task: str | None = None) -> YieldModel:
-        """The model a strategy ended with (`spec`: default the run's only or last strategy), to
-        predict new reactions; a task-aware strategy's model for `task` (a key of the stream)."""
-        strategies = {s.spec: s for s in self.strategies}
-        if spec is None:
-            spec = list(strategies)[-1]
-        if spec not in strategies:
-            raise InputError(f"the run has no strategy {spec!r}", file=str(self.directory),
-                             hint=f"choose one of {', '.join(strategies)}")
-        strategy = strategies[spec]
-        setting = self.model_setting()
-        progress = restore(strategy, setting, strategy_directory(self.directory, strategy))
-        if progress is None:
-            raise InputError(f"strategy {spec!r} has not finished a round yet", file=str(self.directory),
-                             hint=f"train it first: mistral-cl continual --resume {self.directory}")
-        keys = list(self.pool.keys)
-        if strategy.task_aware and task is None:
-            raise InputError(f"strategy {spec!r} keeps one model per task: name the task",
-                             hint=f"one of {', '.join(keys)}")
-        if task is not None and task not in keys:
-            raise InputError(f"the run has no task {task!r}", file=str(self.directory),
-                             hint=f"one of {', '.join(keys)}")
-        index = keys.index(task) if task is not None else 0
-        for predictor, tasks in strategy.predictors(setting, progress.state, progress.trainable, len(keys)):
-            if index in tasks:
-                return setting.model(predictor)
-        raise AssertionError("every task has a predictor")
 
 
 def continual_settings(config: RunConfig, directory: Path | None = None) -> ContinualConfig:
@@ -450,6 +495,13 @@ def _compile_counter() -> Iterator[_Compiles]:
         yield seen
     finally:
         monitoring.unregister_event_duration_listener(listen)
+
+
+def _column(header: list[str], given: str | None, names: tuple[str, ...], fallback: str) -> str:
+    if given is not None:
+        return given
+    found = [c for c in header if c.strip().lower() in names]
+    return found[0] if found else fallback
 
 
 def _log(show: bool, line: str) -> None:

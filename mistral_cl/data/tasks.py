@@ -3,20 +3,22 @@
 Each task's reactions are split into train and test with a generator seeded by the split seed and
 the task key, over the task's reactions in a canonical order (by SMILES, then source row), so a
 task's split depends on nothing else: not on the other tasks, the order of the rows, or the order
-of the stream. Forgetting is always measured on the held-out part.
+of the stream. Forgetting is always measured on the held-out part, and every held-out part has at
+least 2 reactions: R^2 of a single reaction is undefined, and would turn ACC, BWT and FWT into NaN.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import numpy as np
 
-from mistral_cl.data.reactions import ReactionDataset
-from mistral_cl.errors import InputError
+from mistral_cl.data.reactions import ROW_CONVENTION, ReactionDataset
+from mistral_cl.errors import InputError, warn
 
 TaskOrder = Literal["sorted", "random"] | Sequence[str]
 
@@ -32,16 +34,41 @@ class Task:
     test: ReactionDataset
 
 
-def _held_out(n: int, test_fraction: float, rng: np.random.Generator, what: str) -> np.ndarray:
-    """Sorted positions (of `n`) that go to the test set: round(n * test_fraction), at least 1."""
+MIN_TEST = 2  # R^2 compares a set of yields with its mean: one reaction has no variance
+
+
+def _held_out(part: ReactionDataset, test_fraction: float, rng: np.random.Generator, what: str
+              ) -> np.ndarray:
+    """Sorted positions (of `part`) that go to the test set: round(n * test_fraction), at least
+    `MIN_TEST` and leaving at least one reaction to train on. `what` names `part` in messages."""
     if not 0.0 < test_fraction < 1.0:
         raise InputError(f"test_fraction must be between 0 and 1, got {test_fraction}",
-                         hint="use e.g. 0.3 for a 70/30 split")
-    if n < 2:
-        raise InputError(f"{what} has {n} reaction(s); a train/test split needs at least 2",
-                         hint="add reactions to this task or leave it out of the stream")
+                         hint="use e.g. `test_fraction=0.3` for a 70/30 split")
+    n = len(part)
+    rows = sorted(part.rows.tolist())
+    if n < MIN_TEST + 1:
+        raise InputError(
+            f"{what} has {n} reaction(s); a split needs at least {MIN_TEST + 1}: {MIN_TEST} held out "
+            f"to score R², 1 to train on ({ROW_CONVENTION})", file=part.source, rows=rows,
+            hint="add reactions to it, or delete its rows (in `continual`, `task_order` may also list "
+                 "the other tasks without it)")
     n_test = min(max(round(n * test_fraction), 1), n - 1)
+    if n_test < MIN_TEST:
+        needed = math.ceil(100 * (MIN_TEST - 0.5) / n) / 100
+        raise InputError(
+            f"holding out {test_fraction:g} of the {n} reactions of {what} leaves {n_test} test "
+            f"reaction; R² needs at least {MIN_TEST}", file=part.source,
+            hint=f"set `test_fraction={min(needed, 0.5):g}` or more, or add reactions")
     return np.sort(rng.permutation(n)[:n_test])
+
+
+def _warn_if_unscorable(test: ReactionDataset, what: str, consequence: str) -> None:
+    """R^2 is undefined on a test set whose yields are all equal: say so, and what it leaves out."""
+    if len(test) and float(np.ptp(test.yields)) == 0.0:
+        level = 100 * float(test.yields[0])
+        warn(f"the {len(test)} held-out reactions of {what} all have the yield {level:g} %: R² is "
+             f"undefined there (NaN){consequence}", file=test.source, rows=sorted(test.rows.tolist()),
+             hint="add reactions with other yields, or raise `test_fraction`")
 
 
 def _complement(n: int, chosen: np.ndarray) -> np.ndarray:
@@ -56,7 +83,8 @@ def random_split(
     """(train, test) over the whole dataset, ignoring tasks: the standard single-task protocol
     (for the Suzuki screen, a random 70/30 split repeated with seeds 0..9)."""
     n = len(dataset)
-    test = _held_out(n, test_fraction, np.random.default_rng(seed), f"dataset {dataset.source}")
+    test = _held_out(dataset, test_fraction, np.random.default_rng(seed), "the data set")
+    _warn_if_unscorable(dataset.subset(test), "the data set", "")
     return dataset.subset(_complement(n, test)), dataset.subset(test)
 
 
@@ -74,9 +102,11 @@ def split_by_task(
         # A canonical member order makes the split independent of how the rows were ordered.
         members = members[np.lexsort((dataset.rows[members], dataset.smiles[members]))]
         rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
-        test = _held_out(len(members), test_fraction, rng, f"task {key!r}")
+        test = _held_out(dataset.subset(members), test_fraction, rng, f"task {key!r}")
         train = members[_complement(len(members), test)]
         tasks.append(Task(key, index, dataset.subset(train), dataset.subset(members[test])))
+        _warn_if_unscorable(tasks[-1].test, f"task {key!r}",
+                            ", so ACC, BWT, FWT and forgetting leave this task out")
     return tasks
 
 
@@ -127,7 +157,11 @@ class TaskStream:
         split_seed: int = 0,
         order_seed: int = 0,
     ) -> TaskStream:
-        """Split every task of `dataset` (see `split_by_task`) and order them (see `from_tasks`)."""
+        """Split every task of `dataset` (see `split_by_task`) and order them (see `from_tasks`); an
+        explicit order splits only the tasks it names (a task's split depends on nothing else)."""
+        if not isinstance(order, str):
+            keys = _checked_keys(list(order), dataset.task_keys())
+            dataset = dataset.subset(np.flatnonzero(np.isin(dataset.tasks, np.array(keys, dtype=object))))
         return cls.from_tasks(split_by_task(dataset, test_fraction, split_seed), order, order_seed)
 
     @property
