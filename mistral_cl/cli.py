@@ -156,9 +156,10 @@ def _add_train_options(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
 
 def _add_run_options(parser: argparse.ArgumentParser, *, progress: bool = True) -> None:
     group = parser.add_argument_group("scale-out")
-    group.add_argument("--mesh", default="-1x1x1",
-                       help="data x fsdp x tensor device mesh, -1 = the rest (default -1x1x1: every "
-                            "device splits the batch; 1x1x1: one device, without any sharding)")
+    group.add_argument("--mesh", default=os.environ.get("MISTRAL_CL_MESH", "-1x1x1"),
+                       help="data x fsdp x tensor device mesh, -1 = the rest (default $MISTRAL_CL_MESH, "
+                            "else -1x1x1: every device splits the batch; 1x1x1: one device, without any "
+                            "sharding)")
     group.add_argument("--distributed", action="store_true",
                        help="call jax.distributed.initialize (auto-detects TPU pods and SLURM; else "
                             "set --coordinator, --num-processes and --process-id)")

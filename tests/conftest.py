@@ -1,4 +1,5 @@
-"""Test-wide set-up: eight simulated CPU devices, so sharding tests run in-process on any machine.
+"""Test-wide set-up: eight simulated CPU devices, so sharding tests run in-process on any machine;
+the command line's default mesh is one device (`MISTRAL_CL_MESH`), as on a CPU user's machine.
 
 Every session starts with an empty JAX compilation cache of its own (as a fresh CI machine has), in a
 temporary directory that is removed at exit, never ~/.cache. Within the session it is shared by every
@@ -13,6 +14,8 @@ import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Commands run on one device, as on a CPU user's machine, unless a test names a mesh (--mesh).
+os.environ["MISTRAL_CL_MESH"] = "1x1x1"
 _CACHE = tempfile.mkdtemp(prefix="mistral-cl-tests-jax-")
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ["MISTRAL_CL_JAX_CACHE"] = _CACHE
