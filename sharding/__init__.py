@@ -22,6 +22,7 @@ from sharding.placement import (
     to_host,
 )
 from sharding.specs import (
+    BATCH_LIKE_STATE,
     LOGICAL_TO_MESH,
     RULES,
     batch_specs,
@@ -29,11 +30,13 @@ from sharding.specs import (
     model_specs,
     opt_state_specs,
     shardings,
+    strategy_state_specs,
 )
 
 __all__ = [
     "AXES",
     "BATCH_AXES",
+    "BATCH_LIKE_STATE",
     "LOGICAL_TO_MESH",
     "RULES",
     "batch_specs",
@@ -53,5 +56,6 @@ __all__ = [
     "sharded_opt_init",
     "shardings",
     "state_constraint",
+    "strategy_state_specs",
     "to_host",
 ]
