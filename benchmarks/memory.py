@@ -166,18 +166,35 @@ def _batch(rows: int, seq: int) -> Batch:
 
 
 _HLO_ARRAY = re.compile(r"\b(pred|bf16|[fsu]\d+)\[(\d+(?:,\d+)*)\]")
+_HLO_RESULT = re.compile(r"^\s+(?:ROOT )?%[\w.\-]+ = (.+?) [a-z][\w\-]*\(")  # an instruction's result type
+_HLO_FUSED = re.compile(r"fusion\(.*calls=%([\w.\-]+)")
+
+
+def _materialised(hlo: str) -> set[tuple[str, str]]:
+    """(dtype, dims) of every array that the compiled HLO text holds in a buffer: instruction results
+    outside fused computations (whose intermediates live in registers, never in memory)."""
+    fused = set(_HLO_FUSED.findall(hlo))
+    found: set[tuple[str, str]] = set()
+    computation = None
+    for line in hlo.splitlines():
+        if line and not line.startswith(" ") and line.rstrip().endswith("{"):
+            computation = line.removeprefix("ENTRY ").split(" ", 1)[0].lstrip("%")
+        elif computation not in fused and (result := _HLO_RESULT.match(line)):
+            found.update(_HLO_ARRAY.findall(result.group(1)))
+    return found
 
 
 def largest_array(hlo: str, trainable) -> dict:
-    """The largest array in a compiled step's HLO text, and the trainable weight whose whole, unsharded
-    shape it has when the layout splits that weight (a sign that the partitioner gathered it)."""
+    """The largest array a compiled step holds in memory (from its HLO text), and the trainable weight
+    whose whole, unsharded shape it has when the layout splits that weight (a sign that the partitioner
+    gathered it)."""
 
     def size(found: tuple[str, str]) -> int:
         dtype, dims = found
         itemsize = {"pred": 1, "bf16": 2}.get(dtype) or int(dtype[1:]) // 8
         return math.prod(map(int, dims.split(","))) * itemsize
 
-    dtype, dims = max(set(_HLO_ARRAY.findall(hlo)), key=size)
+    dtype, dims = max(_materialised(hlo), key=size)
     split = {tuple(leaf.shape): path_name(path)
              for path, leaf in jax.tree_util.tree_leaves_with_path(trainable)
              if leaf.sharding.shard_shape(leaf.shape) != leaf.shape}

@@ -138,7 +138,7 @@ def _continual_memory(result: dict[str, Any]) -> list[str]:
         "rehearsal memory (replay, agem) is a list of positions on the host, so it holds no device state; "
         "what it costs on the device is the remembered batch of every step (`memory_batch` reactions, the "
         "second of the batches). A-GEM's reference gradient is a temporary of the step. *Largest array* is "
-        "the largest one in the compiled step (GiB).",
+        "the largest one the compiled step holds in memory (GiB).",
         _table(targets, [("target (every strategy)", "name"), ("met", "met"), ("setting", "setting"),
                          ("worst", "worst"), ("peak GiB", "peak_gib"), ("margin GiB", "margin_gib"),
                          ("over budget, GiB", "over")]),
