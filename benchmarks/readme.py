@@ -118,9 +118,10 @@ def _continual_memory(result: dict[str, Any]) -> list[str]:
     if not continual:
         return []
     gib, budget = 2**30, result["budget_gib"]
-    rows = [dict(r, shapes=" + ".join(r["batches"]), args=r["arguments"] / gib, temps=r["temporaries"] / gib,
-                 peak=r["peak_estimate"] / gib, state=r["state_bytes"] / gib,
-                 added=r["added_peak_estimate"] / gib, fits=r["peak_estimate"] / gib <= budget,
+    rows = [dict(r, shapes=" + ".join(r["batches"]), fits=r["peak_estimate"] / gib <= budget,
+                 **{name: f"{r[key] / gib:.2f}" for name, key in (
+                     ("args", "arguments"), ("temps", "temporaries"), ("peak", "peak_estimate"),
+                     ("state", "state_bytes"), ("added", "added_peak_estimate"))},
                  largest=f"{r['largest_array']['array']} {r['largest_array']['bytes'] / gib:.2f}")
             for r in continual["rows"]]
     targets = [dict(name=name, **t, over=", ".join(f"{s} {v:+.2f}" for s, v in t["over_budget_gib"].items()))
@@ -168,6 +169,10 @@ def _why_over(row: dict[str, Any], budget: float) -> str:
         reasons.append(f"every step adds a remembered batch ({' + '.join(row['batches'])})")
     reasons.append(f"the step's temporaries grow by {row['added_temporaries'] / gib:.2f} GiB over naive's")
     largest = row["largest_array"]
+    remembered = row["batches"][-1].replace("x", ",")
+    if len(row["batches"]) > 1 and remembered in largest["array"]:
+        reasons.append(f"its largest array, {largest['array']} ({largest['bytes'] / gib:.2f} GiB), "
+                       f"is shaped by the remembered batch's {row['batches'][-1]} positions")
     if largest["whole_copy_of"]:
         reasons.append(f"its largest array, {largest['array']} ({largest['bytes'] / gib:.2f} GiB), has the "
                        f"whole shape of `{largest['whole_copy_of']}`, which the {row['mesh']} layout splits")
