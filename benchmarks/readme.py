@@ -33,7 +33,7 @@ engineers ran benchmarks on it at the same time, so the load average was high. L
 them one at a time (the latest continual and accuracy runs alone on the machine). The load average is
 recorded with each result: CPU timings taken under load are pessimistic and noisy. No GPU has been
 lent to any session so far, so the GPU rows of the issues (the Mistral-7B LoRA step, its MFU and its
-measured peak memory) are not measured yet.
+measured peak memory) are not measured yet; `benchmarks/gpu_check.sh` is ready to measure them.
 Records superseded by a change of the model are kept in `benchmarks/results/previous/`.
 """
 
@@ -107,8 +107,133 @@ def memory_section(result: dict[str, Any]) -> str:
         _table(targets, target_columns),
         _table(rows, [("mode", "mode"), ("mesh", "mesh"), ("batch", "shape"), ("remat", "remat"),
                       ("args", "args"), ("temps", "temps"), ("peak", "peak"), ("fits", "fits")]),
-        "Not measured: the real 7B LoRA step on a GPU (no GPU was lent to this session).",
+        *_continual_memory(result),
+        "Not measured: the real 7B LoRA step on a GPU (`benchmarks/gpu_check.sh` measures it, below).",
     ])
+
+
+def _continual_memory(result: dict[str, Any]) -> list[str]:
+    """The continual rows of the memory plan: targets, one row per strategy, and why each miss misses."""
+    continual = result.get("continual")
+    if not continual:
+        return []
+    gib, budget = 2**30, result["budget_gib"]
+    rows = [dict(r, shapes=" + ".join(r["batches"]), fits=r["peak_estimate"] / gib <= budget,
+                 **{name: f"{r[key] / gib:.2f}" for name, key in (
+                     ("args", "arguments"), ("temps", "temporaries"), ("peak", "peak_estimate"),
+                     ("state", "state_bytes"), ("added", "added_peak_estimate"))},
+                 largest=f"{r['largest_array']['array']} {r['largest_array']['bytes'] / gib:.2f}")
+            for r in continual["rows"]]
+    targets = [dict(name=name, **t, over=", ".join(f"{s} {v:+.2f}" for s, v in t["over_budget_gib"].items()))
+               for name, t in continual["targets"].items()]
+    misses = [_why_over(r, budget) for r in continual["rows"] if r["peak_estimate"] / gib > budget]
+    gathered = [r for r in continual["rows"] if r["largest_array"]["whole_copy_of"]]
+    return [
+        "### One continual round of each strategy",
+        f"The step of one continual round of {', '.join(continual['strategies'])} in the best setting "
+        "of each target, built as the continual learner builds it (the strategy's objective, gradient "
+        "transform and `extra` for abstract model halves), with the strategy's state after a round laid out "
+        "by `sharding.strategy_state_specs` (EWC's Fisher diagonal and anchor, and LwF's previous model, "
+        "are float32 copies of the trainable half and follow its layout). `naive` is the plain step: "
+        "*added* is what a strategy adds to its peak, and *state* the strategy's arrays per device. A "
+        "rehearsal memory (replay, agem) is a list of positions on the host, so it holds no device state; "
+        "what it costs on the device is the remembered batch of every step (`memory_batch` reactions, the "
+        "second of the batches). A-GEM's reference gradient is a temporary of the step. *Largest array* is "
+        "the largest one the compiled step holds in memory (GiB).",
+        _table(targets, [("target (every strategy)", "name"), ("met", "met"), ("setting", "setting"),
+                         ("worst", "worst"), ("peak GiB", "peak_gib"), ("margin GiB", "margin_gib"),
+                         ("over budget, GiB", "over")]),
+        _table(rows, [("strategy", "strategy"), ("mode", "mode"), ("mesh", "mesh"), ("batches", "shapes"),
+                      ("remat", "remat"), ("args", "args"), ("temps", "temps"), ("peak", "peak"),
+                      ("state", "state"), ("added", "added"), ("fits", "fits"),
+                      ("largest array", "largest")]),
+        *(["Why the misses miss:", "\n".join(misses)] if misses else []),
+        *([_GATHERED] if any(r["strategy"] == "agem" for r in gathered) else []),
+    ]
+
+
+_GATHERED = (
+    "A whole copy of a weight that the layout splits is an operation the partitioner could not split. For "
+    "A-GEM it is the dot products of its projection: `optax.tree_utils.tree_vdot` ravels every gradient "
+    "leaf before `vdot`, and a raveled leaf cannot stay split, so both float32 gradients are gathered "
+    "whole on every device. A sum of elementwise products per leaf keeps them split.")
+
+
+def _why_over(row: dict[str, Any], budget: float) -> str:
+    gib = 2**30
+    reasons = []
+    state = {k: v / gib for k, v in row["state_parts"].items() if v >= 0.005 * gib}
+    if state:
+        reasons.append("its state holds " + " + ".join(f"{k} {v:.2f}" for k, v in state.items()) + " GiB")
+    if len(row["batches"]) > 1:
+        reasons.append(f"every step adds a remembered batch ({' + '.join(row['batches'])})")
+    reasons.append(f"the step's temporaries grow by {row['added_temporaries'] / gib:.2f} GiB over naive's")
+    largest = row["largest_array"]
+    remembered = row["batches"][-1].replace("x", ",")
+    if len(row["batches"]) > 1 and remembered in largest["array"]:
+        reasons.append(f"its largest array, {largest['array']} ({largest['bytes'] / gib:.2f} GiB), "
+                       f"is shaped by the remembered batch's {row['batches'][-1]} positions")
+    if largest["whole_copy_of"]:
+        reasons.append(f"its largest array, {largest['array']} ({largest['bytes'] / gib:.2f} GiB), has the "
+                       f"whole shape of `{largest['whole_copy_of']}`, which the {row['mesh']} layout splits")
+    return (f"- `{row['strategy']}`, {row['mode']} on {row['mesh']}: {row['peak_estimate'] / gib:.2f} GiB, "
+            f"{row['peak_estimate'] / gib - budget:.2f} GiB over: " + "; ".join(reasons) + ".")
+
+
+GPU_CHECK_GUIDE = """\
+`bash benchmarks/gpu_check.sh` is the check to run when a GPU is lent: under 8 minutes on one H100
+(the 7B step's compile included), one JSON (`$OUT/gpu_check.json` when OUT is set, else
+`benchmarks/results/gpu_check.json`) and a table. It measures the bfloat16 matmul peak (8192² matmuls);
+the Mistral-7B LoRA (rank 16) train step of the memory plan on random bfloat16 weights, batch 8 x 256
+with `remat=dots` (`--batch`, `--seq`, `--remat`, `--steps` change it): tokens/s, MFU against that
+peak, and the device's peak memory against the plan's row of the same shape; the GPU attention path
+(outputs and gradients of this backend's attention, of `jax.nn.dot_product_attention`'s XLA
+implementation, and of cuDNN flash attention with causal, padding and sliding-window masks) and the
+tiny model's hidden states against the CPU formulation, run in a CPU-only subprocess; and a short
+`mistral-cl continual` run (3 Suzuki tasks, 1 epoch, naive and replay) on the GPU. A section that
+fails is recorded with its error; the others still run. `bash benchmarks/gpu_check.sh --dry` runs every
+section on CPU with every shape shrunk (`tests/test_gpu_check.py` runs it), so the script cannot rot.
+The table it prints reads, line by line: device; matmul peak; the LoRA step (ms, tokens/s, MFU, compile
+seconds); its memory (measured peak, XLA's estimate on that device, the plan); one line per attention
+comparison (largest error of the output and of each gradient, relative to the reference's largest
+value, against its tolerance); the tiny model; the continual run's ACC per strategy; each section's
+status and time."""
+
+
+def _size(gib: float | None) -> str:
+    return "n/a" if gib is None else f"{gib:.2f} GiB"
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def gpu_check_section(result: dict[str, Any] | None) -> str:
+    parts = ["## GPU check (`benchmarks/gpu_check.sh`)", GPU_CHECK_GUIDE]
+    if result is None or result.get("dry"):
+        return "\n\n".join([*parts, "Not run on a GPU yet: no GPU has been lent to any session."])
+    sections = result["sections"]
+    step, parity = sections["lora_step"], sections["attention_parity"]
+    device = result["device"]
+    commit = result["git_commit"][:10]
+    lines = [f"_{result['date']} · {device['kind']} ({device['backend']}) · commit `{commit}`_"]
+    rows = [{"section": name, "ok": s["ok"], "seconds": s["seconds"]} for name, s in sections.items()]
+    lines.append(_table(rows, [("section", "section"), ("ok", "ok"), ("seconds", "seconds")]))
+    if step["ok"]:
+        plan = step["plan"]
+        lines.append(
+            f"LoRA step, {step['model']}, batch {step['batch']} x {step['seq']}, remat {step['remat']}: "
+            f"{step['median_ms']:.1f} ms, {step['tokens_per_s']:,.0f} tokens/s, MFU {_share(step['mfu'])} of "
+            f"the measured {sections['matmul_peak']['flops_per_s'] / 1e12:.0f} TFLOP/s; peak memory "
+            f"{_size(step['measured_peak_gib'])} measured, {_size(step['xla_peak_gib'])} by XLA on the "
+            f"device, {_size(plan and plan['peak_gib'])} planned.")
+    if "attention" in parity:
+        checks = [dict(c, errors=c.get("skipped")
+                       or ", ".join(f"{k} {c[k]:.1e}" for k in ("out", "dq", "dk", "dv")))
+                  for c in parity["attention"]]
+        lines.append(_table(checks, [("attention", "attention"), ("dtype", "dtype"), ("errors", "errors"),
+                                     ("tolerance", "tolerance"), ("ok", "ok")]))
+    return "\n\n".join([*parts, *lines])
 
 
 def _mean_sd(stat: dict[str, float], scale: float = 1.0, digits: int = 3) -> str:
@@ -273,13 +398,16 @@ def throughput_section(result: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
+SECTIONS: dict[str, Callable[[Any], str]] = {
     "accuracy": accuracy_section,
     "continual": continual_section,
     "throughput": throughput_section,
     "memory": memory_section,
+    "gpu_check": gpu_check_section,
     "checkpoint": checkpoint_section,
 }
+# Sections with something to say before their benchmark has run.
+OPTIONAL = {"gpu_check"}
 
 
 def render() -> str:
@@ -288,6 +416,8 @@ def render() -> str:
         path = RESULTS / f"{name}.json"
         if path.exists():
             parts.append(section(json.loads(path.read_text())))
+        elif name in OPTIONAL:
+            parts.append(section(None))
         else:
             parts.append(f"## {name}\n\nNot run yet: no `benchmarks/results/{name}.json`.")
     return "\n\n".join(p.strip() for p in parts) + "\n"

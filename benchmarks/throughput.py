@@ -153,8 +153,10 @@ LORA = LoRAConfig()
 
 
 # ----------------------------------------------------------------------------------------------- FLOPs
-def step_flops(config: ModelConfig, mode: str, batch: int, width: int) -> dict[str, float]:
-    """Matmul FLOPs of one eval and one train step on a `[batch, width]` batch (module docstring)."""
+def step_flops(config: ModelConfig, mode: str, batch: int, width: int, lora: LoRAConfig = LORA
+               ) -> dict[str, float]:
+    """Matmul FLOPs of one eval and one train step on a `[batch, width]` batch (module docstring), with
+    `lora`'s adapters in lora mode."""
     d, h, f = config.dim, config.head_dim, config.hidden_dim
     shapes = {"wq": (d, config.n_heads * h), "wk": (d, config.n_kv_heads * h),
               "wv": (d, config.n_kv_heads * h), "wo": (config.n_heads * h, d),
@@ -164,7 +166,7 @@ def step_flops(config: ModelConfig, mode: str, batch: int, width: int) -> dict[s
     keys = float(np.minimum(np.arange(1, width + 1), window).mean())
     layer_linear = sum(2 * i * o for i, o in shapes.values())
     layer_attention = 4 * config.n_heads * h * keys
-    adapters = sum(2 * LORA.rank * sum(shapes[t]) for t in LORA.targets) if mode == "lora" else 0
+    adapters = sum(2 * lora.rank * sum(shapes[t]) for t in lora.targets) if mode == "lora" else 0
     backbone_linear = config.n_layers * (layer_linear + adapters)
     backbone_attention = config.n_layers * layer_attention
     head_linear = 8 * d * d + 4 * d * (HEAD.ffn_dim or d) + 4 * d

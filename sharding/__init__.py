@@ -24,6 +24,7 @@ from sharding.placement import (
     to_host,
 )
 from sharding.specs import (
+    BATCH_LIKE_STATE,
     LOGICAL_TO_MESH,
     RULES,
     batch_specs,
@@ -31,12 +32,13 @@ from sharding.specs import (
     model_specs,
     opt_state_specs,
     shardings,
-    state_specs,
+    strategy_state_specs,
 )
 
 __all__ = [
     "AXES",
     "BATCH_AXES",
+    "BATCH_LIKE_STATE",
     "barrier",
     "LOGICAL_TO_MESH",
     "RULES",
@@ -59,6 +61,6 @@ __all__ = [
     "sharded_opt_init",
     "shardings",
     "state_constraint",
-    "state_specs",
+    "strategy_state_specs",
     "to_host",
 ]

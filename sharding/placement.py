@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mistral_cl.errors import InputError
 from sharding.mesh import BATCH_AXES
-from sharding.specs import batch_specs, model_specs, opt_state_specs, shardings, state_specs
+from sharding.specs import batch_specs, model_specs, opt_state_specs, shardings, strategy_state_specs
 
 Tree = TypeVar("Tree")
 
@@ -66,12 +66,14 @@ def replicate(tree: Tree, mesh: Mesh) -> Tree:
     return _put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
-def place_state(state: Tree, mesh: Mesh | None) -> Tree:
-    """A strategy's arrays (or a step's extra inputs) in their layout by role (`specs.state_specs`);
-    unchanged without a mesh."""
+def place_state(state: Tree, mesh: Mesh | None, trainable: Any = None) -> Tree:
+    """A strategy's arrays (or a step's extra inputs, or a PRNG key) in their layout by role on `mesh`
+    (`specs.strategy_state_specs`): subtrees shaped like `trainable` (the trainable half) as it is
+    laid out, everything else replicated or split like a batch. Unchanged without a mesh."""
     if mesh is None:
         return state
-    return _put(state, shardings(state_specs(state, mesh), mesh))
+    trainable_specs = None if trainable is None else model_specs(trainable, mesh)
+    return _put(state, shardings(strategy_state_specs(state, trainable_specs, mesh), mesh))
 
 
 def state_constraint(mesh: Mesh) -> Callable[[Any], Any]:

@@ -2,8 +2,9 @@
 
 Two tables decide everything. `RULES` names the *logical* axes of each model weight by its path
 (`layers`, `embed`, `q_heads`, ...); `LOGICAL_TO_MESH` maps logical axes to mesh axes. LoRA adapters
-inherit the axes of the weight they adapt, optimizer state follows its parameter, and a batch is split
-over `("data", "fsdp")` on its first axis. Changing a parallelism layout means editing one line here.
+inherit the axes of the weight they adapt, optimizer state follows its parameter, a continual
+strategy's state follows its role (`strategy_state_specs`), and a batch is split over `("data", "fsdp")`
+on its first axis. Changing a parallelism layout means editing one line here.
 
 Why these choices:
 - Column-parallel projections (wq, wk, wv, w1, w3; `(out, in)` layout) split their output features over
@@ -228,16 +229,45 @@ def opt_state_specs(opt_state: Any, params: Any, mesh: Mesh | None = None) -> An
     return specs
 
 
-def state_specs(state: Any, mesh: Mesh | None = None) -> Any:
-    """A pytree shaped like `state` (a strategy's arrays, or what a step reads besides its batches)
-    with a `PartitionSpec` for every array: subtrees that are (halves of) a `YieldModel` mirror the
-    model's specs, every other array is replicated."""
+# A strategy's state (and the `extra` its step reads) has three roles. Whatever mirrors the trainable
+# half (EWC's Fisher diagonal and anchor, LwF's previous model, an adapter per task) is recognised by
+# its structure and laid out like that half, so it shards exactly as the parameters it shadows. Arrays
+# under these top-level keys hold rows of reactions (a device-resident replay memory of token ids or
+# cached features) and are split like a batch. Anything else (a loss weight, a counter) is replicated.
+BATCH_LIKE_STATE: tuple[str, ...] = ("memory*", "features*")
 
-    def is_model(node) -> bool:
-        return isinstance(node, YieldModel | Mistral)
 
-    return jax.tree.map(lambda node: model_specs(node, mesh) if is_model(node) else PartitionSpec(),
-                        state, is_leaf=is_model)
+def strategy_state_specs(state: Any, trainable_specs: Any, mesh: Mesh | None = None) -> Any:
+    """A pytree shaped like `state` (a strategy's arrays, or its step's `extra`) with a `PartitionSpec`
+    for every array, by role (see `BATCH_LIKE_STATE`).
+
+    `trainable_specs` is `model_specs` of the trainable half: a subtree of `state` with that half's
+    structure takes these specs leaf for leaf. Batch-like arrays are split over `("data", "fsdp")` by
+    rows, or replicated when `mesh` is given and their rows do not divide over it. With `mesh`, every
+    other layout is checked as `model_specs` checks it.
+    """
+    trainable = jax.tree.structure(trainable_specs)
+
+    def mirrors(node) -> bool:
+        return node is not None and jax.tree.structure(node) == trainable
+
+    def spec_of(path, node):
+        if mirrors(node):
+            return trainable_specs
+        if path and any(fnmatch.fnmatchcase(path_name(path[:1]), p) for p in BATCH_LIKE_STATE):
+            split = PartitionSpec(LOGICAL_TO_MESH["batch"], *(None,) * (len(node.shape) - 1))
+            if node.shape and (mesh is None or not _problems("", tuple(node.shape), split, mesh)):
+                return split
+        return PartitionSpec()
+
+    specs = jax.tree_util.tree_map_with_path(spec_of, state, is_leaf=mirrors)
+    if mesh is not None:
+        problems: list[str] = []
+        for (path, leaf), spec in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(specs),
+                                      strict=True):
+            problems.extend(_problems(f"strategy state {path_name(path)}", tuple(leaf.shape), spec, mesh))
+        _raise(problems, mesh)
+    return specs
 
 
 def batch_specs(batch: Any, mesh: Mesh | None = None) -> Any:

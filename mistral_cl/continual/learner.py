@@ -88,8 +88,9 @@ def start(strategy: Strategy, setting: Setting, before: dict[str, np.ndarray]) -
 
 
 def placed(setting: Setting, state: StrategyState) -> StrategyState:
-    """`state` with its arrays in their layout on the run's mesh (`sharding.specs.state_specs`)."""
-    return dataclasses.replace(state, arrays=sharding.place_state(state.arrays, setting.mesh))
+    """`state` with its arrays in their layout on the run's mesh (`sharding.specs.strategy_state_specs`)."""
+    arrays = sharding.place_state(state.arrays, setting.mesh, setting.initial)
+    return dataclasses.replace(state, arrays=arrays)
 
 
 def restore(strategy: Strategy, setting: Setting, directory: Path) -> Progress | None:
@@ -136,7 +137,7 @@ def train_round(strategy: Strategy, setting: Setting, progress: Progress, tasks:
     starting from a fresh optimizer state (with `--ema`, the round's moving average of the weights)."""
     round_index = progress.rounds_done
     trainable = strategy.begin_round(setting, progress.state, progress.trainable)
-    extra = sharding.place_state(strategy.extra(setting, progress.state), setting.mesh)
+    extra = sharding.place_state(strategy.extra(setting, progress.state), setting.mesh, setting.initial)
     result = train_epochs(
         step, trainable, setting.frozen, init_opt_state(optimizer, trainable, setting.mesh),
         lambda epoch: strategy.steps(setting, progress.state, tasks, round_index, epoch),

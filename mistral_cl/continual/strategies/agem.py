@@ -15,13 +15,20 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from optax.tree_utils import tree_vdot
 
 from mistral_cl.continual.strategies.base import Setting
 from mistral_cl.continual.strategies.replay import Rehearsal
 from mistral_cl.inference import forward
 from mistral_cl.predictor import cast_floating
 from mistral_cl.train import COMPUTE_DTYPES, GradientTransform, regression_loss
+
+
+def _dot(a, b) -> jax.Array:
+    """The dot product of two gradient pytrees, leaf by leaf without flattening: a flattened (raveled)
+    sharded leaf would be gathered whole on every device (49 GiB more per device for Mistral-7B's full
+    fine-tuning on 8 devices, benchmarks/memory.py), an elementwise product stays sharded."""
+    return sum((jnp.sum(x * y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)),
+               jnp.float32(0.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +48,8 @@ class AGEM(Rehearsal):
 
         def project(grads, trainable, frozen, batches, key, extra):
             reference = eqx.filter_grad(memory_loss)(trainable, frozen, batches[1])
-            dot = tree_vdot(grads, reference)
-            norm = tree_vdot(reference, reference)
+            dot = _dot(grads, reference)
+            norm = _dot(reference, reference)
             scale = jnp.where(dot < 0, dot / jnp.maximum(norm, 1e-30), 0.0)
             return jax.tree.map(lambda g, r: g - scale * r, grads, reference)
 
