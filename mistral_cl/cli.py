@@ -119,7 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated, each NAME or NAME:SETTING=VALUE (e.g. ewc:lam=3e4): joint, "
                            "naive, replay, replay-avg-grad, ewc, lwf, agem, adapters (default naive,replay)")
     cont.add_argument("--task-order", default="sorted",
-                      help="sorted (default), random (drawn with --seed), or comma-separated task keys")
+                      help="sorted (default), random (drawn with --seed), random:K (drawn with K), seed "
+                           "(the seed repository's order of the Suzuki pairs), or comma-separated task keys")
+    cont.add_argument("--split", choices=["task", "global"], default="task",
+                      help="task: 70/30 within every task (default); global: one 70/30 split of all "
+                           "reactions, then grouped by task (the seed repository's protocol)")
     cont.add_argument("--memory", default="all",
                       help="replay memory of replay, replay-avg-grad and agem: all (default) | "
                            "reservoir:N (at most N reactions) | quota:N (N per task)")

@@ -82,8 +82,8 @@ def strategy_directory(run_dir: Path, strategy: Strategy) -> Path:
 
 
 def task_order(text: str) -> str | list[str]:
-    """`sorted`, `random` or an explicit comma-separated list of task keys."""
-    if text in ("sorted", "random"):
+    """`sorted`, `random`, `random:K`, `seed` or an explicit comma-separated list of task keys."""
+    if text in ("sorted", "random", "seed") or re.fullmatch(r"random:\d+", text):
         return text
     return [key.strip() for key in text.split(",") if key.strip()]
 
@@ -106,7 +106,8 @@ def build_pool(run_dir: Path, config: RunConfig, stream: dict[str, Any]) -> Task
     first = stream["arrivals"][0]
     keys = [task["key"] for task in stream["tasks"]]
     tasks = TaskStream.from_dataset(read_data(config.data), order=keys[:first],
-                                    test_fraction=settings["test_fraction"], split_seed=config.train.seed)
+                                    test_fraction=settings["test_fraction"], split_seed=config.train.seed,
+                                    split=settings.get("split", "task"))
     tokenizer = tokenizer_for(config)
     pool = TaskPool.from_tasks(tasks.tasks, tokenizer, settings["buckets"])
     for task in stream["tasks"][first:]:
@@ -257,13 +258,16 @@ def print_table(rows: list[dict[str, Any]], run_dir: Path) -> None:
 
 
 def with_continual(config: RunConfig, strategies: str, *, memory: str = "all", test_fraction: float = 0.3,
-                   eval_batch_size: int = EVAL_BATCH_SIZE, buckets: int = BUCKETS) -> RunConfig:
+                   eval_batch_size: int = EVAL_BATCH_SIZE, buckets: int = BUCKETS,
+                   split: str = "task") -> RunConfig:
     """`config` with the continual settings checked and recorded in its `extra`: strategy specs,
     replay memory policy, held-out share of each task, evaluation batch size, and the number of batch
-    widths (each a compiled shape of every step: fewer compile faster, more pad less)."""
+    widths (each a compiled shape of every step: fewer compile faster, more pad less), and the split
+    ('task' or 'global', see `data.tasks`)."""
     specs = [s.spec for s in parse_strategies(strategies, config.adaptation.mode)]
     continual = {"strategies": specs, "memory": str(MemoryPolicy.parse(memory)),
-                 "test_fraction": test_fraction, "eval_batch_size": eval_batch_size, "buckets": buckets}
+                 "test_fraction": test_fraction, "eval_batch_size": eval_batch_size, "buckets": buckets,
+                 "split": split}
     return dataclasses.replace(config, extra={**config.extra, "kind": "continual", "continual": continual})
 
 
@@ -272,7 +276,8 @@ def create_run(out: str | Path, config: RunConfig, order: str | list[str] = "sor
     settings = continual_settings(config)
     stream = TaskStream.from_dataset(read_data(config.data), order=order,
                                      test_fraction=settings["test_fraction"],
-                                     split_seed=config.train.seed, order_seed=config.train.seed)
+                                     split_seed=config.train.seed, order_seed=config.train.seed,
+                                     split=settings.get("split", "task"))
     if len(stream) < 2:
         raise InputError(f"a continual run needs at least 2 tasks, the data has {len(stream)}",
                          hint="name the columns that define a task with --task-columns")
@@ -290,7 +295,7 @@ def continual_command(args: argparse.Namespace) -> int:
         continual_settings(load_run_config(run_dir))
     else:
         config = with_continual(run_config(args), args.strategies, memory=args.memory,
-                                test_fraction=args.test_fraction)
+                                test_fraction=args.test_fraction, split=args.split)
         run_dir = create_run(args.out, config, task_order(args.task_order))
     rows = run_all(run_dir, show=not args.no_progress)
     print_table(rows, run_dir)

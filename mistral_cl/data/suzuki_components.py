@@ -131,3 +131,30 @@ def suzuki_task(reaction: str) -> str | None:
     if len(found_q) != 1 or len(found_i) != 1:
         return None
     return f"{found_q.pop()}+{found_i.pop()}"
+
+
+# How the seed repository writes each coupling partner, companions included (its own non-canonical
+# SMILES). Its task label is the quinoline's string, '.', then the indazole's, and its stream visits
+# the labels in Python's string order: that order is the `seed` task-order preset.
+SEED_SPELLINGS: dict[str, str] = {
+    "Cl-Q": "C1=C(Cl)C=CC2=NC=CC=C12.CCC1=CC(=CC=C1)CC",
+    "Br-Q": "C1=C(Br)C=CC2=NC=CC=C12.CCC1=CC(=CC=C1)CC",
+    "I-Q": "C1=C(I)C=CC2=NC=CC=C12.CCC1=CC(=CC=C1)CC",
+    "OTf-Q": "C1C2C(=NC=CC=2)C=CC=1OS(C(F)(F)F)(=O)=O.CCC1=CC(=CC=C1)CC",
+    "BOH2-Q": "C1C(B(O)O)=CC=C2N=CC=CC=12.Cl.O",
+    "BPin-Q": "B1(OC(C(O1)(C)C)(C)C)C2=CC3=C(C=C2)N=CC=C3.O",
+    "BF3K-Q": "[B-](C1=CC2=C(C=C1)N=CC=C2)(F)(F)F.[K+].O",
+    "BOH2-Ind": "CC1=CC=C2C(C=NN2C3OCCCC3)=C1B(O)O",
+    "BPin-Ind": "CC1=CC=C2C(C=NN2C3OCCCC3)=C1B4OC(C)(C)C(C)(C)O4",
+    "BF3K-Ind": "CC1=CC=C2C(C=NN2C3OCCCC3)=C1[B-](F)(F)F.[K+]",
+    "Br-Ind": "CC1=CC=C2C(C=NN2C3OCCCC3)=C1Br",
+}
+
+
+def seed_label(key: str) -> str | None:
+    """The seed repository's task label of a task key `<quinoline>+<indazole>`; None for keys that
+    are not a Suzuki reactant pair."""
+    quinoline, plus, indazole = key.partition("+")
+    if not plus or quinoline not in SEED_SPELLINGS or indazole not in SEED_SPELLINGS:
+        return None
+    return f"{SEED_SPELLINGS[quinoline]}.{SEED_SPELLINGS[indazole]}"
