@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 
-from mistral_cl.data.smiles import canonical_smiles, reaction_components
+from mistral_cl.data.smiles import canonical_reaction, canonical_smiles, reaction_components
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +132,35 @@ def suzuki_task(reaction: str) -> str | None:
     if len(found_q) != 1 or len(found_i) != 1:
         return None
     return f"{found_q.pop()}+{found_i.pop()}"
+
+
+CONDITIONS: tuple[str, ...] = ("quinoline", "indazole", "ligand", "base", "solvent")
+NONE = "none"  # the ligand or base cell of a reaction run without one
+
+
+@functools.cache
+def _screen() -> dict[str, tuple[str, ...]]:
+    """Every reaction the screen's chemicals make (any quinoline, indazole, ligand or none, base or
+    none, solvent), canonical SMILES -> its `CONDITIONS` (names; a solvent's second batch, which is
+    the same chemical, under its first name)."""
+    solvents = {smiles: name for name, smiles in reversed(SOLVENTS.items())}
+    ligands = [(NONE, None), *LIGANDS.items()]
+    bases = [(NONE, None), *BASES.items()]
+    (catalyst,) = CATALYSTS.values()
+    screen = {}
+    for quinoline, indazole, (ligand, lig), (base, bas), (solvent_smiles, solvent) in itertools.product(
+            QUINOLINES.values(), INDAZOLES.values(), ligands, bases, solvents.items()):
+        reaction = canonical_reaction(reaction_smiles(quinoline, indazole, catalyst, lig, bas, solvent_smiles))
+        screen[reaction] = (quinoline.key, indazole.key, ligand, base, solvent)
+    return screen
+
+
+def suzuki_conditions(reaction: str) -> dict[str, str] | None:
+    """The screen's chemical in each of `CONDITIONS` of a canonical reaction SMILES (`none` for a
+    reaction without ligand or base), or None for a reaction not made of the screen's chemicals.
+    Read from the whole reaction, so water or potassium shared by several chemicals is no problem."""
+    names = _screen().get(reaction)
+    return None if names is None else dict(zip(CONDITIONS, names, strict=True))
 
 
 # How the seed repository writes each coupling partner, companions included (its own non-canonical
