@@ -276,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     for name in ("data", "orders", "features", "protocols"):
         setattr(args, name, [part.strip() for part in getattr(args, name).split(",") if part.strip()])
-    load_before = os.getloadavg()
+    load_before, commit = os.getloadavg(), _git_commit()
     started = time.perf_counter()
     rows, boards, featurisation = [], [], {}
     for data in args.data:
@@ -286,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version()},
-        "git_commit": _git_commit(),
+        "git_commit": commit,
         "load_average": {"before": load_before[0], "after": os.getloadavg()[0]},
         "command": " ".join(["python", "benchmarks/classical.py", *(argv or sys.argv[1:])]),
         "settings": {"seeds": args.seeds, "orders": args.orders, "features": args.features,
