@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "2 cores).")
     cont.add_argument("--strategies", default="naive,replay",
                       help="comma-separated, each NAME or NAME:SETTING=VALUE (e.g. ewc:lam=3e4): joint, "
-                           "naive, replay, replay-avg-grad, ewc, lwf, agem, adapters (default naive,replay)")
+                           "cumulative, naive, replay, replay-avg-grad, ewc, lwf, agem, adapters "
+                           "(default naive,replay)")
     cont.add_argument("--task-order", default="sorted",
                       help="sorted (default), random (drawn with --seed), random:K (drawn with K), seed "
                            "(the seed repository's order of the Suzuki pairs), or comma-separated task keys")

@@ -148,9 +148,9 @@ def _screen() -> dict[str, tuple[str, ...]]:
     bases = [(NONE, None), *BASES.items()]
     (catalyst,) = CATALYSTS.values()
     screen = {}
-    for quinoline, indazole, (ligand, lig), (base, bas), (solvent_smiles, solvent) in itertools.product(
+    for quinoline, indazole, (ligand, lig), (base, bas), (vial, solvent) in itertools.product(
             QUINOLINES.values(), INDAZOLES.values(), ligands, bases, solvents.items()):
-        reaction = canonical_reaction(reaction_smiles(quinoline, indazole, catalyst, lig, bas, solvent_smiles))
+        reaction = canonical_reaction(reaction_smiles(quinoline, indazole, catalyst, lig, bas, vial))
         screen[reaction] = (quinoline.key, indazole.key, ligand, base, solvent)
     return screen
 
