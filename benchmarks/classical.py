@@ -10,7 +10,10 @@ Not strategies of the LLM: the bar a continual learner has to clear. A scikit-le
   quinoline, indazole, ligand (or none), base (or none) and solvent (`suzuki_conditions`); for any
   other data each molecule of the reaction is a component (for Buchwald–Hartwig, whose six molecules
   are one per role, that is the one-hot of aryl halide, amine, catalyst, ligand, base and additive);
-- `drfp`: the 2048-bit DRFP fingerprint of the reaction SMILES (`drfp` package, radius 3).
+- `drfp`: the 2048-bit DRFP fingerprint of the reaction SMILES (`drfp` package, radius 3);
+- `molecules` (not run by default): every molecule a component, for any data. On the Suzuki screen it
+  is a weaker encoding than `onehot`: "no ligand" and "no base" are not columns of their own, and water
+  or potassium belong to several chemicals.
 Two protocols, over exactly the tasks the LLM benchmark sees (`TaskStream.from_dataset`, the same
 test fraction, split seed = run seed, the same orders):
 - `naive`: after each task, a forest trained on that task's training reactions only;
@@ -60,7 +63,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CACHE = HERE.parent / "runs" / "classical-cache"
 PROTOCOLS: tuple[str, ...] = ("naive", "cumulative")
-FEATURES: tuple[str, ...] = ("onehot", "drfp")
+FEATURES: tuple[str, ...] = ("onehot", "drfp")  # the default ones; `molecules` on request
 DRFP_BITS = 2048
 N_TREES = 100
 COUNTS: tuple[str, ...] = ("tasks", "rounds")  # summary entries that are not figures
@@ -91,9 +94,11 @@ def one_hot(table: Sequence[dict[str, str]]) -> np.ndarray:
     return out
 
 
-def one_hot_features(dataset: ReactionDataset, data: str) -> np.ndarray:
-    """The one-hot components of every reaction of `dataset` (named `data`, see `COMPONENTS`)."""
-    components = COMPONENTS.get(data, molecule_components)
+def one_hot_features(dataset: ReactionDataset, data: str, components: Components | None = None
+                     ) -> np.ndarray:
+    """The one-hot components of every reaction of `dataset` (named `data`; by default its
+    components are those of `COMPONENTS`, else its molecules)."""
+    components = components or COMPONENTS.get(data, molecule_components)
     table = [components(smiles) for smiles in dataset.smiles]
     missing = [smiles for smiles, row in zip(dataset.smiles, table, strict=True) if row is None]
     if missing:
@@ -237,7 +242,12 @@ def run_data(data: str, args: argparse.Namespace, boards: list[dict[str, Any]]
     featurizers, feature_seconds = {}, {}
     for name in args.features:
         started = time.perf_counter()
-        matrix = one_hot_features(dataset, data) if name == "onehot" else drfp_features(dataset, args.cache)
+        if name == "drfp":
+            matrix = drfp_features(dataset, args.cache)
+        elif name in ("onehot", "molecules"):
+            matrix = one_hot_features(dataset, data, molecule_components if name == "molecules" else None)
+        else:
+            raise SystemExit(f"unknown features {name!r}: use onehot, drfp or molecules")
         feature_seconds[name] = time.perf_counter() - started
         featurizers[name] = Featurized.of(dataset, matrix)
         print(f"{data}: {name} features {matrix.shape} in {feature_seconds[name]:.1f} s", flush=True)
