@@ -27,7 +27,9 @@ Compute: `reactions fitted` counts each training reaction once per forest that i
 one-off featurisation (DRFP: minutes) is recorded apart, per dataset.
 
 Writes benchmarks/results/classical.json: date, machine, commit, load average, settings, one row
-per (data, features, protocol, order) with mean, sd and 95 % t-interval over seeds; and
+per (data, features, protocol, order) with mean, sd and 95 % t-interval over seeds (each row with the
+date, commit and load average of its own computation: the file is rewritten after every row, and
+rows already in it, or in `--reuse` files, are taken over instead of rerun); and
 benchmarks/results/classical_boards.json: every run's score board (matrices and pooled scores of
 every round).
 """
@@ -107,20 +109,28 @@ def one_hot_features(dataset: ReactionDataset, data: str, components: Components
     return one_hot(table)
 
 
-def drfp_features(dataset: ReactionDataset, cache: Path | None = None) -> np.ndarray:
-    """DRFP fingerprints of every reaction (cached in `cache` under a hash of the SMILES)."""
+def _drfp_cache(dataset: ReactionDataset, cache: Path | None) -> Path | None:
+    digest = hashlib.sha256("\n".join([str(DRFP_BITS), *dataset.smiles]).encode()).hexdigest()[:16]
+    return None if cache is None else Path(cache) / f"drfp-{digest}.npy"
+
+
+def drfp_features(dataset: ReactionDataset, cache: Path | None = None) -> tuple[np.ndarray, float]:
+    """DRFP fingerprints of every reaction, and the seconds computing them took (cached in `cache`
+    under a hash of the SMILES, with those seconds beside them)."""
     from drfp import DrfpEncoder
 
-    digest = hashlib.sha256("\n".join([str(DRFP_BITS), *dataset.smiles]).encode()).hexdigest()[:16]
-    path = None if cache is None else Path(cache) / f"drfp-{digest}.npy"
+    path = _drfp_cache(dataset, cache)
     if path is not None and path.exists():
-        return np.load(path)
+        return np.load(path), json.loads(path.with_suffix(".json").read_text())["seconds"]
+    started = time.perf_counter()
     fingerprints = np.asarray(DrfpEncoder.encode(list(dataset.smiles), n_folded_length=DRFP_BITS),
                               dtype=np.float32)
+    seconds = time.perf_counter() - started
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, fingerprints)
-    return fingerprints
+        path.with_suffix(".json").write_text(json.dumps({"seconds": seconds}))
+    return fingerprints, seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,41 +244,100 @@ def orders_for(dataset: ReactionDataset, orders: Sequence[str]) -> list[str]:
     return [order for order in orders if order != "seed" or suzuki]
 
 
-def run_data(data: str, args: argparse.Namespace, boards: list[dict[str, Any]]
-             ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Every row of one dataset (their score boards appended to `boards`), and the seconds each
-    featurisation took."""
+ROW_KEY: tuple[str, ...] = ("data", "features", "protocol", "order")
+
+
+@dataclasses.dataclass
+class Record:
+    """The rows computed or taken over so far, written out after every row (so an interrupted run
+    keeps what it finished, and `--reuse` takes it over)."""
+
+    out: Path
+    header: dict[str, Any]
+    rows: dict[tuple, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    boards: dict[tuple, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    featurisation: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+
+    def take_over(self, path: Path) -> None:
+        """Every row of an earlier result file (and its boards file), unless already held."""
+        if not path.exists():
+            return
+        earlier = json.loads(path.read_text())
+        boards_file = path.with_name(f"{path.stem}_boards.json")
+        boards = json.loads(boards_file.read_text())["runs"] if boards_file.exists() else []
+        by_key = {tuple(b[k] for k in ROW_KEY): b for b in boards}
+        for row in earlier["rows"]:
+            key = tuple(row[k] for k in ROW_KEY)
+            if key in by_key:
+                self.rows.setdefault(key, row)
+                self.boards.setdefault(key, by_key[key])
+        for data, seconds in earlier.get("featurisation_seconds", {}).items():
+            self.featurisation.setdefault(data, {}).update(
+                {k: v for k, v in seconds.items() if k not in self.featurisation.get(data, {})})
+
+    def held(self, key: tuple, seeds: Sequence[int]) -> bool:
+        row = self.rows.get(key)
+        return row is not None and sorted(row["keys"]) == sorted(str(s) for s in seeds)
+
+    def add(self, row: dict[str, Any], boards: dict[str, Any]) -> None:
+        key = tuple(row[k] for k in ROW_KEY)
+        self.rows[key], self.boards[key] = row, boards
+        self.write()
+
+    def write(self) -> None:
+        loads = [row["load_average_1min"] for row in self.rows.values() if "load_average_1min" in row]
+        load = {"mean": float(np.mean(loads)), "max": float(np.max(loads))} if loads else {}
+        result = {**self.header, "load_average": load,
+                  "featurisation_seconds": self.featurisation, "rows": list(self.rows.values())}
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.out.write_text(json.dumps(_rounded(result), indent=1) + "\n")
+        boards_file = self.out.with_name(f"{self.out.stem}_boards.json")
+        boards_file.write_text(json.dumps(_rounded({"runs": list(self.boards.values())}),
+                                          separators=(",", ":")) + "\n")
+
+
+def featurize_all(data: str, dataset: ReactionDataset, name: str, args: argparse.Namespace,
+                  record: Record) -> Featurized:
+    """One representation of every reaction of `dataset`; the seconds it took go to `record`
+    (for fingerprints read from the cache, the seconds of the run that computed them)."""
+    started = time.perf_counter()
+    if name == "drfp":
+        matrix, seconds = drfp_features(dataset, args.cache)
+    elif name in ("onehot", "molecules"):
+        matrix = one_hot_features(dataset, data, molecule_components if name == "molecules" else None)
+        seconds = time.perf_counter() - started
+    else:
+        raise SystemExit(f"unknown features {name!r}: use onehot, drfp or molecules")
+    record.featurisation.setdefault(data, {})[name] = seconds
+    print(f"{data}: {name} features {matrix.shape} in {seconds:.1f} s", flush=True)
+    return Featurized.of(dataset, matrix)
+
+
+def run_data(data: str, args: argparse.Namespace, record: Record, commit: str) -> None:
+    """Every row of one dataset that `record` does not hold yet, each recorded when done."""
     dataset = load_dataset(data)
-    featurizers, feature_seconds = {}, {}
-    for name in args.features:
-        started = time.perf_counter()
-        if name == "drfp":
-            matrix = drfp_features(dataset, args.cache)
-        elif name in ("onehot", "molecules"):
-            matrix = one_hot_features(dataset, data, molecule_components if name == "molecules" else None)
-        else:
-            raise SystemExit(f"unknown features {name!r}: use onehot, drfp or molecules")
-        feature_seconds[name] = time.perf_counter() - started
-        featurizers[name] = Featurized.of(dataset, matrix)
-        print(f"{data}: {name} features {matrix.shape} in {feature_seconds[name]:.1f} s", flush=True)
-    rows = []
+    featurizers: dict[str, Featurized] = {}
     for order in orders_for(dataset, args.orders):
         streams = {seed: TaskStream.from_dataset(dataset, order=order, test_fraction=args.test_fraction,
                                                  split_seed=seed, order_seed=seed) for seed in args.seeds}
-        for name, featurize in featurizers.items():
+        for name in args.features:
             for protocol in args.protocols:
-                runs = {seed: run_reference(streams[seed], featurize, protocol, seed) for seed in args.seeds}
+                if record.held((data, name, protocol, order), args.seeds):
+                    continue
+                if name not in featurizers:
+                    featurizers[name] = featurize_all(data, dataset, name, args, record)
+                runs = {seed: run_reference(streams[seed], featurizers[name], protocol, seed)
+                        for seed in args.seeds}
                 row = {"data": data, "features": name, "protocol": protocol, "order": order,
                        "keys": {seed: streams[seed].keys for seed in args.seeds},
-                       **aggregate(list(runs.values()))}
-                rows.append(row)
-                boards.append({key: row[key] for key in ("data", "features", "protocol", "order")}
-                              | {"boards": {seed: run.board.to_json() for seed, run in runs.items()}})
+                       "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "git_commit": commit,
+                       "load_average_1min": os.getloadavg()[0], **aggregate(list(runs.values()))}
+                record.add(row, {key: row[key] for key in ROW_KEY}
+                           | {"boards": {seed: run.board.to_json() for seed, run in runs.items()}})
                 print(f"{data} {name} {protocol} {order}: RMSE ACC {row['rmse_acc']['mean']:.2f} "
                       f"± {row['rmse_acc']['sd']:.2f}, RMSE BWT {row['rmse_bwt']['mean']:+.2f}, "
                       f"R² ACC {row['r2_acc']['mean']:.3f} ± {row['r2_acc']['sd']:.3f}, "
                       f"{row['wall_seconds']['mean']:.1f} s", flush=True)
-    return rows, feature_seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,37 +351,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=CACHE, help="where DRFP fingerprints are kept")
     parser.add_argument("--out", type=Path, default=RESULTS / "classical.json",
                         help="the rows; the score boards go beside it, in NAME_boards.json")
+    parser.add_argument("--reuse", type=Path, nargs="*", default=[],
+                        help="earlier result files whose rows (same seeds) are taken over, not rerun; "
+                             "the rows already in --out always are")
     args = parser.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     for name in ("data", "orders", "features", "protocols"):
         setattr(args, name, [part.strip() for part in getattr(args, name).split(",") if part.strip()])
-    load_before, commit = os.getloadavg(), _git_commit()
-    started = time.perf_counter()
-    rows, boards, featurisation = [], [], {}
-    for data in args.data:
-        data_rows, featurisation[data] = run_data(data, args, boards)
-        rows += data_rows
-    result = {
+    commit = _git_commit()
+    header = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version()},
         "git_commit": commit,
-        "load_average": {"before": load_before[0], "after": os.getloadavg()[0]},
         "command": " ".join(["python", "benchmarks/classical.py", *(argv or sys.argv[1:])]),
         "settings": {"seeds": args.seeds, "orders": args.orders, "features": args.features,
                      "protocols": args.protocols, "test_fraction": args.test_fraction,
                      "forest": {"n_estimators": N_TREES, "others": "scikit-learn defaults", "n_jobs": 1},
                      "drfp_bits": DRFP_BITS},
-        "featurisation_seconds": featurisation,
-        "total_seconds": time.perf_counter() - started,
-        "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(_rounded(result), indent=1) + "\n")
-    boards_file = args.out.with_name(f"{args.out.stem}_boards.json")
-    boards_file.write_text(json.dumps(_rounded({"git_commit": result["git_commit"], "runs": boards}),
-                                      separators=(",", ":")) + "\n")
-    print(f"wrote {args.out} and {boards_file}")
+    record = Record(args.out, header)
+    for path in [args.out, *args.reuse]:
+        record.take_over(path)
+    for data in args.data:
+        run_data(data, args, record, commit)
+    record.write()
+    print(f"wrote {args.out} and its boards ({len(record.rows)} rows)")
     return 0
 
 

@@ -69,10 +69,12 @@ def test_forests_on_one_hot_data_fit_and_score_every_task_after_every_round(conf
 
 def test_drfp_fingerprints_are_cached_and_feed_a_forest(conflicting, tmp_path):
     pytest.importorskip("drfp")
-    fingerprints = classical.drfp_features(conflicting, tmp_path)
+    fingerprints, seconds = classical.drfp_features(conflicting, tmp_path)
     assert fingerprints.shape == (len(conflicting), classical.DRFP_BITS) and fingerprints.max() == 1
     assert len(list(tmp_path.glob("drfp-*.npy"))) == 1
-    np.testing.assert_array_equal(classical.drfp_features(conflicting, tmp_path), fingerprints)
+    cached, recorded = classical.drfp_features(conflicting, tmp_path)
+    np.testing.assert_array_equal(cached, fingerprints)
+    assert recorded == pytest.approx(seconds)
     stream = TaskStream.from_dataset(conflicting, test_fraction=0.25)
     run = classical.run_reference(stream, classical.Featurized.of(conflicting, fingerprints), "cumulative",
                                   seed=0, make_model=small_forest)
@@ -89,3 +91,27 @@ def test_the_seed_order_is_run_for_the_suzuki_pairs_only(conflicting):
     orders = ["sorted", "seed", "random:1"]
     assert classical.orders_for(conflicting, orders) == ["sorted", "random:1"]
     assert classical.orders_for(load_dataset("suzuki"), orders) == orders
+
+
+def test_the_benchmark_writes_every_row_and_takes_recorded_rows_over(conflicting, tmp_path, monkeypatch):
+    monkeypatch.setattr(classical, "load_dataset", lambda name: conflicting)
+    out = tmp_path / "classical.json"
+    argv = ["--data", "toy", "--seeds", "0,1", "--orders", "sorted,seed", "--features", "onehot", "--out",
+            str(out)]
+    assert classical.main(argv) == 0
+    result = classical.json.loads(out.read_text())
+    assert [(r["protocol"], r["order"]) for r in result["rows"]] == [("naive", "sorted"),
+                                                                     ("cumulative", "sorted")]
+    naive = result["rows"][0]
+    assert naive["rmse_bwt"]["n"] == 2 and naive["rmse_bwt"]["low"] < naive["rmse_bwt"]["mean"]
+    boards = classical.json.loads((tmp_path / "classical_boards.json").read_text())["runs"]
+    assert len(boards[0]["boards"]["0"]["pooled"]["all_rmse"]) == 2
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a recorded row was computed again")
+
+    monkeypatch.setattr(classical, "run_reference", refuse)
+    assert classical.main(argv) == 0
+    assert classical.json.loads(out.read_text())["rows"] == result["rows"]
+    with pytest.raises(AssertionError, match="computed again"):
+        classical.main([*argv[:3], "0,1,2", *argv[4:]])  # other seeds: a new row
