@@ -255,6 +255,14 @@ def _classical_verdict(result: dict[str, Any]) -> list[str]:
         f"{_stat(bar, 'rmse_bwt', 2)} points and pooled R² over all tasks {_stat(bar, 'pooled_all_r2', 3)}, "
         f"in {_stat(bar, 'wall_seconds', 1)} s of wall time ({_stat(bar, 'cpu_seconds', 1)} CPU s) for all "
         f"{rounds} rounds ({bar['reactions_fitted']['mean']:,.0f} reactions fitted) on one core."]
+    bag = next((r for r in result["rows"] if (r["data"], r["features"], r["protocol"], r["order"])
+                == ("suzuki", "molecules", "cumulative", "sorted")), None)
+    if bag is not None:
+        lines.append(
+            f"The encoding matters: with every molecule of the vial as its own column (`molecules`), the "
+            f"same cumulative forest ends at RMSE {_stat(bag, 'rmse_acc', 2)} points and per-task R² "
+            f"{_stat(bag, 'r2_acc', 3)}, because \"no ligand\" and \"no base\" are then not columns of their "
+            "own, and water and potassium belong to several chemicals.")
     best = _best_llm_row(RESULTS / "continual.json")
     if best is not None:
         verdict = "beats" if best["RMSE %"] < rmse["mean"] else "does not beat"
