@@ -188,10 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "Suzuki-Miyaura, the tiny model in head mode, naive then replay.")
     cont.add_argument("--strategies", default=",".join(recipe.continual.strategies),
                       help="comma-separated, each NAME or NAME:SETTING=VALUE (e.g. ewc:lam=3e4): joint, "
-                           "naive, replay, replay-avg-grad, ewc, lwf, agem, adapters (default "
+                           "cumulative, naive, replay, replay-avg-grad, ewc, lwf, agem, adapters (default "
                            f"{','.join(recipe.continual.strategies)})")
     cont.add_argument("--task-order", default="sorted",
-                      help="sorted (default), random (drawn with --seed), or comma-separated task keys")
+                      help="sorted (default), random (drawn with --seed), random:K (drawn with K), seed "
+                           "(the seed repository's order of the Suzuki pairs), or comma-separated task keys")
+    cont.add_argument("--split", choices=["task", "global"], default="task",
+                      help="task: 70/30 within every task (default); global: one 70/30 split of all "
+                           "reactions, then grouped by task (the seed repository's protocol)")
     cont.add_argument("--memory", default=recipe.continual.memory,
                       help="replay memory of replay, replay-avg-grad and agem: all (default) | "
                            "reservoir:N (at most N reactions) | quota:N (N per task)")
@@ -292,13 +296,13 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         tokenizer=str(Path(args.tokenizer).resolve()) if args.tokenizer else None,
         remat=args.remat,
         test_fraction=args.test_fraction,
-        split=getattr(args, "split", "random"),
+        split="random" if args.command == "continual" else args.split,  # with_continual sets its own
     )
     if args.command != "continual":
         return config
     from mistral_cl.continual.runner import with_continual
 
-    return with_continual(config, args.strategies, memory=args.memory)
+    return with_continual(config, args.strategies, memory=args.memory, split=args.split)
 
 
 def feature_layer(option: str, mode: str, weights: str | None) -> int | None:
@@ -318,8 +322,8 @@ def feature_layer(option: str, mode: str, weights: str | None) -> int | None:
 
 
 def task_order(text: str) -> str | list[str]:
-    """`sorted`, `random` or an explicit comma-separated list of task keys."""
-    if text in ("sorted", "random"):
+    """`sorted`, `random`, `random:K`, `seed` or an explicit comma-separated list of task keys."""
+    if text in ("sorted", "random", "seed") or re.fullmatch(r"random:\d+", text):
         return text
     return [key.strip() for key in text.split(",") if key.strip()]
 

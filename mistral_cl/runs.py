@@ -40,7 +40,7 @@ RUN_FILE = "run.json"
 LEGACY_HEAD = {"mlp_layers": 1, "standardize": False}
 
 
-SPLITS = ("random", "task")
+SPLITS = {"train": ("random", "task"), "continual": ("task", "global")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +73,9 @@ class RunConfig:
 
     kind: `train` (one model on one split) or `continual` (tasks learned one after another; then
         `continual` holds its settings).
-    split: how a `train` run holds out its test reactions: `random` (one split of all reactions) or
-        `task` (within every task); a continual run always holds out part of every task.
+    split: how test reactions are held out: for a `train` run `random` (one split of all reactions)
+        or `task` (within every task); for a continual run `task` or `global` (one split of all
+        reactions, then grouped by task; see `data.tasks`).
     test_fraction: the held-out share of each split.
     """
 
@@ -87,7 +88,7 @@ class RunConfig:
     tokenizer: str | None = None
     remat: str = "none"
     kind: Literal["train", "continual"] = "train"
-    split: Literal["random", "task"] = "random"
+    split: Literal["random", "task", "global"] = "random"
     test_fraction: float = 0.3
     continual: ContinualConfig | None = None
 
@@ -97,8 +98,9 @@ class RunConfig:
         check_depth(self.head.feature_layer, self.model.n_layers)
         if self.kind not in ("train", "continual"):
             raise InputError(f"unknown run kind {self.kind!r}; choose train or continual")
-        if self.split not in SPLITS:
-            raise InputError(f"unknown split {self.split!r}; choose one of {', '.join(SPLITS)}")
+        if self.split not in SPLITS[self.kind]:
+            raise InputError(f"a {self.kind} run cannot use the split {self.split!r}; choose one of "
+                             f"{', '.join(SPLITS[self.kind])} (`split`)")
         if not 0.0 < self.test_fraction < 1.0:
             raise InputError(f"test_fraction must be strictly between 0 and 1, got {self.test_fraction}")
         if (self.kind == "continual") != (self.continual is not None):
@@ -113,6 +115,8 @@ class RunConfig:
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
         raw = dict(raw)
         raw.update(_settings_of_old_runs(raw.pop("extra", None)))
+        if raw.get("kind") == "continual" and raw.get("split") == "random":
+            raw["split"] = "task"  # continual runs of commits 1c7941c..7c19583 recorded train's default
         adaptation = dict(raw.pop("adaptation", {}))
         lora = LoRAConfig(**{**adaptation.pop("lora", {})})
         continual = raw.pop("continual", None)
@@ -137,7 +141,7 @@ def _settings_of_old_runs(extra: dict[str, Any] | None) -> dict[str, Any]:
     if extra.get("kind") == "continual":
         continual = dict(extra["continual"])
         settings.update(kind="continual", test_fraction=continual.pop("test_fraction", 0.3),
-                        continual=continual)
+                        split=continual.pop("split", "task"), continual=continual)
     return settings
 
 

@@ -139,8 +139,8 @@ def test_ewc_fisher_is_the_mean_squared_gradient_of_each_reactions_squared_error
 
 
 def test_strategies_are_named_with_their_settings_and_checked_against_the_mode():
-    assert set(STRATEGIES) == {"joint", "naive", "replay", "replay-avg-grad", "ewc", "lwf", "agem",
-                               "adapters"}
+    assert set(STRATEGIES) == {"joint", "cumulative", "naive", "replay", "replay-avg-grad", "ewc", "lwf",
+                               "agem", "adapters"}
     ewc = build_strategy("ewc:lam=300")
     assert ewc.lam == 300.0 and ewc.spec == "ewc:lam=300.0" and build_strategy(ewc.spec) == ewc
     assert [s.spec for s in parse_strategies("naive, replay,adapters", "lora")] == [

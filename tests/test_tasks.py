@@ -3,10 +3,18 @@
 import numpy as np
 import pytest
 
+from mistral_cl.data import suzuki_components as chem
 from mistral_cl.data.reactions import ReactionDataset
+from mistral_cl.data.smiles import canonical_smiles
 from mistral_cl.data.suzuki import read_suzuki_csv
-from mistral_cl.data.tasks import TaskStream, random_split, split_by_task
+from mistral_cl.data.tasks import TaskStream, random_split, split_by_task, split_globally
 from mistral_cl.errors import InputError
+
+# The seed repository's stream: its task labels (quinoline SMILES '.' indazole SMILES, as it writes
+# them) in sorted order, worked out by hand from its preprocessing script.
+SEED_ORDER = ["BPin-Q+Br-Ind", "Br-Q+BOH2-Ind", "Br-Q+BPin-Ind", "Br-Q+BF3K-Ind", "Cl-Q+BOH2-Ind",
+              "Cl-Q+BPin-Ind", "Cl-Q+BF3K-Ind", "I-Q+BOH2-Ind", "I-Q+BPin-Ind", "I-Q+BF3K-Ind",
+              "BOH2-Q+Br-Ind", "OTf-Q+BOH2-Ind", "OTf-Q+BPin-Ind", "OTf-Q+BF3K-Ind", "BF3K-Q+Br-Ind"]
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +99,62 @@ def test_empty_dataset_cannot_be_split_into_tasks(suzuki):
 def test_task_with_a_single_reaction_cannot_be_split(suzuki):
     with pytest.raises(InputError, match="task 'Cl-Q\\+BOH2-Ind' has 1 reaction"):
         split_by_task(suzuki.subset([0]))
+
+
+def test_seed_order_preset_is_the_seed_repositorys_order_of_the_suzuki_pairs(suzuki):
+    assert TaskStream.from_dataset(suzuki, order="seed").keys == SEED_ORDER
+
+
+def test_seed_spellings_are_the_molecules_of_our_reactant_tables():
+    for reactant in [*chem.QUINOLINES.values(), *chem.INDAZOLES.values()]:
+        ours = sorted(canonical_smiles(s) for s in (reactant.smiles, *reactant.companions))
+        theirs = sorted(canonical_smiles(s) for s in chem.SEED_SPELLINGS[reactant.key].split("."))
+        assert ours == theirs, reactant.key
+
+
+def test_seed_order_is_refused_for_tasks_that_are_not_suzuki_pairs():
+    data = ReactionDataset.build(["CC>>C"] * 4, [0.1] * 4, ["Br-3-Py", "Br-3-Py", "Cl-2-Py", "Cl-2-Py"],
+                                 [2, 3, 4, 5], "halides.csv")
+    with pytest.raises(InputError, match="Suzuki-Miyaura reactant pairs only"):
+        TaskStream.from_dataset(data, order="seed", test_fraction=0.5)
+
+
+def test_random_k_order_is_seeded_by_k_not_by_the_order_seed(suzuki):
+    tasks = split_by_task(suzuki)
+    one = TaskStream.from_tasks(tasks, "random:5", seed=0).keys
+    assert one == TaskStream.from_tasks(tasks, "random:5", seed=9).keys
+    assert one == TaskStream.from_tasks(tasks, "random", seed=5).keys
+    assert one != TaskStream.from_tasks(tasks, "random:6").keys
+
+
+def test_global_split_keeps_every_reaction_exactly_once(suzuki):
+    tasks = split_globally(suzuki, 0.3, seed=0)
+    assert [t.key for t in tasks] == suzuki.task_keys()
+    test_rows = [r for t in tasks for r in t.test.rows.tolist()]
+    train_rows = [r for t in tasks for r in t.train.rows.tolist()]
+    assert len(test_rows) == 1728 and len(train_rows) == 4032
+    assert sorted(test_rows + train_rows) == sorted(suzuki.rows.tolist())
+    for task in tasks:
+        assert set(task.train.tasks) == set(task.test.tasks) == {task.key}
+    shares = [len(t.test) / (len(t.train) + len(t.test)) for t in tasks]
+    assert len(set(shares)) > 1 and all(0.2 < s < 0.4 for s in shares)
+
+
+def test_global_split_is_scikit_learns_train_test_split_over_the_rows_in_file_order(suzuki):
+    model_selection = pytest.importorskip("sklearn.model_selection")
+    _, expected = model_selection.train_test_split(np.sort(suzuki.rows), test_size=0.3, random_state=2)
+    shuffled = suzuki.subset(np.random.default_rng(0).permutation(len(suzuki)))
+    tasks = TaskStream.from_dataset(shuffled, split="global", split_seed=2, order="seed")
+    assert sorted(r for t in tasks for r in t.test.rows.tolist()) == sorted(expected.tolist())
+
+
+def test_global_split_refuses_a_task_left_without_train_or_test_reactions(suzuki):
+    lone = suzuki.subset(np.flatnonzero(suzuki.tasks == "Cl-Q+BOH2-Ind")[:1])
+    two = ReactionDataset.concat([suzuki.of_task("Br-Q+BOH2-Ind"), lone])
+    with pytest.raises(InputError, match="task 'Cl-Q\\+BOH2-Ind' \\(1 reactions\\) has no"):
+        split_globally(two, 0.3, seed=0)
+
+
+def test_unknown_split_is_an_error(suzuki):
+    with pytest.raises(InputError, match="unknown split"):
+        TaskStream.from_dataset(suzuki, split="per-row")

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 import sharding
 from mistral_cl import checkpoint
-from mistral_cl.continual.metrics import ScoreBoard
+from mistral_cl.continual.metrics import ScoreBoard, pooled_round
 from mistral_cl.continual.strategies import Setting, Strategy, StrategyState
 from mistral_cl.continual.strategies.base import copy_tree
 from mistral_cl.inference import predict
@@ -61,11 +61,11 @@ class Progress:
         return self.board.rounds
 
 
-def evaluate(strategy: Strategy, setting: Setting, state: StrategyState, trainable: YieldModel,
-             tasks: Sequence[int], batch_size: int) -> list[dict[str, float]]:
-    """R^2, RMSE and MAE on the test set of each of `tasks`, each predicted by the strategy's choice
-    of model (one prediction pass over all tasks that share a model)."""
-    pool, wanted, scores = setting.pool, set(tasks), {}
+def predictions(strategy: Strategy, setting: Setting, state: StrategyState, trainable: YieldModel,
+                tasks: Sequence[int], batch_size: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Measured and predicted yields of the test set of each of `tasks`, each predicted by the
+    strategy's choice of model (one prediction pass over all tasks that share a model)."""
+    pool, wanted, out = setting.pool, set(tasks), {}
     for predictor, group in strategy.predictors(setting, state, trainable, len(pool)):
         group = [j for j in group if j in wanted]
         if not group:
@@ -76,8 +76,15 @@ def evaluate(strategy: Strategy, setting: Setting, state: StrategyState, trainab
         ends = np.cumsum([len(pool.test[j]) for j in group])
         for j, end in zip(group, ends, strict=True):
             start = end - len(pool.test[j])
-            scores[j] = regression_scores(truth[start:end], predicted[start:end])
-    return [scores[j] for j in tasks]
+            out[j] = (truth[start:end], predicted[start:end])
+    return out
+
+
+def evaluate(strategy: Strategy, setting: Setting, state: StrategyState, trainable: YieldModel,
+             tasks: Sequence[int], batch_size: int) -> list[dict[str, float]]:
+    """R^2, RMSE and MAE on the test set of each of `tasks` (see `predictions`)."""
+    outcome = predictions(strategy, setting, state, trainable, tasks, batch_size)
+    return [regression_scores(*outcome[j]) for j in tasks]
 
 
 def start(strategy: Strategy, setting: Setting, before: dict[str, np.ndarray]) -> Progress:
@@ -175,8 +182,10 @@ def run_strategy(strategy: Strategy, setting: Setting, directory: Path, arrivals
             bar.set_description(f"{label or strategy.spec} · round {round_index + 1}/{len(plan)} {named}")
         trainable = train_round(strategy, setting, progress, tasks, optimizer, step, bar=bar)
         state = placed(setting, strategy.end_round(setting, progress.state, trainable, tasks, round_index))
-        scores = evaluate(strategy, setting, state, trainable, range(len(pool)), eval_batch_size)
-        board.add_round(tasks, scores)
+        outcome = predictions(strategy, setting, state, trainable, range(len(pool)), eval_batch_size)
+        truths, predicted = ({j: pair[k] for j, pair in outcome.items()} for k in (0, 1))
+        board.add_round(tasks, [regression_scores(*outcome[j]) for j in range(len(pool))],
+                        pooled_round(truths, predicted, board.seen_after(tasks)))
         now, cpu_now = time.perf_counter(), time.process_time()
         progress = dataclasses.replace(progress, trainable=trainable, state=state,
                                        seconds=[*progress.seconds, now - clock],

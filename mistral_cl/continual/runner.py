@@ -84,16 +84,17 @@ INGESTED = "ingested"
 
 def with_continual(config: RunConfig, strategies: str | Sequence[str], *, memory: str = "all",
                    test_fraction: float | None = None, eval_batch_size: int | None = None,
-                   buckets: int | None = None) -> RunConfig:
+                   buckets: int | None = None, split: str = "task") -> RunConfig:
     """`config` as a continual run of `strategies` (comma-separated specs, or a list), each checked
-    against the adaptation mode, with the replay memory policy and the other continual settings."""
+    against the adaptation mode, with the replay memory policy, the other continual settings, and the
+    split (`task`: within every task, or `global`, see `data.tasks`)."""
     text = strategies if isinstance(strategies, str) else ",".join(strategies)
     specs = tuple(s.spec for s in parse_strategies(text, config.adaptation.mode))
     defaults = ContinualConfig()
     continual = ContinualConfig(strategies=specs, memory=str(MemoryPolicy.parse(memory)),
                                 eval_batch_size=eval_batch_size or defaults.eval_batch_size,
                                 buckets=buckets or defaults.buckets)
-    return dataclasses.replace(config, kind="continual", continual=continual,
+    return dataclasses.replace(config, kind="continual", continual=continual, split=split,
                                test_fraction=config.test_fraction if test_fraction is None else test_fraction)
 
 
@@ -140,7 +141,8 @@ class ContinualRun:
         if sharding.is_reporting_process():
             say(describe(dataset, config.data))
         stream = TaskStream.from_dataset(dataset, order=order, test_fraction=config.test_fraction,
-                                         split_seed=config.train.seed, order_seed=config.train.seed)
+                                         split_seed=config.train.seed, order_seed=config.train.seed,
+                                         split=config.split)
         if len(stream) < 2:
             raise InputError(f"a continual run needs at least 2 tasks, the data has {len(stream)}",
                              file=dataset.source, hint="name the columns that define a task "
@@ -185,8 +187,8 @@ class ContinualRun:
         directory, config, stream, settings = self.directory, self.config, self.stream, self.settings
         first = stream["arrivals"][0]
         keys = [task["key"] for task in stream["tasks"]]
-        tasks = TaskStream.from_dataset(self.dataset, order=keys[:first],
-                                        test_fraction=config.test_fraction, split_seed=config.train.seed)
+        tasks = TaskStream.from_dataset(self.dataset, order=keys[:first], test_fraction=config.test_fraction,
+                                        split_seed=config.train.seed, split=config.split)
         tokenizer, longest = tokenizer_for(config), config.model.max_seq_len
         pool = TaskPool.from_tasks(tasks.tasks, tokenizer, settings.buckets, longest)
         for task in stream["tasks"][first:]:

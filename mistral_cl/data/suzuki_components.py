@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 
-from mistral_cl.data.smiles import canonical_smiles, reaction_components
+from mistral_cl.data.smiles import canonical_reaction, canonical_smiles, reaction_components
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,3 +132,59 @@ def suzuki_task(reaction: str) -> str | None:
     if len(found_q) != 1 or len(found_i) != 1:
         return None
     return f"{found_q.pop()}+{found_i.pop()}"
+
+
+CONDITIONS: tuple[str, ...] = ("quinoline", "indazole", "ligand", "base", "solvent")
+NONE = "none"  # the ligand or base cell of a reaction run without one
+
+
+@functools.cache
+def _screen() -> dict[str, tuple[str, ...]]:
+    """Every reaction the screen's chemicals make (any quinoline, indazole, ligand or none, base or
+    none, solvent), canonical SMILES -> its `CONDITIONS` (names; a solvent's second batch, which is
+    the same chemical, under its first name)."""
+    solvents = {smiles: name for name, smiles in reversed(SOLVENTS.items())}
+    ligands = [(NONE, None), *LIGANDS.items()]
+    bases = [(NONE, None), *BASES.items()]
+    (catalyst,) = CATALYSTS.values()
+    screen = {}
+    for quinoline, indazole, (ligand, lig), (base, bas), (vial, solvent) in itertools.product(
+            QUINOLINES.values(), INDAZOLES.values(), ligands, bases, solvents.items()):
+        reaction = canonical_reaction(reaction_smiles(quinoline, indazole, catalyst, lig, bas, vial))
+        screen[reaction] = (quinoline.key, indazole.key, ligand, base, solvent)
+    return screen
+
+
+def suzuki_conditions(reaction: str) -> dict[str, str] | None:
+    """The screen's chemical in each of `CONDITIONS` of a canonical reaction SMILES (`none` for a
+    reaction without ligand or base), or None for a reaction not made of the screen's chemicals.
+    Read from the whole reaction, so water or potassium shared by several chemicals is no problem."""
+    names = _screen().get(reaction)
+    return None if names is None else dict(zip(CONDITIONS, names, strict=True))
+
+
+# How the seed repository writes each coupling partner, companions included (its own non-canonical
+# SMILES). Its task label is the quinoline's string, '.', then the indazole's, and its stream visits
+# the labels in Python's string order: that order is the `seed` task-order preset.
+SEED_SPELLINGS: dict[str, str] = {
+    "Cl-Q": "C1=C(Cl)C=CC2=NC=CC=C12.CCC1=CC(=CC=C1)CC",
+    "Br-Q": "C1=C(Br)C=CC2=NC=CC=C12.CCC1=CC(=CC=C1)CC",
+    "I-Q": "C1=C(I)C=CC2=NC=CC=C12.CCC1=CC(=CC=C1)CC",
+    "OTf-Q": "C1C2C(=NC=CC=2)C=CC=1OS(C(F)(F)F)(=O)=O.CCC1=CC(=CC=C1)CC",
+    "BOH2-Q": "C1C(B(O)O)=CC=C2N=CC=CC=12.Cl.O",
+    "BPin-Q": "B1(OC(C(O1)(C)C)(C)C)C2=CC3=C(C=C2)N=CC=C3.O",
+    "BF3K-Q": "[B-](C1=CC2=C(C=C1)N=CC=C2)(F)(F)F.[K+].O",
+    "BOH2-Ind": "CC1=CC=C2C(C=NN2C3OCCCC3)=C1B(O)O",
+    "BPin-Ind": "CC1=CC=C2C(C=NN2C3OCCCC3)=C1B4OC(C)(C)C(C)(C)O4",
+    "BF3K-Ind": "CC1=CC=C2C(C=NN2C3OCCCC3)=C1[B-](F)(F)F.[K+]",
+    "Br-Ind": "CC1=CC=C2C(C=NN2C3OCCCC3)=C1Br",
+}
+
+
+def seed_label(key: str) -> str | None:
+    """The seed repository's task label of a task key `<quinoline>+<indazole>`; None for keys that
+    are not a Suzuki reactant pair."""
+    quinoline, plus, indazole = key.partition("+")
+    if not plus or quinoline not in SEED_SPELLINGS or indazole not in SEED_SPELLINGS:
+        return None
+    return f"{SEED_SPELLINGS[quinoline]}.{SEED_SPELLINGS[indazole]}"

@@ -1,10 +1,20 @@
 """Tasks, their held-out splits, and the order in which a continual learner meets them.
 
-Each task's reactions are split into train and test with a generator seeded by the split seed and
-the task key, over the task's reactions in a canonical order (by SMILES, then source row), so a
-task's split depends on nothing else: not on the other tasks, the order of the rows, or the order
-of the stream. Forgetting is always measured on the held-out part, and every held-out part has at
-least 2 reactions: R^2 of a single reaction is undefined, and would turn ACC, BWT and FWT into NaN.
+Two splits (`Split`):
+- `task` (the default): each task's reactions are split into train and test with a generator seeded
+  by the split seed and the task key, over the task's reactions in a canonical order (by SMILES, then
+  source row), so a task's split depends on nothing else: not on the other tasks, the order of the
+  rows, or the order of the stream. Every task holds out the same share, and at least 2 reactions:
+  R^2 of a single reaction is undefined, and would turn ACC, BWT and FWT into NaN.
+- `global` (the seed repository's protocol): one 70/30 split of all reactions, drawn as scikit-learn's
+  `train_test_split(..., random_state=seed)` draws it over the rows in file order, then grouped by
+  task, so a task's held-out share varies around the test fraction.
+Either way every reaction is in exactly one set, and forgetting is measured on the held-out part.
+
+Orders (`TaskOrder`): `sorted` by key; `random` (a permutation seeded by the stream's order seed);
+`random:K` (seeded by K, the same order whatever the run's seed); `seed`, the order of the seed
+repository (Suzuki reactant pairs sorted by their SMILES as it writes them, see
+`suzuki_components.SEED_SPELLINGS`); or an explicit list of keys.
 """
 
 from __future__ import annotations
@@ -18,9 +28,12 @@ from typing import Literal
 import numpy as np
 
 from mistral_cl.data.reactions import ROW_CONVENTION, ReactionDataset
+from mistral_cl.data.suzuki_components import seed_label
 from mistral_cl.errors import InputError, warn
 
-TaskOrder = Literal["sorted", "random"] | Sequence[str]
+TaskOrder = Literal["sorted", "random", "seed"] | str | Sequence[str]
+Split = Literal["task", "global"]
+SPLITS: tuple[str, ...] = ("task", "global")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +123,49 @@ def split_by_task(
     return tasks
 
 
+def split_globally(
+    dataset: ReactionDataset, test_fraction: float = 0.3, seed: int = 0
+) -> list[Task]:
+    """One `Task` per task key, sorted by key, from one split of all reactions: the reactions in file
+    order (by source row) are permuted by `numpy.random.RandomState(seed)` and the first
+    ceil(n * test_fraction) are held out, as scikit-learn's `train_test_split` does in the seed
+    repository; on the Science workbook this is the seed's split, reaction for reaction."""
+    n = len(dataset)
+    if n == 0:
+        raise InputError("the dataset has no reactions", file=dataset.source,
+                         hint="check the file and any filters applied to it")
+    if not 0.0 < test_fraction < 1.0:
+        raise InputError(f"test_fraction must be between 0 and 1, got {test_fraction}",
+                         hint="use e.g. 0.3 for a 70/30 split")
+    in_file_order = np.argsort(dataset.rows, kind="stable")
+    # The legacy generator on purpose: it is the one scikit-learn draws from for an integer seed.
+    permuted = in_file_order[np.random.RandomState(seed).permutation(n)]
+    held_out = np.zeros(n, dtype=bool)
+    held_out[permuted[: math.ceil(n * test_fraction)]] = True
+    tasks = []
+    for index, key in enumerate(dataset.task_keys()):
+        members = np.flatnonzero(dataset.tasks == key)
+        train, test = members[~held_out[members]], members[held_out[members]]
+        if not len(train) or not len(test):
+            raise InputError(f"task {key!r} ({len(members)} reactions) has no "
+                             f"{'training' if not len(train) else 'test'} reaction in the global split",
+                             hint="use --split task, or leave this small task out of the stream")
+        tasks.append(Task(key, index, dataset.subset(train), dataset.subset(test)))
+    return tasks
+
+
+def seed_order(keys: Sequence[str]) -> list[str]:
+    """`keys` in the seed repository's order: by its task label, the two partners' SMILES as it
+    writes them (defined for the Suzuki-Miyaura reactant pairs only)."""
+    labels = {key: seed_label(key) for key in keys}
+    unknown = [key for key, label in labels.items() if label is None]
+    if unknown:
+        raise InputError(f"the seed order is defined for Suzuki-Miyaura reactant pairs only, not "
+                         f"{', '.join(map(repr, unknown[:3]))}",
+                         hint="use --task-order sorted, random or random:K for this dataset")
+    return sorted(keys, key=lambda key: labels[key])
+
+
 def _checked_keys(keys: list[str], valid: list[str]) -> list[str]:
     hint = f"valid task keys: {', '.join(valid)}"
     if not keys:
@@ -132,17 +188,22 @@ class TaskStream:
     @classmethod
     def from_tasks(cls, tasks: Sequence[Task], order: TaskOrder = "sorted", seed: int = 0
                    ) -> TaskStream:
-        """Order `tasks`: 'sorted' by key, 'random' (permutation seeded by `seed`), or an
-        explicit list of keys (a subset is allowed; unknown or repeated keys are errors)."""
+        """Order `tasks`: 'sorted' by key, 'random' (permutation seeded by `seed`), 'random:K'
+        (seeded by K), 'seed' (see `seed_order`), or an explicit list of keys (a subset is allowed;
+        unknown or repeated keys are errors)."""
         by_key = {task.key: task for task in tasks}
         valid = sorted(by_key)
+        if isinstance(order, str) and order.startswith("random:") and order[7:].isdigit():
+            order, seed = "random", int(order[7:])
         if order == "sorted":
             keys = valid
         elif order == "random":
             keys = [valid[i] for i in np.random.default_rng(seed).permutation(len(valid))]
+        elif order == "seed":
+            keys = seed_order(valid)
         elif isinstance(order, str):
             raise InputError(f"unknown task order {order!r}",
-                             hint="use 'sorted', 'random' or a list of task keys")
+                             hint="use 'sorted', 'random', 'random:K', 'seed' or a list of task keys")
         else:
             keys = _checked_keys(list(order), valid)
         return cls(tuple(dataclasses.replace(by_key[k], index=i) for i, k in enumerate(keys)))
@@ -156,13 +217,17 @@ class TaskStream:
         test_fraction: float = 0.3,
         split_seed: int = 0,
         order_seed: int = 0,
+        split: Split = "task",
     ) -> TaskStream:
-        """Split every task of `dataset` (see `split_by_task`) and order them (see `from_tasks`); an
-        explicit order splits only the tasks it names (a task's split depends on nothing else)."""
+        """Split `dataset` (`split`: 'task', see `split_by_task`, or 'global', see `split_globally`)
+        and order its tasks (see `from_tasks`); an explicit order splits only the tasks it names."""
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
         if not isinstance(order, str):
             keys = _checked_keys(list(order), dataset.task_keys())
             dataset = dataset.subset(np.flatnonzero(np.isin(dataset.tasks, np.array(keys, dtype=object))))
-        return cls.from_tasks(split_by_task(dataset, test_fraction, split_seed), order, order_seed)
+        splitter = split_by_task if split == "task" else split_globally
+        return cls.from_tasks(splitter(dataset, test_fraction, split_seed), order, order_seed)
 
     @property
     def keys(self) -> list[str]:

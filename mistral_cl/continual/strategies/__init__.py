@@ -12,6 +12,7 @@ import dataclasses
 from mistral_cl.continual.strategies.adapters import Adapters
 from mistral_cl.continual.strategies.agem import AGEM
 from mistral_cl.continual.strategies.base import Setting, Strategy, StrategyState
+from mistral_cl.continual.strategies.cumulative import Cumulative
 from mistral_cl.continual.strategies.ewc import EWC
 from mistral_cl.continual.strategies.joint import Joint
 from mistral_cl.continual.strategies.lwf import LwF
@@ -20,7 +21,7 @@ from mistral_cl.continual.strategies.replay import AveragedReplay, Replay
 from mistral_cl.errors import InputError
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Joint, Naive, Replay, AveragedReplay, EWC, LwF, AGEM, Adapters)
+    cls.name: cls for cls in (Joint, Cumulative, Naive, Replay, AveragedReplay, EWC, LwF, AGEM, Adapters)
 }
 
 __all__ = ["STRATEGIES", "Setting", "Strategy", "StrategyState", "build_strategy", "parse_strategies"]
