@@ -13,9 +13,8 @@ from mistral_cl.continual.strategies.base import StrategyState
 def _setting(tmp_path, levels, **config):
     data = coupling_tasks_csv(tmp_path / "tasks.csv", levels)
     config = runner.with_continual(micro_config(data, **config), "cumulative", eval_batch_size=32, buckets=1)
-    run_dir = runner.create_run(tmp_path / "run", config)
-    stream = runner.json.loads((run_dir / runner.STREAM_FILE).read_text())
-    return run_dir, runner.make_setting(run_dir, config, runner.build_pool(run_dir, config, stream))
+    run = runner.ContinualRun.create(tmp_path / "run", config)
+    return run.directory, run.setting
 
 
 def _leaves(tree):

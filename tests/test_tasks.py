@@ -113,8 +113,8 @@ def test_seed_spellings_are_the_molecules_of_our_reactant_tables():
 
 
 def test_seed_order_is_refused_for_tasks_that_are_not_suzuki_pairs():
-    data = ReactionDataset.build(["CC>>C"] * 4, [0.1] * 4, ["Br-3-Py", "Br-3-Py", "Cl-2-Py", "Cl-2-Py"],
-                                 [2, 3, 4, 5], "halides.csv")
+    data = ReactionDataset.build(["CC>>C"] * 8, [0.1] * 8, ["Br-3-Py"] * 4 + ["Cl-2-Py"] * 4,
+                                 list(range(2, 10)), "halides.csv")
     with pytest.raises(InputError, match="Suzuki-Miyaura reactant pairs only"):
         TaskStream.from_dataset(data, order="seed", test_fraction=0.5)
 
