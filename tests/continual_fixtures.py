@@ -61,3 +61,15 @@ def coupling_tasks_csv(path: Path, levels: dict[str, float], seed: int = 0) -> P
                              "task": f"{halide}-coupling"})
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
+
+
+def micro_setting(tmp_path: Path, levels: dict[str, float], strategies: str = "naive", **config):
+    """A new micro continual run of `strategies` on `coupling_tasks_csv(levels)` (one batch width, an
+    evaluation batch of 32): its directory and the `Setting` its strategies learn in."""
+    from mistral_cl.continual import runner
+
+    data = coupling_tasks_csv(tmp_path / "tasks.csv", levels)
+    run_config = runner.with_continual(micro_config(data, **config), strategies, eval_batch_size=32,
+                                       buckets=1)
+    run = runner.ContinualRun.create(tmp_path / "run", run_config)
+    return run.directory, run.setting

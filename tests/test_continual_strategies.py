@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from continual_fixtures import coupling_tasks_csv, micro_config
+from continual_fixtures import coupling_tasks_csv, micro_config, micro_setting
 from optax.tree_utils import tree_vdot
 
 from mistral_cl.continual import learner, runner
@@ -23,10 +23,7 @@ from mistral_cl.train import regression_loss
 
 
 def _setting(tmp_path, levels, **config):
-    data = coupling_tasks_csv(tmp_path / "tasks.csv", levels)
-    config = runner.with_continual(micro_config(data, **config), "naive", eval_batch_size=32, buckets=1)
-    run = runner.ContinualRun.create(tmp_path / "run", config)
-    return run.directory, run.setting
+    return micro_setting(tmp_path, levels, "naive", **config)
 
 
 def test_naive_forgets_a_conflicting_task_and_replay_remembers_it(tmp_path):

@@ -3,7 +3,7 @@
 import equinox as eqx
 import jax
 import numpy as np
-from continual_fixtures import coupling_tasks_csv, micro_config
+from continual_fixtures import coupling_tasks_csv, micro_config, micro_setting
 
 from mistral_cl.continual import runner
 from mistral_cl.continual.strategies import STRATEGIES, build_strategy
@@ -11,10 +11,7 @@ from mistral_cl.continual.strategies.base import StrategyState
 
 
 def _setting(tmp_path, levels, **config):
-    data = coupling_tasks_csv(tmp_path / "tasks.csv", levels)
-    config = runner.with_continual(micro_config(data, **config), "cumulative", eval_batch_size=32, buckets=1)
-    run = runner.ContinualRun.create(tmp_path / "run", config)
-    return run.directory, run.setting
+    return micro_setting(tmp_path, levels, "cumulative", **config)
 
 
 def _leaves(tree):
