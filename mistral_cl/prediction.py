@@ -27,13 +27,12 @@ from mistral_cl.continual.metrics import ScoreBoard
 from mistral_cl.continual.runner import STREAM_FILE, continual_settings, strategy_directory
 from mistral_cl.continual.strategies import Setting, StrategyState, build_strategy
 from mistral_cl.data.reactions import canonical_column, raise_problems
-from mistral_cl.data.tables import read_cells, spreadsheet_rows
+from mistral_cl.data.tables import SMILES_NAMES, named_column, read_cells, spreadsheet_rows
 from mistral_cl.errors import InputError, warn
 from mistral_cl.predictor import YieldModel
 from mistral_cl.runs import RunConfig, load_model, load_run_config, trainable_like
 
 PREDICTION_COLUMN = "predicted_yield_percent"
-SMILES_NAMES = ("rxn", "reaction", "smiles", "reaction_smiles", "rxn_smiles")
 
 
 # ------------------------------------------------------------------------------------- the model
@@ -123,13 +122,12 @@ def read_queries(path: str | Path, smiles_column: str | None) -> tuple[pd.DataFr
     column's name; all bad rows are reported at once."""
     frame = read_cells(path)
     header = [str(c) for c in frame.columns]
+    given = smiles_column
+    smiles_column = named_column(header, given, SMILES_NAMES)
     if smiles_column is None:
-        found = [c for c in header if c.strip().lower() in SMILES_NAMES]
-        if not found:
-            raise InputError(f"no reaction SMILES column among {header}", file=str(path),
-                             hint="name it as `smiles_column`")
-        smiles_column = found[0]
-    elif smiles_column not in header:
+        raise InputError(f"no reaction SMILES column among {header}", file=str(path),
+                         hint="name it as `smiles_column`")
+    if given is not None and smiles_column not in header:
         raise InputError(f"no such column; the file has {header}", file=str(path), column=smiles_column,
                          hint="name the right `smiles_column`")
     if frame.empty:

@@ -57,7 +57,7 @@ from mistral_cl.data.batching import encode_reactions
 from mistral_cl.data.duplicates import DuplicatePolicy, not_in_run
 from mistral_cl.data.reactions import ReactionDataset, reactions_from_table
 from mistral_cl.data.sources import describe
-from mistral_cl.data.tables import read_cells
+from mistral_cl.data.tables import SMILES_NAMES, YIELD_NAMES, named_column, read_cells
 from mistral_cl.data.tasks import Task, TaskOrder, TaskStream, split_by_task
 from mistral_cl.errors import InputError, warn
 from mistral_cl.predictor import trainable_filter
@@ -75,8 +75,6 @@ from mistral_cl.runs import (
 )
 from mistral_cl.train import standardize_head
 
-SMILES_NAMES = ("rxn", "reaction", "reaction_smiles", "rxn_smiles", "smiles")
-YIELD_NAMES = ("yield", "yield_percent", "yield (%)", "yield_%", "measured_yield")
 STREAM_FILE = "stream.json"
 BEFORE_FILE = "before.json"
 INGESTED = "ingested"
@@ -378,8 +376,8 @@ class ContinualRun:
         frame = read_cells(path)
         header = [str(c) for c in frame.columns]
         batch = reactions_from_table(
-            frame, file=str(path), smiles_column=_column(header, smiles_column, SMILES_NAMES, "rxn"),
-            yield_column=_column(header, yield_column, YIELD_NAMES, "yield"), yield_unit=unit,
+            frame, file=str(path), smiles_column=named_column(header, smiles_column, SMILES_NAMES) or "rxn",
+            yield_column=named_column(header, yield_column, YIELD_NAMES) or "yield", yield_unit=unit,
             unit_reason=reason, duplicates=duplicates)
         batch = dataclasses.replace(batch, tasks=np.full(len(batch), key, dtype=object))
         batch = batch.subset(not_in_run(batch.smiles, batch.rows, self.known_reactions(), policy=duplicates,
@@ -497,13 +495,6 @@ def _compile_counter() -> Iterator[_Compiles]:
         yield seen
     finally:
         monitoring.unregister_event_duration_listener(listen)
-
-
-def _column(header: list[str], given: str | None, names: tuple[str, ...], fallback: str) -> str:
-    if given is not None:
-        return given
-    found = [c for c in header if c.strip().lower() in names]
-    return found[0] if found else fallback
 
 
 def _log(show: bool, line: str) -> None:

@@ -126,3 +126,16 @@ def _not_utf8(path: Path) -> InputError:
         f"e.g. latin-1; {ROW_CONVENTION})",
         file=str(path), rows=[row], column=column, hint=_SAVE_AS_CSV,
     )
+
+
+# The usual names of a file's reaction SMILES and yield columns (compared without case or spaces).
+SMILES_NAMES = ("rxn", "reaction", "reaction_smiles", "rxn_smiles", "smiles")
+YIELD_NAMES = ("yield", "yield_percent", "yield (%)", "yield_%", "measured_yield")
+
+
+def named_column(header: list[str], given: str | None, names: tuple[str, ...]) -> str | None:
+    """`given` if set, else the first column of `header` with one of the usual `names`, else None."""
+    if given is not None:
+        return given
+    found = [c for c in header if c.strip().lower() in names]
+    return found[0] if found else None
