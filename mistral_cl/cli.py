@@ -48,6 +48,9 @@ FLAGS = {
     "task_order": "--task-order", "smiles_column": "--smiles-column", "yield_column": "--yield-column",
     "yield_unit": "--yield-unit", "task": "--task", "strategy": "--strategy", "out": "--out",
     "mesh": "--mesh", "output": "--output", "duplicates": "--duplicates", "data.duplicates": "--duplicates",
+    # pretrain
+    "corpus": "--corpus", "mode": "--mode", "steps": "--steps", "eval_every": "--eval-every",
+    "batch_size": "--batch-size", "max_len": "--max-len", "heldout": "--heldout",
 }
 UNIT_HELP = ("unit of the yields: percent (0-100), fraction (0-1), or auto: fraction if no yield exceeds 1, "
              "percent if the yields above 1 are at least as many as those strictly between 0 and 1, else an "
@@ -251,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--task", help="name of the new task (default: the file name)")
     _add_run_options(ingest)
 
+    _add_pretrain_parser(commands)
+
     conv = commands.add_parser("convert", help="convert Mistral weights to this project's checkpoint format")
     conv.add_argument("--from", dest="source", required=True,
                       help="Hugging Face or Mistral weights directory")
@@ -260,6 +265,63 @@ def build_parser() -> argparse.ArgumentParser:
     rep = commands.add_parser("report", help="re-draw tables and plots of a run directory")
     rep.add_argument("run", help="run directory of a `continual` run")
     return parser
+
+
+def _add_pretrain_parser(commands) -> None:
+    from mistral_cl.pretrain import PretrainConfig
+
+    default, lora = PretrainConfig(), LoRAConfig()
+    pre = commands.add_parser(
+        "pretrain", help="pretrain the backbone as a causal language model on SMILES",
+        description="Train the backbone to predict the next token of molecules and reaction SMILES, from "
+                    "scratch (any --model) or continued from --weights (full or lora), and write it in "
+                    "Hugging Face format to OUT/model, which every command loads with --weights. The "
+                    "held-out loss of each corpus source is printed after every --eval-every steps.")
+    pre.add_argument("--corpus", default=",".join(default.corpus),
+                     help="comma-separated sources, each SOURCE or SOURCE@SHARE (the fraction of every batch "
+                          "it fills): moses, moses-test (MOSES molecules, from `pip install --no-deps "
+                          "molsets==0.3.1`), buchwald (Buchwald-Hartwig reaction SMILES), a text file of one "
+                          f"SMILES per line, or FILE.csv[:COLUMN] (default {','.join(default.corpus)})")
+    pre.add_argument("--model", help="tiny, a preset, or a Hugging Face config.json (default: read from "
+                                     "--weights, else tiny)")
+    pre.add_argument("--weights", help="continue pretraining these weights (they need their output layer)")
+    pre.add_argument("--tokenizer", help="a SentencePiece tokenizer.model (default: Mistral v0.1)")
+    pre.add_argument("--mode", choices=["full", "lora"], default=default.mode,
+                     help="what trains: every weight, or LoRA adapters on loaded weights "
+                          f"(default {default.mode})")
+    pre.add_argument("--lora-rank", type=int, default=lora.rank)
+    pre.add_argument("--lora-alpha", type=float, default=lora.alpha)
+    pre.add_argument("--lora-targets", default=",".join(lora.targets))
+    pre.add_argument("--remat", choices=["none", "dots", "full"], default="none")
+    pre.add_argument("--steps", type=_positive_int, default=default.steps,
+                     help="optimizer steps, rounded up to whole --eval-every segments "
+                          f"(default {default.steps})")
+    pre.add_argument("--eval-every", type=_positive_int, default=default.eval_every,
+                     help="steps between held-out evaluations and checkpoints "
+                          f"(default {default.eval_every})")
+    pre.add_argument("--batch-size", type=_positive_int, default=default.batch_size,
+                     help=f"texts per step (default {default.batch_size})")
+    pre.add_argument("--lr", type=float, default=default.learning_rate,
+                     help="peak learning rate of the warm-up + cosine schedule "
+                          f"(default {default.learning_rate:g})")
+    pre.add_argument("--weight-decay", type=float, default=default.weight_decay)
+    pre.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default=default.compute_dtype)
+    pre.add_argument("--max-len", type=_positive_int, default=default.max_len,
+                     help="tokens per text; longer texts are cut, with a warning "
+                          f"(default {default.max_len})")
+    pre.add_argument("--heldout", type=int, default=default.heldout,
+                     help=f"texts of each source held out for the held-out loss (default {default.heldout}, "
+                          "at most a tenth of the source)")
+    vocab = pre.add_mutually_exclusive_group()
+    vocab.add_argument("--restrict-vocab", dest="restrict_vocab", action="store_true", default=None,
+                       help="softmax over the corpus's token ids only (default when training from scratch)")
+    vocab.add_argument("--full-vocab", dest="restrict_vocab", action="store_false",
+                       help="softmax over the whole vocabulary (default with --weights)")
+    pre.add_argument("--seed", type=int, default=default.seed)
+    pre.add_argument("--out", default="runs/pretrain", help="run directory (default runs/pretrain)")
+    pre.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue an interrupted run with the settings in RUN_DIR/pretrain.json")
+    _add_run_options(pre)
 
 
 # ------------------------------------------------------------------------------ flags -> configs
@@ -355,7 +417,8 @@ def refuse_settings_beside_resume(argv: Sequence[str] | None) -> None:
     ignored = sorted(options_given(argv) - RESUME_OPTIONS)
     if ignored:
         flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
-        raise InputError(f"--resume takes every setting from the run's run.json, so {flags} would be ignored",
+        raise InputError(f"--resume takes every setting from the run's own saved settings, so {flags} "
+                         "would be ignored",
                          hint="drop them to resume the run as it was started, or start a new run with "
                               "--out NEW_DIR")
 
@@ -375,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("always", InputWarning)
             warnings.showwarning = _warning_printer(args.command, warnings.showwarning)
-            if args.command == "continual" and args.resume:
+            if getattr(args, "resume", None):
                 refuse_settings_beside_resume(argv)
             if getattr(args, "distributed", False):
                 from sharding.distributed import initialize
@@ -480,6 +543,41 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from mistral_cl.config import resolve_model_config
+    from mistral_cl.pretrain import MODEL_DIR, PretrainConfig, pretrain
+    from mistral_cl.tokenizer import Tokenizer
+
+    mesh = training_mesh(args)
+    tokenizer = Tokenizer.from_file(args.tokenizer) if args.tokenizer else None
+    progress = not args.no_progress
+    if args.resume:
+        from mistral_cl.runlock import run_lock
+
+        with run_lock(Path(args.resume), "pretrain"):
+            result = pretrain(PretrainConfig(), args.resume, resume=True, mesh=mesh, progress=progress,
+                              tokenizer=tokenizer)
+    else:
+        config = PretrainConfig(
+            corpus=tuple(c.strip() for c in args.corpus.split(",") if c.strip()), mode=args.mode,
+            steps=args.steps, eval_every=args.eval_every, batch_size=args.batch_size, learning_rate=args.lr,
+            weight_decay=args.weight_decay, compute_dtype=args.compute_dtype, max_len=args.max_len,
+            heldout=args.heldout, restrict_vocab=args.restrict_vocab, seed=args.seed)
+        targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+        weights = str(Path(args.weights).resolve()) if args.weights else None
+        result = pretrain(config, args.out, model=resolve_model_config(args.model, args.weights),
+                          weights=weights, tokenizer=tokenizer, mesh=mesh, progress=progress,
+                          remat=args.remat,
+                          lora=LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets))
+    last = result.history[-1] if result.history else {}
+    losses = ", ".join(f"{k.removeprefix('heldout_')} {v:.3f}" for k, v in last.items()
+                       if k.startswith("heldout_"))
+    _report(f"held-out loss (nats/token) after {last.get('step', 0)} steps: {losses}")
+    _report(f"wrote {result.directory / MODEL_DIR}/ (config.json, model.safetensors: load it with --weights) "
+            f"and {result.directory}/pretrain.json")
+    return 0
+
+
 def _convert(args: argparse.Namespace) -> int:
     from mistral_cl.convert import convert_command
 
@@ -507,6 +605,7 @@ _COMMANDS = {
     "predict": _predict,
     "continual": _continual,
     "ingest": _ingest,
+    "pretrain": _pretrain,
     "convert": _convert,
     "report": _report_command,
 }

@@ -91,6 +91,10 @@ class Tokenizer:
         """Token ids of one text, with BOS first (and EOS last when asked for)."""
         return self._processor.Encode(text, out_type=int, add_bos=bos, add_eos=eos)
 
+    def encode_all(self, texts: Sequence[str], bos: bool = True, eos: bool = False) -> list[list[int]]:
+        """Token ids of many texts at once (faster than one `encode` each)."""
+        return self._processor.Encode(list(texts), out_type=int, add_bos=bos, add_eos=eos)
+
     def decode(self, ids: Sequence[int]) -> str:
         """The text of a sequence of ids; special tokens are dropped."""
         return self._processor.Decode([int(i) for i in ids])

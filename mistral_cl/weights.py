@@ -24,7 +24,7 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import equinox as eqx
 import jax
@@ -393,3 +393,95 @@ def _place(host: np.ndarray, sharding: Sharding | None) -> jax.Array:
     if sharding is None:
         return jax.device_put(host)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+# ------------------------------------------------------------------------------- language models
+_OUTPUT_NAMES = {"huggingface": ("lm_head.weight",), "consolidated": ("output.weight",)}
+_DTYPE_NAMES = {np.dtype("<f4"): "F32", np.dtype(ml_dtypes.bfloat16): "BF16", np.dtype("<f2"): "F16"}
+
+
+def tied_embeddings(path: str | Path) -> bool:
+    """Whether the weights at `path` use their token embeddings as output layer (`tie_word_embeddings`)."""
+    config = Path(path) / "config.json"
+    return bool(config.is_file() and json.loads(config.read_text()).get("tie_word_embeddings", False))
+
+
+def read_output_layer(path: str | Path) -> np.ndarray | None:
+    """The language-model output layer `(vocab, dim)` stored at `path`, None when tied to the embeddings."""
+    if tied_embeddings(path):
+        return None
+    layout, files = _weight_files(Path(path))
+    for file in files:
+        for stored in _read_header(file):
+            if stored.name in _OUTPUT_NAMES[layout]:
+                return stored.read()
+    raise InputError(
+        f"no output layer ({' or '.join(_OUTPUT_NAMES[layout])}) in these weights: they hold a backbone only",
+        file=str(path),
+        hint="pretrain from weights saved with their language-model head (a *ForCausalLM checkpoint)",
+    )
+
+
+def load_causal_lm(path: str | Path, *, config: ModelConfig | None = None, dtype: DTypeLike = np.float32):
+    """The backbone at `path` with its own output layer (a `pretrain.CausalLM`)."""
+    from mistral_cl.layers import Linear
+    from mistral_cl.pretrain import CausalLM
+
+    backbone = load_mistral(path, config=config, dtype=dtype)
+    output = read_output_layer(path)
+    if output is None:
+        return CausalLM(backbone, None)
+    expected = (backbone.config.vocab_size, backbone.config.dim)
+    if output.shape != expected:
+        raise InputError(f"the output layer is {output.shape}, the backbone needs {expected}", file=str(path))
+    layer = eqx.filter_eval_shape(Linear, 1, 1, key=jax.random.key(0))
+    weight = jax.device_put(np.asarray(output, dtype))
+    return CausalLM(backbone, eqx.tree_at(lambda m: m.weight, layer, weight))
+
+
+def hf_tensors(lm) -> Iterator[tuple[str, np.ndarray]]:
+    """`(Hugging Face name, array)` of every tensor of a `pretrain.CausalLM` (adapters merged first)."""
+    backbone = lm.backbone
+    yield "model.embed_tokens.weight", np.asarray(backbone.tok_embeddings.weight)
+    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(backbone.layers, eqx.is_array))[0]
+    for path, stacked in leaves:
+        inner = _HF_BLOCK[jax.tree_util.keystr(path, simple=True, separator=".")]
+        for i, layer in enumerate(np.asarray(stacked)):
+            yield f"model.layers.{i}.{inner}", layer
+    yield "model.norm.weight", np.asarray(backbone.norm.weight)
+    if lm.output is not None:
+        yield "lm_head.weight", np.asarray(lm.output.weight)
+
+
+def write_safetensors(file: Path, tensors: Iterator[tuple[str, np.ndarray]], dtype: DTypeLike) -> None:
+    """A safetensors file of `tensors`, each cast to `dtype`, written to a temporary name then renamed."""
+    dtype = np.dtype(dtype)
+    arrays = [(name, np.ascontiguousarray(np.asarray(a, dtype))) for name, a in tensors]
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, array in arrays:
+        header[name] = {"dtype": _DTYPE_NAMES[dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    partial = file.with_name(file.name + ".partial")
+    with partial.open("wb") as handle:
+        handle.write(len(encoded).to_bytes(8, "little"))
+        handle.write(encoded)
+        for _, array in arrays:
+            handle.write(array.tobytes())
+    partial.replace(file)
+
+
+def save_hf(directory: str | Path, lm, *, dtype: str = "float32") -> Path:
+    """`config.json` and `model.safetensors` of a `pretrain.CausalLM` in Hugging Face's layout (a
+    `MistralForCausalLM`), loadable by `load_mistral` / `--weights` and by `transformers`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stored = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}[dtype]
+    write_safetensors(directory / "model.safetensors", hf_tensors(lm), stored)
+    config = {**lm.backbone.config.to_hf_config(), "architectures": ["MistralForCausalLM"],
+              "tie_word_embeddings": lm.output is None, "torch_dtype": dtype}
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return directory

@@ -74,6 +74,7 @@ RULES: tuple[tuple[str, tuple[Logical, ...]], ...] = (
     ("backbone.layers.attention_norm.weight", ("layers", None)),
     ("backbone.layers.ffn_norm.weight", ("layers", None)),
     ("backbone.norm.weight", (None,)),
+    ("output.weight", ("vocab", "embed")),  # a language model's own output layer (pretrain.CausalLM)
     ("head.attention.wq.weight", (None, "embed")),
     ("head.attention.wk.weight", (None, "embed")),
     ("head.attention.wv.weight", (None, "embed")),

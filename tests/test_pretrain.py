@@ -1,0 +1,190 @@
+"""`mistral-cl pretrain`: causal-LM training on SMILES, its Hugging Face output, resuming, meshes, corpora."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import warnings
+
+import equinox as eqx
+import jax
+import numpy as np
+import pytest
+
+import sharding
+from mistral_cl import checkpoint
+from mistral_cl.cli import main
+from mistral_cl.config import ModelConfig
+from mistral_cl.data.corpus import CorpusSource, reaction_key, read_corpus, shares, suzuki_overlap
+from mistral_cl.data.suzuki import read_suzuki_csv
+from mistral_cl.errors import InputError, InputWarning
+from mistral_cl.pretrain import CHECKPOINTS, MODEL_DIR, PretrainConfig, finished_lm, pretrain
+from mistral_cl.weights import load_causal_lm, load_mistral
+
+# The real 32000-token vocabulary (the Mistral tokenizer is used unchanged), everything else small.
+SMALL = ModelConfig(vocab_size=32000, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, hidden_dim=64,
+                    sliding_window=64, max_seq_len=256)
+MOLECULES = ["CCO", "CCCO", "CC(=O)O", "c1ccccc1", "c1ccccc1O", "c1ccccc1N", "CC(C)O", "CCN(CC)CC",
+             "Clc1ccccc1", "Brc1ccccc1", "Ic1ccccc1", "COc1ccccc1", "CC#N", "O=C(O)c1ccccc1", "CCOC(C)=O"]
+
+
+def quick(**changes) -> PretrainConfig:
+    settings = dict(corpus=("corpus.txt",), steps=6, eval_every=3, batch_size=8, learning_rate=3e-3,
+                    heldout=4)
+    return PretrainConfig(**{**settings, **changes})
+
+
+@pytest.fixture()
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus.txt").write_text("# small molecules\n" + "\n".join(MOLECULES * 4) + "\n")
+    return tmp_path
+
+
+def leaves(tree) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(tree, eqx.is_array))]
+
+
+def test_pretraining_lowers_the_held_out_loss_of_a_small_corpus(in_tmp):
+    result = pretrain(quick(steps=30, eval_every=10), "run", model=SMALL, progress=False)
+    record = __import__("json").loads((in_tmp / "run" / "pretrain.json").read_text())
+    initial, final = record["initial"]["heldout_corpus.txt"], record["history"][-1]["heldout_corpus.txt"]
+    assert final < initial - 0.5, (initial, final)
+    assert [h["step"] for h in result.history] == [10, 20, 30]
+    assert all(h["tokens"] > 0 and h["tokens_per_s"] > 0 for h in result.history)
+    # From scratch, the softmax runs over the corpus's own token ids, BOS and EOS among them.
+    assert 1 in record["vocab_ids"] and 2 in record["vocab_ids"] and len(record["vocab_ids"]) < 100
+
+
+def test_the_written_model_loads_through_weights_and_computes_what_transformers_does(in_tmp):
+    import torch
+    import transformers
+
+    result = pretrain(quick(), "run", model=SMALL, progress=False)
+    directory = in_tmp / "run" / MODEL_DIR
+    trained = finished_lm(result.model)
+    loaded = load_causal_lm(directory)
+    assert loaded.output is None  # tied to the embeddings, as the config says
+    for got, want in zip(leaves(loaded), leaves(trained), strict=True):
+        np.testing.assert_array_equal(got, want)
+    backbone = load_mistral(directory)  # the path every command's --weights takes
+    for got, want in zip(leaves(backbone), leaves(trained.backbone), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+    tokens = np.array([[1, 334, 28743, 28762, 2, 0], [1, 334, 2, 0, 0, 0]], np.int32)
+    mask = tokens != 0
+    ours = np.asarray(trained.logits(tokens, mask))
+    reference = transformers.MistralForCausalLM.from_pretrained(directory, attn_implementation="eager").eval()
+    with torch.no_grad():
+        theirs = reference(input_ids=torch.as_tensor(tokens, dtype=torch.long),
+                           attention_mask=torch.as_tensor(mask, dtype=torch.long)).logits.numpy()
+    np.testing.assert_allclose(ours[mask], theirs[mask], rtol=1e-4, atol=1e-4)
+
+
+def test_lora_pretraining_of_loaded_weights_keeps_their_output_layer_and_merges_the_adapters(in_tmp):
+    import torch
+    import transformers
+    from hf_fixtures import hf_config
+
+    torch.manual_seed(0)
+    source = transformers.MistralForCausalLM(hf_config(SMALL))
+    source.save_pretrained(in_tmp / "base", safe_serialization=True)
+    original = load_causal_lm(in_tmp / "base")
+    assert original.output is not None
+
+    result = pretrain(quick(mode="lora", learning_rate=1e-2), "run", model=SMALL,
+                      weights=str(in_tmp / "base"), progress=False)
+    written = load_causal_lm(in_tmp / "run" / MODEL_DIR)
+    np.testing.assert_array_equal(np.asarray(written.output.weight), np.asarray(original.output.weight))
+    np.testing.assert_array_equal(np.asarray(written.backbone.tok_embeddings.weight),
+                                  np.asarray(original.backbone.tok_embeddings.weight))
+    wq_before = np.asarray(original.backbone.layers.attention.wq.weight)
+    wq_after = np.asarray(written.backbone.layers.attention.wq.weight)
+    assert not np.allclose(wq_before, wq_after)  # the adapters trained and were merged in
+    for got, want in zip(leaves(written), leaves(finished_lm(result.model)), strict=True):
+        np.testing.assert_array_equal(got, want)
+    # A loaded model keeps its whole vocabulary unless asked otherwise.
+    record = __import__("json").loads((in_tmp / "run" / "pretrain.json").read_text())
+    assert record["vocab_ids"] is None
+
+
+def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(in_tmp):
+    whole = pretrain(quick(), "whole", model=SMALL, progress=False)
+    pretrain(quick(), "cut", model=SMALL, progress=False)
+    shutil.rmtree(in_tmp / "cut" / CHECKPOINTS / "step_000002")  # as if stopped after the first segment
+    assert checkpoint.latest_step(in_tmp / "cut" / CHECKPOINTS) == 1
+    resumed = pretrain(PretrainConfig(), "cut", resume=True, progress=False)
+    for got, want in zip(leaves(resumed.model), leaves(whole.model), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+
+
+def test_pretraining_on_a_mesh_matches_one_device(in_tmp):
+    one = pretrain(quick(), "one", model=SMALL, progress=False)
+    mesh = sharding.make_mesh("2x2x2")
+    many = pretrain(quick(), "many", model=SMALL, progress=False, mesh=mesh)
+    wq = many.model.backbone.layers.attention.wq.weight
+    assert len(wq.sharding.device_set) == 8
+    for got, want in zip(leaves(many.model), leaves(one.model), strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+
+
+# ----------------------------------------------------------------------------------------- corpora
+def test_a_corpus_holding_suzuki_reactions_is_warned_about():
+    suzuki = list(read_suzuki_csv(duplicates="first").smiles[:3])
+    reactants, rest = suzuki[0].split(">", 1)
+    shuffled = ".".join(reversed(reactants.split("."))) + ">" + rest
+    source = CorpusSource("mine.txt", ["CCO", *suzuki, shuffled, "CC>>CO"])
+    with pytest.warns(InputWarning, match=r"Suzuki.*mine.txt: 4"):
+        assert suzuki_overlap([source]) == {"mine.txt": 4}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert suzuki_overlap([CorpusSource("clean", ["CCO", "CC>>CO"])]) == {"clean": 0}
+
+
+def test_the_command_warns_about_suzuki_reactions_in_its_corpus(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join([*MOLECULES * 3, *read_suzuki_csv(duplicates="first").smiles[:2]]) + "\n")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["pretrain", "--corpus", str(corpus), "--model", "tiny", "--steps", "1",
+                     "--eval-every", "1", "--batch-size", "4", "--heldout", "2",
+                     "--out", str(tmp_path / "run"), "--no-progress",
+                     "--mesh", "1x1x1"])
+    assert code == 0
+    assert "warning: the corpus holds Suzuki" in err.getvalue() and "corpus.txt: 2" in err.getvalue()
+    assert (tmp_path / "run" / MODEL_DIR / "model.safetensors").is_file()
+
+
+def test_corpus_sources_share_every_batch_as_asked(tmp_path):
+    a = CorpusSource("a", ["C"] * 300)
+    b = CorpusSource("b", ["O"] * 100)
+    np.testing.assert_allclose(shares([a, b]), [0.75, 0.25])
+    np.testing.assert_allclose(shares([a, CorpusSource("b", ["O"] * 100, 0.5)]), [0.5, 0.5])
+    assert reaction_key("B.A>C>D") == reaction_key("A.B>C>D") != reaction_key("A.B>D>C")
+
+
+@pytest.mark.parametrize("lines, sources, expected", [
+    ("CCO\nCC O\n", ["{f}"], "row 2: lines hold more than one field"),
+    ("CCO\n", ["{f}@1.5"], "share after '@' must be a number in (0, 1]"),
+    ("CCO\n", ["{f}@0.3"], "shares add up to 0.3"),
+    ("CCO\n", ["{f}", "{f}"], "named twice"),
+    ("CCO\n", ["{f}.missing"], "corpus file not found"),
+    ("smiles,other\nCCO,1\n", ["{f}.csv:nope"], "no column 'nope'"),
+    ("# only a comment\n\n", ["{f}"], "holds no SMILES"),
+])
+def test_bad_corpora_are_refused_with_where_and_what_to_do(tmp_path, lines, sources, expected):
+    path = tmp_path / "corpus"
+    path.write_text(lines)
+    (tmp_path / "corpus.csv").write_text(lines)
+    with pytest.raises(InputError, match="what to do") as caught:
+        read_corpus([s.format(f=path) for s in sources])
+    assert expected in str(caught.value)
+
+
+def test_a_csv_corpus_reads_its_smiles_column(tmp_path):
+    path = tmp_path / "molecules.csv"
+    path.write_text("name,SMILES\nethanol,CCO\nbenzene,c1ccccc1\n")
+    (source,) = read_corpus([str(path)])
+    assert source.texts == ["CCO", "c1ccccc1"]
