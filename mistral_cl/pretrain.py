@@ -66,6 +66,9 @@ class PretrainConfig:
 
     `steps` is rounded up to whole segments of `eval_every` steps. `restrict_vocab=None` restricts
     the output layer to the corpus's token ids when training from scratch, and not otherwise.
+    `monitor` names texts whose loss is recorded after every segment but never trained on (sources
+    as in the corpus, or `suzuki`: 1000 reactions of the evaluation set, to see how pretraining moves
+    the model's reading of it); with a restricted vocabulary, only tokens inside it count.
     """
 
     corpus: tuple[str, ...] = ("moses", "buchwald@0.1")
@@ -81,6 +84,7 @@ class PretrainConfig:
     max_len: int = 256
     heldout: int = 1000
     restrict_vocab: bool | None = None
+    monitor: tuple[str, ...] = ()
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -108,7 +112,7 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> PretrainConfig:
-        return cls(**{**raw, "corpus": tuple(raw["corpus"])})
+        return cls(**{**raw, "corpus": tuple(raw["corpus"]), "monitor": tuple(raw.get("monitor", ()))})
 
 
 # ------------------------------------------------------------------------------------- the model
@@ -298,6 +302,19 @@ class Stream:
         return [self.sources[i].texts[j] for j in self.heldout[i]]
 
 
+def monitor_texts(name: str, count: int = 1000) -> list[str]:
+    """Texts to watch but never train on: `suzuki` (a seeded sample of the evaluation set) or a source."""
+    if name == "suzuki":
+        from mistral_cl.data.suzuki import read_suzuki_csv
+
+        smiles = list(read_suzuki_csv(duplicates="first").smiles)
+        return [smiles[i] for i in np.sort(np.random.default_rng(0).permutation(len(smiles))[:count])]
+    from mistral_cl.data.corpus import read_source
+
+    texts = read_source(name).texts
+    return [texts[i] for i in np.sort(np.random.default_rng(0).permutation(len(texts))[:count])]
+
+
 # ------------------------------------------------------------------------------------------- runs
 @dataclasses.dataclass
 class PretrainResult:
@@ -384,7 +401,10 @@ def pretrain(
                            constrain=None if mesh is None else sharding.state_constraint(mesh))
     heldout = [encode_texts(stream.heldout_texts(i), tokenizer, config.max_len)[0]
                for i in range(len(sources)) if len(stream.heldout[i])]
-    heldout_names = [s.name for i, s in enumerate(sources) if len(stream.heldout[i])]
+    heldout_names = [f"heldout_{s.name}" for i, s in enumerate(sources) if len(stream.heldout[i])]
+    for name in config.monitor:
+        heldout.append(encode_texts(monitor_texts(name), tokenizer, config.max_len)[0])
+        heldout_names.append(f"monitor_{name}")
 
     record: dict[str, Any] = {
         "config": config.to_dict(), "model": model.to_dict(), "weights": weights,
@@ -403,7 +423,7 @@ def pretrain(
         done = len(record["history"])
 
     def evaluate(current: CausalLM) -> dict[str, float]:
-        return {f"heldout_{name}": heldout_loss(current, texts, vocab_ids, batch_size=config.batch_size,
+        return {name: heldout_loss(current, texts, vocab_ids, batch_size=config.batch_size,
                                                 mesh=mesh)
                 for name, texts in zip(heldout_names, heldout, strict=True)}
 

