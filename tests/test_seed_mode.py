@@ -142,3 +142,30 @@ def test_run_json_keeps_the_new_settings_and_old_ones_load_with_the_defaults(tmp
     raw["continual"].pop("carry_optimizer")
     old = RunConfig.from_dict(raw)
     assert old.train.schedule == "cosine" and not old.continual.carry_optimizer
+
+
+def test_a_carried_optimizer_state_lives_on_the_mesh_and_resumes_on_another(tmp_path):
+    import sharding
+    from mistral_cl.config import ModelConfig
+    from mistral_cl.continual.runner import ContinualRun
+
+    data = coupling_tasks_csv(tmp_path / "tasks.csv", {"Br": 0.7, "I": 0.3})
+    # Two KV heads, so tensor parallelism of 2 splits whole heads.
+    model = ModelConfig(vocab_size=32000, dim=32, n_layers=1, n_heads=2, n_kv_heads=2, head_dim=16,
+                        hidden_dim=64, sliding_window=64)
+    config = dataclasses.replace(_seed_like_config(data), model=model)
+    single = ContinualRun.create(tmp_path / "single", config)
+    single.train(show=False)
+    first = ContinualRun.create(tmp_path / "sharded", config, mesh=sharding.make_mesh("1x8x1"))
+    first.train(stop_after=1, show=False)
+    resumed = ContinualRun.open(first.directory, sharding.make_mesh("2x2x2"))
+    strategy = resumed.strategies[0]
+    directory = runner.strategy_directory(first.directory, strategy)
+    placed = jax.tree.leaves(learner.restore(strategy, resumed.setting, directory).opt_state)
+    assert any(len(leaf.sharding.device_set) == 8 for leaf in placed)  # restored onto the new mesh
+    resumed.train(show=False)
+    boards = [json.loads((run / directory.name / "scores.json").read_text())["matrices"]
+              for run in (first.directory, single.directory)]
+    for name in ("r2", "rmse"):
+        got, want = (np.asarray(board[name], np.float64) for board in boards)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
