@@ -1,7 +1,7 @@
 """Every continual-learning strategy on the Suzuki-Miyaura stream, with the main job's settings.
 
     python benchmarks/continual.py [--strategies joint,naive,...] [--seeds 0,1,2] [--out DIR] [--resume]
-                                   [-- OPTIONS]
+                                   [--match-joint replay] [-- OPTIONS]
 
 Runs `mistral-cl continual` (the `tiny` model, random init, the command's default mode (head), epochs,
 learning rate and batch size, the 15 reactant-pair tasks in sorted order) for every strategy
@@ -17,7 +17,13 @@ the mean and sample sd over seeds; the targets are judged on the means. One seed
 move by tenths between seeds, because a few tasks have a narrow spread of yields.
 
 Wall time is what the strategy took in this process (compiles included). The machine is shared, so
-the CPU seconds of the process are recorded as well: they inflate less under contention.
+the CPU seconds of the process are recorded as well: they inflate less under contention. `reactions`
+is the compute that does not depend on the machine: the reactions every strategy's steps processed
+(forward and backward), current and remembered rows alike, summed over its rounds.
+
+`--match-joint SPEC` adds the compute-matched reference: once SPEC (e.g. `replay`) has finished in a
+seed's run, its recorded `reactions` (its summary.json) become the budget of a `joint:budget=R` row
+trained in the same run, so `joint` processes as many reactions as SPEC did.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import jax
 import numpy as np
 
 from mistral_cl import hostmem, report
-from mistral_cl.cli import build_parser, run_config, task_order
+from mistral_cl.cli import parse_args, run_config, task_order
 from mistral_cl.continual import runner
 from mistral_cl.continual.runner import ContinualRun
 from mistral_cl.continual.strategies import build_strategy
@@ -109,7 +115,8 @@ def collect(run_dir: Path) -> list[dict[str, Any]]:
         rows.append({
             "strategy": strategy.spec, "ACC": summary["r2_acc"], "BWT": summary.get("r2_bwt"),
             "FWT": summary.get("r2_fwt"), "forgetting": summary.get("r2_forgetting"),
-            "RMSE %": summary["rmse_acc"], "MAE %": summary["mae_acc"],
+            "RMSE %": summary["rmse_acc"], "MAE %": summary["mae_acc"], "reactions": summary.get("reactions"),
+            "epochs chosen": (summary.get("epochs_chosen") or [None])[-1],
             "wall s": round(timing["seconds"], 1), "CPU s": round(timing.get("cpu_seconds", float("nan")), 1),
             "task-aware": strategy.task_aware, "stores reactions": strategy.stores_data,
         })
@@ -157,9 +164,9 @@ def add_strategies(run_dir: Path, strategies: str) -> None:
     config = load_run_config(run_dir)
     settings = runner.continual_settings(config)
     recorded = settings.strategies
-    wanted = runner.continual_settings(runner.with_continual(config, strategies, memory=settings.memory,
-                                                             eval_batch_size=settings.eval_batch_size,
-                                                             buckets=settings.buckets)).strategies
+    wanted = runner.continual_settings(runner.with_continual(
+        config, strategies, memory=settings.memory, eval_batch_size=settings.eval_batch_size,
+        buckets=settings.buckets, split=config.split, carry_optimizer=settings.carry_optimizer)).strategies
     if any(spec not in recorded for spec in wanted):
         order = (*wanted, *(spec for spec in recorded if spec not in wanted))
         save_run_config(run_dir, dataclasses.replace(config, continual=dataclasses.replace(
@@ -169,15 +176,28 @@ def add_strategies(run_dir: Path, strategies: str) -> None:
 def run_seed(args: argparse.Namespace, run_dir: Path, seed: int | None) -> tuple[list[dict[str, Any]], Any]:
     """Runs (or resumes) every strategy in `run_dir`; the rows and the run's configuration."""
     options = [*args.options, *(["--seed", str(seed)] if seed is not None else [])]
-    cli = build_parser().parse_args(["continual", "--strategies", args.strategies, "--out", str(run_dir),
-                                     "--no-progress", *options])
+    cli = parse_args(["continual", "--strategies", args.strategies, "--out", str(run_dir), "--no-progress",
+                      *options])
     if args.resume and run_dir.exists():
         add_strategies(run_dir, cli.strategies)
         run = ContinualRun.open(run_dir)
     else:
         run = ContinualRun.create(run_dir, run_config(cli), task_order(cli.task_order))
     run.train(show=False)  # what `mistral-cl continual` runs
+    if args.match_joint:
+        add_strategies(run_dir, f"joint:budget={reactions_of(run_dir, args.match_joint)}")
+        ContinualRun.open(run_dir).train(show=False)
     return collect(run_dir), load_run_config(run_dir)
+
+
+def reactions_of(run_dir: Path, spec: str) -> int:
+    """The reactions processed by the finished strategy `spec` of the run in `run_dir`: the budget of a
+    compute-matched `joint`."""
+    summary = runner.strategy_directory(run_dir, build_strategy(spec)) / "summary.json"
+    if not summary.exists() or "reactions" not in json.loads(summary.read_text()):
+        raise SystemExit(f"--match-joint {spec}: {spec} has no recorded reactions in {run_dir}; add it to "
+                         f"--strategies (runs from before compute was counted must be run again)")
+    return int(json.loads(summary.read_text())["reactions"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "(default: one run with the command's --seed)")
     parser.add_argument("--out", default="runs/benchmark-continual", help="run directory")
     parser.add_argument("--resume", action="store_true", help="continue the run directory --out")
+    parser.add_argument("--match-joint", metavar="SPEC",
+                        help="add joint:budget=R, R the reactions processed by SPEC (e.g. replay) in the run")
     parser.add_argument("options", nargs="*", help="options for `mistral-cl continual` (after --)")
     args = parser.parse_args(argv)
     hostmem.configure()  # as `mistral-cl` does

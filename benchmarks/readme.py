@@ -313,7 +313,8 @@ def continual_section(result: dict[str, Any]) -> str:
     for t in targets:
         t["figures"] = ", ".join(f"{k} {_cell(v)}" for k, v in t.items() if k not in ("target", "met"))
     rows = [{**row, **{k: _score(row, k) for k in ("ACC", "BWT", "FWT", "forgetting")},
-             **{k: "yes" if row.get(k) else "no" for k in ("task-aware", "stores reactions")}}
+             **{k: "yes" if row.get(k) else "no" for k in ("task-aware", "stores reactions")},
+             "reactions": None if row.get("reactions") is None else f"{row['reactions']:,.0f}"}
             for row in result["rows"]]
     images = [f"![{row['strategy']}](results/continual_{row['strategy'].replace(':', '_')}_r2_heatmap.png)"
               for row in result["rows"]]
@@ -328,11 +329,14 @@ def continual_section(result: dict[str, Any]) -> str:
         "forgetting are computed on held-out R² of every task (R² of a task is relative to its own "
         "spread of yields, so a model that predicts the wrong yield level for a task scores far below "
         "0). RMSE and MAE are the mean over tasks after the last one, in yield %. `adapters` keeps one "
-        "adapter and head per task and picks it by task id (task-aware), so it cannot forget.",
+        "adapter and head per task and picks it by task id (task-aware), so it cannot forget. Reactions: "
+        "the compute of each row, reactions processed (forward and backward) over all rounds, current and "
+        "remembered rows alike (a `joint` that chose its epochs on validation includes its trial run).",
         *_seed_notes(result),
         _table(rows, [("strategy", "strategy"), ("ACC", "ACC"), ("BWT", "BWT"), ("FWT", "FWT"),
                                 ("forgetting", "forgetting"), ("RMSE %", "RMSE %"), ("MAE %", "MAE %"),
-                                ("wall s", "wall s"), ("CPU s", "CPU s"), ("task-aware", "task-aware"),
+                                ("reactions", "reactions"), ("wall s", "wall s"), ("CPU s", "CPU s"),
+                                ("task-aware", "task-aware"),
                                 ("stores reactions", "stores reactions")]),
         "Targets:",
         _table(targets, [("target", "target"), ("met", "met"), ("figures", "figures")]),

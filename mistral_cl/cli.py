@@ -41,10 +41,12 @@ FLAGS = {
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.learning_rate": "--lr",
     "train.weight_decay": "--weight-decay", "train.optimizer": "--optimizer", "train.loss": "--loss",
     "train.ema": "--ema", "train.compute_dtype": "--compute-dtype", "train.seed": "--seed",
+    "train.schedule": "--schedule",
     "data.source": "--data", "data.smiles_column": "--smiles-column", "data.yield_column": "--yield-column",
     "data.yield_unit": "--yield-unit", "data.task_columns": "--task-columns",
     "test_fraction": "--test-fraction", "split": "--split", "continual.strategies": "--strategies",
-    "continual.memory": "--memory",
+    "continual.memory": "--memory", "continual.carry_optimizer": "--carry-optimizer",
+    "continual.carry_optimizer=False": "--no-carry-optimizer",
     "task_order": "--task-order", "smiles_column": "--smiles-column", "yield_column": "--yield-column",
     "yield_unit": "--yield-unit", "task": "--task", "strategy": "--strategy", "out": "--out",
     "mesh": "--mesh", "output": "--output", "duplicates": "--duplicates", "data.duplicates": "--duplicates",
@@ -151,6 +153,9 @@ def _add_train_options(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
                        help=f"peak learning rate (default {train.learning_rate:g})")
     group.add_argument("--weight-decay", type=float, default=train.weight_decay)
     group.add_argument("--optimizer", choices=["adamw", "adafactor"], default=train.optimizer)
+    group.add_argument("--schedule", choices=["cosine", "constant"], default=train.schedule,
+                       help=f"learning rate: cosine (warm-up to --lr, then a cosine decay) or constant "
+                            f"(--lr at every step) (default {train.schedule})")
     group.add_argument("--loss", choices=["mse", "huber"], default=train.loss)
     group.add_argument("--ema", type=float, metavar="DECAY", default=train.ema,
                        help="keep an exponential moving average of the weights (e.g. 0.999) and use it")
@@ -174,7 +179,15 @@ def _add_run_options(parser: argparse.ArgumentParser, *, progress: bool = True) 
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def continual_recipes() -> list[str]:
+    """The recipes `continual --recipe` may start from: those with continual settings."""
+    from mistral_cl.recipes import RECIPES
+
+    return [name for name, recipe in RECIPES.items() if recipe.continual is not None]
+
+
+def build_parser(continual_recipe: str = "continual") -> argparse.ArgumentParser:
+    """The command line, the `continual` command's defaults taken from `continual_recipe`."""
     from mistral_cl.recipes import RECIPES
 
     parser = argparse.ArgumentParser(
@@ -183,13 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    recipe = RECIPES["continual"]
+    recipe = RECIPES[continual_recipe]
     assert recipe.continual is not None
     cont = commands.add_parser(
         "continual", help="learn tasks one after another (the main job)",
         description="Learn the tasks of a dataset one after another with each strategy, score every "
                     "task after every task, and print ACC, BWT, FWT and forgetting. With no options: "
                     "Suzuki-Miyaura, the tiny model in head mode, naive then replay.")
+    cont.add_argument("--recipe", choices=continual_recipes(), default=continual_recipe,
+                      help="the settings every other option starts from: continual (default: the demo's) "
+                           "or seed (the seed repository's protocol: Adafactor at a constant rate carried "
+                           "through all rounds, equal current and remembered batches, memory all, "
+                           "--split global); `--recipe seed --help` shows its defaults")
     cont.add_argument("--strategies", default=",".join(recipe.continual.strategies),
                       help="comma-separated, each NAME or NAME:SETTING=VALUE (e.g. ewc:lam=3e4): joint, "
                            "cumulative, naive, replay, replay-avg-grad, ewc, lwf, agem, adapters (default "
@@ -197,12 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     cont.add_argument("--task-order", default="sorted",
                       help="sorted (default), random (drawn with --seed), random:K (drawn with K), seed "
                            "(the seed repository's order of the Suzuki pairs), or comma-separated task keys")
-    cont.add_argument("--split", choices=["task", "global"], default="task",
-                      help="task: 70/30 within every task (default); global: one 70/30 split of all "
-                           "reactions, then grouped by task (the seed repository's protocol)")
+    cont.add_argument("--split", choices=["task", "global"], default=recipe.split,
+                      help="task: 70/30 within every task; global: one 70/30 split of all reactions, then "
+                           f"grouped by task (the seed repository's protocol) (default {recipe.split})")
     cont.add_argument("--memory", default=recipe.continual.memory,
-                      help="replay memory of replay, replay-avg-grad and agem: all (default) | "
-                           "reservoir:N (at most N reactions) | quota:N (N per task)")
+                      help="replay memory of replay, replay-avg-grad and agem: all | reservoir:N (at most N "
+                           f"reactions) | quota:N (N per task) (default {recipe.continual.memory})")
+    cont.add_argument("--carry-optimizer", action=argparse.BooleanOptionalAction,
+                      default=recipe.continual.carry_optimizer,
+                      help="keep one optimizer state (moments, step count, schedule) through all rounds "
+                           "instead of a fresh one per round (default "
+                           f"{'on' if recipe.continual.carry_optimizer else 'off'})")
     cont.add_argument("--resume", metavar="RUN_DIR",
                       help="continue an interrupted run; every setting comes from RUN_DIR/run.json (other "
                            "options, but --no-progress and the scale-out ones, are refused)")
@@ -214,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     recipe = RECIPES["train"]
     train = commands.add_parser("train", help="train on one split (all tasks at once)")
-    train.add_argument("--split", choices=["random", "task"], default="random",
+    train.add_argument("--split", choices=["random", "task"], default=recipe.split,
                        help="random: one 70/30 split of all reactions; task: 70/30 within every task")
     train.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
     _add_data_options(train, recipe)
@@ -355,7 +378,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         train=TrainConfig(
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
             weight_decay=args.weight_decay, optimizer=args.optimizer, loss=args.loss,
-            compute_dtype=args.compute_dtype, seed=args.seed, ema=args.ema,
+            compute_dtype=args.compute_dtype, seed=args.seed, ema=args.ema, schedule=args.schedule,
         ),
         data=DataConfig(source=args.data, smiles_column=args.smiles_column, yield_column=args.yield_column,
                         yield_unit=None if args.yield_unit == "auto" else args.yield_unit,
@@ -371,7 +394,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         return config
     from mistral_cl.continual.runner import with_continual
 
-    return with_continual(config, args.strategies, memory=args.memory, split=args.split)
+    return with_continual(config, args.strategies, memory=args.memory, split=args.split,
+                          carry_optimizer=args.carry_optimizer)
 
 
 def feature_layer(option: str, mode: str, weights: str | None) -> int | None:
@@ -408,6 +432,14 @@ def training_mesh(args: argparse.Namespace) -> Mesh | None:
     return mesh if mesh.size > 1 else None
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, with the defaults of the recipe that `continual --recipe NAME` names."""
+    probe = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    probe.add_argument("--recipe")
+    named = probe.parse_known_args(argv)[0].recipe
+    return build_parser(named if named in continual_recipes() else "continual").parse_args(argv)
+
+
 def options_given(argv: Sequence[str] | None) -> set[str]:
     """The destinations of the options written on the command line (not those left at a default)."""
     probe = build_parser()
@@ -434,10 +466,9 @@ def refuse_settings_beside_resume(argv: Sequence[str] | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        build_parser().print_help()
         return 0
     _enable_compilation_cache()
     hostmem.configure()

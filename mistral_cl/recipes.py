@@ -2,8 +2,10 @@
 benchmarks start from them, so the two cannot drift apart.
 
 A recipe is a set of typed settings (`TrainConfig`, `HeadConfig`, `LoRAConfig`, `ContinualConfig`)
-plus the adaptation mode; anything a recipe leaves unset takes the config's own default. The figures
-behind each choice are in benchmarks/README.md.
+plus the adaptation mode and the split; anything a recipe leaves unset takes the config's own default.
+Each command starts from the recipe of its name; `mistral-cl continual --recipe NAME` starts from
+another recipe with continual settings (`seed`). The figures behind each choice are in
+benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Recipe:
     lora: LoRAConfig = dataclasses.field(default_factory=LoRAConfig)
     continual: ContinualConfig | None = None
     test_fraction: float = 0.3
+    split: str = "random"  # `RunConfig.split`
 
 
 RECIPES: dict[str, Recipe] = {
@@ -40,8 +43,19 @@ RECIPES: dict[str, Recipe] = {
     # full one), ten epochs per task, and a peak rate low enough that one task's round does not erase
     # the earlier ones before replay can hold them.
     "continual": Recipe(mode="head", train=TrainConfig(epochs=10, batch_size=16, learning_rate=1e-3),
-                        continual=ContinualConfig()),
+                        continual=ContinualConfig(), split="task"),
 }
+# The seed repository's protocol where it applies to this model, on the continual demo's model, head,
+# epochs, batch and peak rate: Adafactor at a constant learning rate, one optimizer state carried
+# through all rounds, equal current and remembered batches (`memory_batch=0`: the batch size), every
+# past reaction remembered, and one 70/30 split of all reactions, then grouped by task.
+RECIPES["seed"] = dataclasses.replace(
+    RECIPES["continual"],
+    train=dataclasses.replace(RECIPES["continual"].train, optimizer="adafactor", schedule="constant"),
+    continual=ContinualConfig(strategies=("naive", "replay:memory_batch=0"), memory="all",
+                              carry_optimizer=True),
+    split="global",
+)
 
 
 def auto_feature_layer(mode: Mode, pretrained: bool) -> int | None:

@@ -52,12 +52,16 @@ class ContinualConfig:
     eval_batch_size: reactions per batch when every task is scored after every round.
     buckets: batch widths chosen from all reactions of the stream; each is one compiled shape of every
         step (fewer compile faster, more pad less).
+    carry_optimizer: keep the optimizer state (moments and step count, so the schedule goes on) from
+        one round to the next, as the seed repository does, instead of a fresh optimizer every round;
+        it is then checkpointed with every round (see `continual.learner`).
     """
 
     strategies: tuple[str, ...] = ("naive", "replay")
     memory: str = "all"
     eval_batch_size: int = 128
     buckets: int = 2
+    carry_optimizer: bool = False
 
     def __post_init__(self) -> None:
         if not self.strategies:

@@ -36,7 +36,8 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings; `learning_rate` is the peak of a warm-up + cosine schedule."""
+    """Optimisation settings. `schedule`: `cosine` (default), a warm-up to the peak `learning_rate` and
+    a cosine decay to 1 % of it over the run; `constant`, `learning_rate` at every step (no warm-up)."""
 
     epochs: int = 10
     batch_size: int = 32
@@ -44,6 +45,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05
     optimizer: Literal["adamw", "adafactor"] = "adamw"
+    schedule: Literal["cosine", "constant"] = "cosine"
     clip_norm: float | None = 1.0
     loss: LossKind = "mse"
     huber_delta: float = 0.1
@@ -58,6 +60,9 @@ class TrainConfig:
             raise InputError(f"learning rate must be positive, got {self.learning_rate}")
         if self.optimizer not in ("adamw", "adafactor"):
             raise InputError(f"unknown optimizer {self.optimizer!r}; choose adamw or adafactor")
+        if self.schedule not in ("cosine", "constant"):
+            raise InputError(f"unknown learning-rate schedule {self.schedule!r}; choose cosine or constant "
+                             f"(`train.schedule`)")
         if self.loss not in ("mse", "huber"):
             raise InputError(f"unknown loss {self.loss!r}; choose mse or huber")
         if self.compute_dtype not in COMPUTE_DTYPES:
@@ -67,17 +72,25 @@ class TrainConfig:
 
 
 def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """Gradient clipping, then AdamW (default) or Adafactor, on a warm-up + cosine schedule."""
-    warmup = max(1, int(config.warmup_fraction * total_steps))
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, warmup, max(total_steps, warmup + 1), end_value=0.01 * config.learning_rate
-    )
+    """Gradient clipping, then AdamW (default) or Adafactor, on the learning-rate schedule of `config`
+    (a cosine schedule spans `total_steps`)."""
+    schedule = learning_rate_schedule(config, total_steps)
     if config.optimizer == "adamw":
         update = optax.adamw(schedule, weight_decay=config.weight_decay)
     else:
         update = optax.adafactor(schedule, weight_decay_rate=config.weight_decay or None)
     parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
     return optax.chain(*parts, update)
+
+
+def learning_rate_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:
+    """The learning rate of every step: constant, or a warm-up + cosine decay over `total_steps`."""
+    if config.schedule == "constant":
+        return optax.constant_schedule(config.learning_rate)
+    warmup = max(1, int(config.warmup_fraction * total_steps))
+    return optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, warmup, max(total_steps, warmup + 1), end_value=0.01 * config.learning_rate
+    )
 
 
 def regression_loss(
@@ -212,7 +225,9 @@ EpochHook = Callable[[int, YieldModel], dict[str, float] | None]
 @dataclasses.dataclass
 class LoopResult:
     """What `train_epochs` leaves: the trainable half (the moving average with `ema`), the optimizer
-    state, and one record per epoch (mean loss, seconds, reactions and tokens of the current batches)."""
+    state, and one record per epoch: mean loss, seconds, steps, reactions and tokens of the current
+    batches, and `processed`, the reactions of every batch of the steps (the current and, e.g., the
+    remembered ones: each went forward and backward), counted from the batches' weights."""
 
     trainable: Any
     opt_state: Any
@@ -249,7 +264,7 @@ def train_epochs(
     history: list[dict[str, float]] = []
     n_step = 0
     for epoch in range(epochs):
-        losses, reactions, tokens, t0 = [], 0, 0, time.perf_counter()
+        losses, reactions, processed, tokens, t0 = [], 0, 0, 0, time.perf_counter()
         for inputs in epoch_inputs(epoch):
             trainable, opt_state, metrics = step(trainable, frozen, opt_state, sharding.feed(inputs, mesh),
                                                  jax.random.fold_in(key, n_step), extra)
@@ -258,6 +273,7 @@ def train_epochs(
                 average = ema_update(average, trainable, ema)
             losses.append(metrics["loss"])
             reactions += int(np.sum(inputs[0].weight))
+            processed += int(sum(np.sum(batch.weight) for batch in inputs))
             tokens += int(np.sum(inputs[0].mask))
             if bar is not None:
                 bar.update()
@@ -265,7 +281,8 @@ def train_epochs(
                     elapsed = max(time.perf_counter() - t0, 1e-9)
                     bar.set_postfix(loss=f"{float(metrics['loss']):.4f}", rxn_s=f"{reactions / elapsed:.0f}")
         record = {"epoch": epoch + 1, "loss": float(np.mean(jax.device_get(losses))) if losses else np.nan,
-                  "seconds": time.perf_counter() - t0, "reactions": reactions, "tokens": tokens}
+                  "seconds": time.perf_counter() - t0, "steps": len(losses), "reactions": reactions,
+                  "processed": processed, "tokens": tokens}
         if on_epoch_end is not None:
             current = trainable if average is None else average
             record.update(on_epoch_end(epoch, eqx.combine(current, frozen)) or {})

@@ -172,7 +172,7 @@ def test_a_round_with_ema_ends_with_the_moving_average_of_its_weights(tmp_path):
         setting = dataclasses.replace(setting, train=dataclasses.replace(setting.train, ema=ema))
         progress = learner.start(strategy, setting, {})
         optimizer, step = learner.build_step(strategy, setting, 16)
-        trained = learner.train_round(strategy, setting, progress, [0], optimizer, step)
+        trained = learner.train_round(strategy, setting, progress, [0], optimizer, step).trainable
         return np.concatenate([np.ravel(x) for x in jax.tree.leaves(trained)])
 
     plain = round_weights(None)

@@ -24,7 +24,7 @@ def test_a_command_line_without_options_is_the_commands_recipe(command):
     assert config.adaptation.mode == recipe.mode and config.adaptation.lora == recipe.lora
     # `--feature-layer auto` is the recipe's own rule, applied to a random backbone in head mode.
     assert dataclasses.replace(config.head, feature_layer=None) == recipe.head
-    assert config.test_fraction == recipe.test_fraction
+    assert config.test_fraction == recipe.test_fraction and config.split == recipe.split
     assert config.continual == recipe.continual
     assert config.kind == command and config.data == DataConfig()
 

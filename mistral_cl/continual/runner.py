@@ -8,12 +8,16 @@ uses to create, train, extend, report on and predict with a run.
       before.json           the untrained model's R^2/RMSE/MAE on every task (for FWT)
       ingested/             the reactions of every ingested task, with their train/test split
       base/                 the frozen half of the model (head and lora modes)
-      comparison.csv/json   one row per strategy: ACC, BWT, FWT, forgetting, wall time
+      comparison.csv/json   one row per strategy: ACC, BWT, FWT, forgetting, reactions processed,
+                            wall and CPU time
       <strategy>/           one directory per strategy:
         checkpoints/        after every round (see `learner.py`)
         r2_matrix.csv ...   rmse_matrix.csv, mae_matrix.csv: row "before", then one row per round
-        summary.json        ACC, BWT, FWT, forgetting of every score (deterministic: no timings)
-        timing.json         wall seconds of every round
+        summary.json        ACC, BWT, FWT, forgetting of every score, reactions processed and, where
+                            rounds chose them on validation, their epochs (deterministic: no timings)
+        timing.json         wall and CPU seconds of every round
+        rounds.json         per round: epochs, steps, reactions processed (forward and backward:
+                            current and remembered rows), what it chose, wall and CPU seconds
         r2_heatmap.png, rmse_heatmap.png, r2_per_task.png
 
 A handle reads the run's data and tokenises it once, whether it created the run or opened it. A run
@@ -82,16 +86,24 @@ INGESTED = "ingested"
 
 def with_continual(config: RunConfig, strategies: str | Sequence[str], *, memory: str = "all",
                    test_fraction: float | None = None, eval_batch_size: int | None = None,
-                   buckets: int | None = None, split: str = "task") -> RunConfig:
+                   buckets: int | None = None, split: str = "task", carry_optimizer: bool = False
+                   ) -> RunConfig:
     """`config` as a continual run of `strategies` (comma-separated specs, or a list), each checked
     against the adaptation mode, with the replay memory policy, the other continual settings, and the
     split (`task`: within every task, or `global`, see `data.tasks`)."""
     text = strategies if isinstance(strategies, str) else ",".join(strategies)
-    specs = tuple(s.spec for s in parse_strategies(text, config.adaptation.mode))
+    parsed = parse_strategies(text, config.adaptation.mode)
+    restarting = [s.spec for s in parsed if s.restarts]
+    if carry_optimizer and restarting:
+        raise InputError(f"{', '.join(restarting)} start every round again from the untrained model, so an "
+                         f"optimizer state carried over from the round before has nothing to go on with",
+                         hint="set `continual.carry_optimizer=False`, or run those strategies in a run "
+                              "of their own")
     defaults = ContinualConfig()
-    continual = ContinualConfig(strategies=specs, memory=str(MemoryPolicy.parse(memory)),
+    continual = ContinualConfig(strategies=tuple(s.spec for s in parsed),
+                                memory=str(MemoryPolicy.parse(memory)),
                                 eval_batch_size=eval_batch_size or defaults.eval_batch_size,
-                                buckets=buckets or defaults.buckets)
+                                buckets=buckets or defaults.buckets, carry_optimizer=carry_optimizer)
     return dataclasses.replace(config, kind="continual", continual=continual, split=split,
                                test_fraction=config.test_fraction if test_fraction is None else test_fraction)
 
@@ -227,7 +239,7 @@ class ContinualRun:
         filter_spec = trainable_filter(model, config.adaptation.mode)
         trainable, frozen = eqx.partition(model, filter_spec)
         return Setting(pool, config.train, config.adaptation.mode, filter_spec, frozen, trainable,
-                       MemoryPolicy.parse(self.settings.memory), self.mesh)
+                       MemoryPolicy.parse(self.settings.memory), self.mesh, self.settings.carry_optimizer)
 
     # ----------------------------------------------------------------------------- training
 
@@ -253,7 +265,8 @@ class ContinualRun:
                                         bar=bar, label=f"{k}/{len(strategies)} {strategy.spec}",
                                         on_round=after_round)
                 summary = self._write_results(directory, strategy, progress, plots=True)
-                rows.append(comparison_row(strategy, summary, sum(progress.seconds)))
+                rows.append(comparison_row(strategy, summary, sum(progress.seconds),
+                                           sum(progress.cpu_seconds)))
                 _log(show, f"{strategy.spec}: done in {time.perf_counter() - started:.0f} s this session")
         _log(show, f"compiled {compiles.count} programs in {compiles.seconds:.0f} s")
         if sharding.is_reporting_process():
@@ -296,10 +309,14 @@ class ContinualRun:
         """Matrices (CSV), summary.json, timing.json and, with `plots`, the heatmap and curves; process
         0 writes them, every process gets the summary."""
         board = progress.board
-        summary = {"strategy": strategy.spec, "task_aware": strategy.task_aware, **board.summary()}
+        summary = {"strategy": strategy.spec, "task_aware": strategy.task_aware, **board.summary(),
+                   **compute_summary(progress.records)}
         if not sharding.is_reporting_process():
             return summary
         labels = round_labels(board, strategy, self.arrivals)
+        write_json(directory / "rounds.json", [
+            {"round": label, **record, "wall_s": wall, "cpu_s": cpu} for label, record, wall, cpu in
+            zip(labels, progress.records, progress.seconds, progress.cpu_seconds, strict=True)])
         for name in SCORES:
             rows = [{"after": "before", **dict(zip(board.keys, board.before[name].tolist(), strict=True))}]
             rows += [{"after": label, **dict(zip(board.keys, row.tolist(), strict=True))}
@@ -416,7 +433,7 @@ class ContinualRun:
             draw(directory, strategy.spec, board, round_labels(board, strategy, self.arrivals))
             timing = json.loads((directory / "timing.json").read_text())
             summary = json.loads((directory / "summary.json").read_text())
-            rows.append(comparison_row(strategy, summary, timing["seconds"]))
+            rows.append(comparison_row(strategy, summary, timing["seconds"], timing.get("cpu_seconds")))
         working = holder(self.directory)
         advice = (f"{describe_holder(working)} is training it; report again once it has ended" if working
                   else f"finish it with: mistral-cl continual --resume {self.directory}")
@@ -453,11 +470,25 @@ def draw(directory: Path, title: str, board: ScoreBoard, labels: list[str]) -> N
                        directory / "r2_per_task.png", f"{title}: test R² of each task")
 
 
-def comparison_row(strategy: Strategy, summary: dict[str, Any], seconds: float) -> dict[str, Any]:
+def compute_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`reactions`: the reactions processed (forward and backward) by every round so far (absent if a
+    round ran before they were counted), and `epochs_chosen`, each round's, where rounds chose them
+    on validation."""
+    out: dict[str, Any] = {}
+    if records and all("reactions" in record for record in records):
+        out["reactions"] = int(sum(record["reactions"] for record in records))
+    if any("validation_rmse" in record for record in records):
+        out["epochs_chosen"] = [record.get("epochs") for record in records]
+    return out
+
+
+def comparison_row(strategy: Strategy, summary: dict[str, Any], seconds: float,
+                   cpu_seconds: float | None = None) -> dict[str, Any]:
     return {"strategy": strategy.spec, "ACC": summary.get("r2_acc", np.nan),
             "BWT": summary.get("r2_bwt", np.nan), "FWT": summary.get("r2_fwt", np.nan),
             "forgetting": summary.get("r2_forgetting", np.nan),
-            "RMSE %": summary.get("rmse_acc", np.nan), "wall s": round(seconds, 1),
+            "RMSE %": summary.get("rmse_acc", np.nan), "reactions": summary.get("reactions", np.nan),
+            "wall s": round(seconds, 1), "CPU s": np.nan if cpu_seconds is None else round(cpu_seconds, 1),
             "task-aware": "yes" if strategy.task_aware else "no"}
 
 

@@ -28,6 +28,7 @@ class Adapters(Strategy):
 
     name: ClassVar[str] = "adapters"
     task_aware: ClassVar[bool] = True
+    restarts: ClassVar[bool] = True
 
     def state_like(self, setting: Setting, rounds_done: int) -> dict[str, Any]:
         return {_slot(task): setting.initial for task in range(rounds_done)}

@@ -8,7 +8,9 @@ A strategy never owns a training loop or a train step: the runner builds one ste
 - the **extra** arrays the step reads but does not train (a previous model, a Fisher diagonal);
 - what to do when a round **begins** (start a fresh adapter) and **ends** (update a memory, a Fisher
   diagonal, a snapshot), returning its new **state**;
-- which trainable half **predicts** each task (one per task for task-aware strategies).
+- which trainable half **predicts** each task (one per task for task-aware strategies);
+- how many **epochs** a round takes (the run's, unless the strategy sets its own or has them chosen on
+  a validation part of the round's training reactions, see `EpochChoice`).
 
 The base class is sequential fine-tuning with the plain regression loss; a strategy overrides only
 what differs. State is a `StrategyState`: `arrays` (pytrees, stored in the checkpoint tree) and
@@ -52,6 +54,7 @@ class Setting:
     initial: YieldModel
     memory: MemoryPolicy = dataclasses.field(default_factory=MemoryPolicy)
     mesh: Mesh | None = None
+    carry_optimizer: bool = False  # `continual.carry_optimizer`: one optimizer state for all rounds
 
     @property
     def seed(self) -> int:
@@ -59,6 +62,16 @@ class Setting:
 
     def model(self, trainable: YieldModel) -> YieldModel:
         return eqx.combine(trainable, self.frozen)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochChoice:
+    """A round whose epochs are chosen on validation: a trial run on the round's training reactions
+    less a held-out `validation` share of every task's, for up to `max_epochs` epochs, then the
+    round itself for the epoch count with the lowest validation RMSE (see `learner.choose_epochs`)."""
+
+    validation: float
+    max_epochs: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +89,7 @@ class Strategy:
     name: ClassVar[str] = ""
     task_aware: ClassVar[bool] = False  # picks a model by task id at prediction time
     stores_data: ClassVar[bool] = False  # keeps past tasks' reactions (joint, replay, agem)
+    restarts: ClassVar[bool] = False  # every round starts again from the untrained model
     modes: ClassVar[tuple[str, ...]] = MODES
 
     @property
@@ -106,6 +120,15 @@ class Strategy:
     def begin_round(self, setting: Setting, state: StrategyState, trainable: YieldModel) -> YieldModel:
         """The trainable half a round starts from (default: where the last round ended)."""
         return trainable
+
+    def round_epochs(self, setting: Setting, tasks: Sequence[int]) -> int:
+        """The epochs of a round on `tasks` (default: the run's; with an `epoch_choice`, the most
+        it may choose)."""
+        return setting.train.epochs
+
+    def epoch_choice(self) -> EpochChoice | None:
+        """How the epochs of every round are chosen on validation (default: they are not)."""
+        return None
 
     def round_source(self, setting: Setting, tasks: Sequence[int]) -> BatchSource:
         """The reactions the round trains on; its batch count sets the steps of an epoch."""

@@ -28,6 +28,7 @@ class Cumulative(Strategy):
 
     name: ClassVar[str] = "cumulative"
     stores_data: ClassVar[bool] = True
+    restarts: ClassVar[bool] = True
 
     def begin_round(self, setting: Setting, state: StrategyState, trainable: YieldModel) -> YieldModel:
         return copy_tree(setting.initial)  # own buffers: the step donates what it trains
