@@ -183,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for split in splits:
             if split in row["cells"]:
                 continue
-            cell = classical_cell(dataset, split, label) if label in CLASSICAL else llm_cell(dataset, split, options)
+            cell = (classical_cell(dataset, split, label) if label in CLASSICAL
+                    else llm_cell(dataset, split, options))
             row["cells"][split] = {k: round(v, 4) if isinstance(v, float) else v for k, v in cell.items()}
             row["means"] = group_means(row["cells"])
             print(json.dumps({"row": label, "split": split, **row["cells"][split]}), flush=True)

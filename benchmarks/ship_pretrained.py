@@ -59,7 +59,8 @@ def card(name: str, record: dict, digest: str, size: int, command: str) -> str:
              "| 0 | – | " + " | ".join(f"{record['initial'][k]:.3f}" for k in losses) + " | – |"]
     curve += [f"| {h['step']} | {h['loss']:.3f} | " + " | ".join(f"{h[k]:.3f}" for k in losses)
               + f" | {h['tokens_per_s']:.0f} |" for h in history]
-    corpus = [f"| {c['source']} | {c['texts']:,} | {c['share']:.2f} | {c['heldout']} | {c['suzuki_reactions']} |"
+    corpus = [f"| {c['source']} | {c['texts']:,} | {c['share']:.2f} | {c['heldout']} "
+              f"| {c['suzuki_reactions']} |"
               for c in record["corpus"]]
     vocab = record["vocab_ids"]
     covered, total, outside = suzuki_coverage(vocab)
@@ -76,14 +77,16 @@ def card(name: str, record: dict, digest: str, size: int, command: str) -> str:
         "- `config.json`: the shapes below (`tie_word_embeddings: true`)",
         "",
         "## Shapes",
-        f"dim {model['dim']}, {model['n_layers']} blocks, {model['n_heads']} query / {model['n_kv_heads']} KV "
+        f"dim {model['dim']}, {model['n_layers']} blocks, {model['n_heads']} query / "
+        f"{model['n_kv_heads']} KV "
         f"heads of {model['head_dim']}, SwiGLU {model['hidden_dim']}, vocabulary {model['vocab_size']}, "
         f"RoPE θ {model['rope_theta']:g}, sliding window {model['sliding_window']}.",
         "",
         "## Training",
         f"- Objective: next-token cross-entropy on `BOS SMILES EOS`, one text per row (not packed). The "
         f"softmax ran over the {len(vocab) if vocab else model['vocab_size']} token ids the corpus uses"
-        + (" (`--restrict-vocab`); the embedding rows of the other ids were never trained." if vocab else "."),
+        + (" (`--restrict-vocab`); the embedding rows of the other ids were never trained."
+           if vocab else "."),
         f"- Corpus (each batch drawn by share; {config['heldout']} texts of each source held out). It holds "
         f"{covered} of the {total} token ids of the Suzuki–Miyaura reactions"
         + (f"; never seen: {', '.join(repr(p) for p in outside)}." if outside else "."),
@@ -92,14 +95,16 @@ def card(name: str, record: dict, digest: str, size: int, command: str) -> str:
         "|---|---|---|---|---|",
         *corpus,
         "",
-        f"- {config['steps']} steps of {config['batch_size']} texts, AdamW, peak lr {config['learning_rate']:g} "
+        f"- {config['steps']} steps of {config['batch_size']} texts, AdamW, "
+        f"peak lr {config['learning_rate']:g} "
         f"(warm-up {config['warmup_fraction']:g}, cosine to 1 %), weight decay {config['weight_decay']:g}, "
         f"clip {config['clip_norm']}, {config['compute_dtype']}, seed {config['seed']}.",
         f"- {record['tokens']:,} real tokens seen in {record['seconds'] / 60:.1f} min wall "
         f"({record['cpu_seconds'] / 60:.1f} CPU-min) on {record.get('machine', 'this machine')}.",
         "",
         "## Held-out loss (nats per predicted token)",
-        "`monitor suzuki` is the loss on 1000 Suzuki–Miyaura reactions (the evaluation set, never trained on); "
+        "`monitor suzuki` is the loss on 1000 Suzuki–Miyaura reactions (the evaluation set, never trained "
+        "on); "
         "with the restricted vocabulary only their tokens inside it count.",
         "",
         *curve,

@@ -358,10 +358,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     """The `RunConfig` of a `train` or `continual` command line."""
     from mistral_cl.config import resolve_model_config
     from mistral_cl.data.sources import DataConfig
+    from mistral_cl.models import weights_directory
     from mistral_cl.predictor import AdaptationConfig
     from mistral_cl.runs import RunConfig
-
-    from mistral_cl.models import weights_directory
 
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     columns = [c.strip() for c in args.task_columns.split(",") if c.strip()] if args.task_columns else None

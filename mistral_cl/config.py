@@ -296,9 +296,9 @@ PRESETS: dict[str, ModelConfig] = {
 # The shapes of the small chemistry Mistral pretrained on CPU (`mistral-cl pretrain`, shipped as
 # `--weights chem-small`): the width of `tiny`, so a head on it costs what it costs on `tiny`, and six
 # blocks with Mistral's full 4096-token window.
-PRESETS["chem-small"] = ModelConfig(vocab_size=32000, dim=128, n_layers=6, n_heads=4, n_kv_heads=2, head_dim=32,
-                                    hidden_dim=512, rope_theta=10000.0, sliding_window=4096, norm_eps=1e-5,
-                                    max_seq_len=1024)
+PRESETS["chem-small"] = ModelConfig(vocab_size=32000, dim=128, n_layers=6, n_heads=4, n_kv_heads=2,
+                                    head_dim=32, hidden_dim=512, rope_theta=10000.0, sliding_window=4096,
+                                    norm_eps=1e-5, max_seq_len=1024)
 
 
 def resolve_model_config(model: str | None, weights: str | None, default: str = "tiny") -> ModelConfig:
