@@ -46,7 +46,8 @@ FLAGS = {
     "data.yield_unit": "--yield-unit", "data.task_columns": "--task-columns",
     "test_fraction": "--test-fraction", "split": "--split", "continual.strategies": "--strategies",
     "continual.memory": "--memory", "continual.carry_optimizer": "--carry-optimizer",
-    "continual.carry_optimizer=False": "--no-carry-optimizer",
+    "continual.carry_optimizer=False": "--no-carry-optimizer", "continual.retention": "--retention",
+    "continual.retention=none": "--retention none",
     "task_order": "--task-order", "smiles_column": "--smiles-column", "yield_column": "--yield-column",
     "yield_unit": "--yield-unit", "task": "--task", "strategy": "--strategy", "out": "--out",
     "mesh": "--mesh", "output": "--output", "duplicates": "--duplicates", "data.duplicates": "--duplicates",
@@ -226,6 +227,10 @@ def build_parser(continual_recipe: str = "continual") -> argparse.ArgumentParser
                       help="keep one optimizer state (moments, step count, schedule) through all rounds "
                            "instead of a fresh one per round (default "
                            f"{'on' if recipe.continual.carry_optimizer else 'off'})")
+    cont.add_argument("--retention", default=recipe.continual.retention,
+                      help="after every round, the backbone's language-model loss on held-out texts: auto "
+                           "(default: when --mode lora/full fine-tunes weights written by `mistral-cl "
+                           "pretrain`, on the texts it held out), none, or a file of SMILES")
     cont.add_argument("--resume", metavar="RUN_DIR",
                       help="continue an interrupted run; every setting comes from RUN_DIR/run.json (other "
                            "options, but --no-progress and the scale-out ones, are refused)")
@@ -394,7 +399,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     from mistral_cl.continual.runner import with_continual
 
     return with_continual(config, args.strategies, memory=args.memory, split=args.split,
-                          carry_optimizer=args.carry_optimizer)
+                          carry_optimizer=args.carry_optimizer, retention=args.retention)
 
 
 def feature_layer(option: str, mode: str, weights: str | None) -> int | None:

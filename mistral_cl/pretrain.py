@@ -459,8 +459,33 @@ def pretrain(
         from mistral_cl.weights import save_hf
 
         save_hf(out / MODEL_DIR, finished_lm(lm), dtype="float32")
+        held = [text for i in range(len(sources)) for text in stream.heldout_texts(i)]
+        write_lm_extras(out / MODEL_DIR, vocab_ids, held)
         write_json(out / RESULTS, record)
     return PretrainResult(lm, record["history"], out)
+
+
+# Beside the Hugging Face files of a pretrained model: the vocabulary its softmax was trained over (when
+# restricted) and texts it never trained on, so a fine-tuned copy's language-model loss can be measured.
+VOCAB_FILE = "vocab_ids.json"
+HELDOUT_FILE = "heldout.txt"
+
+
+def write_lm_extras(directory: Path, vocab_ids: np.ndarray | None, heldout: Sequence[str]) -> None:
+    if vocab_ids is not None:
+        (directory / VOCAB_FILE).write_text(json.dumps([int(i) for i in vocab_ids]) + "\n")
+    (directory / HELDOUT_FILE).write_text("".join(f"{text}\n" for text in heldout))
+
+
+def read_lm_extras(directory: str | Path) -> tuple[np.ndarray | None, list[str]]:
+    """(restricted vocabulary or None, held-out texts) written beside a pretrained model; no texts when
+    the directory has none (weights from elsewhere)."""
+    directory = Path(directory)
+    vocab = directory / VOCAB_FILE
+    held = directory / HELDOUT_FILE
+    ids = np.array(json.loads(vocab.read_text()), np.int32) if vocab.is_file() else None
+    texts = [line for line in held.read_text().splitlines() if line] if held.is_file() else []
+    return ids, texts
 
 
 def finished_lm(lm: CausalLM) -> CausalLM:

@@ -151,3 +151,20 @@ def task_curves(matrix: np.ndarray, before: Sequence[float], keys: Sequence[str]
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def retention_plot(curves: dict[str, Sequence[float | None]], pretrained: float, path: Path) -> None:
+    """Each strategy's language-model loss on held-out texts after every round, against the pretrained
+    model's (a dashed line): how much general chemistry yield training erases."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    for name, values in curves.items():
+        shown = [np.nan if v is None else v for v in values]
+        ax.plot(np.arange(1, len(shown) + 1), shown, marker="o", markersize=3, linewidth=1.2, label=name)
+    ax.axhline(pretrained, color="grey", linestyle="--", linewidth=1.0, label="pretrained")
+    ax.set(xlabel="training round", ylabel="LM loss on held-out texts (nats/token)",
+           title="knowledge retention of the backbone")
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

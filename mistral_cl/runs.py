@@ -55,6 +55,9 @@ class ContinualConfig:
     carry_optimizer: keep the optimizer state (moments and step count, so the schedule goes on) from
         one round to the next, as the seed repository does, instead of a fresh optimizer every round;
         it is then checkpointed with every round (see `continual.learner`).
+    retention: after every round, the backbone's language-model loss on held-out texts (see
+        `continual.retention`): auto (when fine-tuning weights from `mistral-cl pretrain`), none, or a
+        file of SMILES.
     """
 
     strategies: tuple[str, ...] = ("naive", "replay")
@@ -62,6 +65,7 @@ class ContinualConfig:
     eval_batch_size: int = 128
     buckets: int = 2
     carry_optimizer: bool = False
+    retention: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.strategies:

@@ -188,3 +188,48 @@ def test_a_csv_corpus_reads_its_smiles_column(tmp_path):
     path.write_text("name,SMILES\nethanol,CCO\nbenzene,c1ccccc1\n")
     (source,) = read_corpus([str(path)])
     assert source.texts == ["CCO", "c1ccccc1"]
+
+
+# ------------------------------------------------------------------------------ knowledge retention
+def test_a_continual_run_on_pretrained_weights_records_the_backbones_language_model_loss(in_tmp):
+    import dataclasses
+    import json
+
+    from continual_fixtures import MICRO, coupling_tasks_csv, micro_config
+
+    from mistral_cl.continual import runner
+
+    pretrain(quick(), "lm", model=MICRO, progress=False)
+    weights = in_tmp / "lm" / MODEL_DIR
+    assert (weights / "heldout.txt").read_text().count("\n") == 4  # the held-out texts, kept beside it
+    data = coupling_tasks_csv(in_tmp / "tasks.csv", {"Br": 0.8, "I": 0.2})
+    config = dataclasses.replace(micro_config(data, mode="lora", epochs=1), weights=str(weights),
+                                 model=MICRO)
+    run = runner.ContinualRun.create(in_tmp / "run", runner.with_continual(config, "naive", buckets=1))
+    rows = run.train(show=False)
+    rounds = json.loads((run.directory / "naive" / "rounds.json").read_text())
+    losses = [r["lm_loss"] for r in rounds]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    report = json.loads((run.directory / "retention.json").read_text())
+    assert report["rounds"]["naive"] == losses and report["texts"] == 4
+    assert np.isfinite(report["pretrained_lm_loss"]) and report["pretrained_lm_loss"] != losses[-1]
+    assert rows[0]["LM loss"] == round(losses[-1], 4)
+    assert (run.directory / "retention.png").is_file()
+
+
+def test_retention_is_measured_only_where_a_pretrained_backbone_is_fine_tuned(in_tmp):
+    import dataclasses
+
+    from continual_fixtures import coupling_tasks_csv, micro_config
+
+    from mistral_cl.continual import runner
+    from mistral_cl.continual.retention import retention_for
+
+    data = coupling_tasks_csv(in_tmp / "tasks.csv", {"Br": 0.8})
+    head = runner.with_continual(micro_config(data, mode="head"), "naive")
+    assert retention_for(head) is None  # auto: nothing pretrained to keep
+    assert retention_for(dataclasses.replace(
+        head, continual=dataclasses.replace(head.continual, retention="none"))) is None
+    asked = dataclasses.replace(head, continual=dataclasses.replace(head.continual, retention="corpus.txt"))
+    with pytest.raises(InputError, match="retention measures a pretrained backbone"):
+        retention_for(asked)

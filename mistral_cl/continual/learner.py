@@ -298,11 +298,14 @@ def run_strategy(strategy: Strategy, setting: Setting, directory: Path, arrivals
         truths, predicted = ({j: pair[k] for j, pair in outcome.items()} for k in (0, 1))
         board.add_round(tasks, [regression_scores(*outcome[j]) for j in range(len(pool))],
                         pooled_round(truths, predicted, board.seen_after(tasks)))
+        record = round_record(result, choice)
+        if setting.retention is not None:
+            record["lm_loss"] = setting.retention.loss(setting.model(trainable), setting.mesh)
         now, cpu_now = time.perf_counter(), time.process_time()
         progress = dataclasses.replace(progress, trainable=trainable, state=state,
                                        seconds=[*progress.seconds, now - clock],
                                        cpu_seconds=[*progress.cpu_seconds, cpu_now - cpu_clock],
-                                       records=[*progress.records, round_record(result, choice)],
+                                       records=[*progress.records, record],
                                        opt_state=result.opt_state if carry else None)
         clock, cpu_clock = now, cpu_now
         save(progress, directory, strategy)

@@ -55,6 +55,7 @@ from mistral_cl.continual.buffer import MemoryPolicy
 from mistral_cl.continual.learner import CHECKPOINTS, Progress, evaluate, round_steps, run_strategy
 from mistral_cl.continual.metrics import SCORES, ScoreBoard
 from mistral_cl.continual.pool import TaskPool
+from mistral_cl.continual.retention import retention_for
 from mistral_cl.continual.strategies import Setting, Strategy, StrategyState, build_strategy, parse_strategies
 from mistral_cl.continual.strategies.naive import Naive
 from mistral_cl.data.batching import encode_reactions
@@ -86,8 +87,8 @@ INGESTED = "ingested"
 
 def with_continual(config: RunConfig, strategies: str | Sequence[str], *, memory: str = "all",
                    test_fraction: float | None = None, eval_batch_size: int | None = None,
-                   buckets: int | None = None, split: str = "task", carry_optimizer: bool = False
-                   ) -> RunConfig:
+                   buckets: int | None = None, split: str = "task", carry_optimizer: bool = False,
+                   retention: str = "auto") -> RunConfig:
     """`config` as a continual run of `strategies` (comma-separated specs, or a list), each checked
     against the adaptation mode, with the replay memory policy, the other continual settings, and the
     split (`task`: within every task, or `global`, see `data.tasks`)."""
@@ -103,7 +104,8 @@ def with_continual(config: RunConfig, strategies: str | Sequence[str], *, memory
     continual = ContinualConfig(strategies=tuple(s.spec for s in parsed),
                                 memory=str(MemoryPolicy.parse(memory)),
                                 eval_batch_size=eval_batch_size or defaults.eval_batch_size,
-                                buckets=buckets or defaults.buckets, carry_optimizer=carry_optimizer)
+                                buckets=buckets or defaults.buckets, carry_optimizer=carry_optimizer,
+                                retention=retention)
     return dataclasses.replace(config, kind="continual", continual=continual, split=split,
                                test_fraction=config.test_fraction if test_fraction is None else test_fraction)
 
@@ -239,7 +241,8 @@ class ContinualRun:
         filter_spec = trainable_filter(model, config.adaptation.mode)
         trainable, frozen = eqx.partition(model, filter_spec)
         return Setting(pool, config.train, config.adaptation.mode, filter_spec, frozen, trainable,
-                       MemoryPolicy.parse(self.settings.memory), self.mesh, self.settings.carry_optimizer)
+                       MemoryPolicy.parse(self.settings.memory), self.mesh, self.settings.carry_optimizer,
+                       retention_for(config))
 
     # ----------------------------------------------------------------------------- training
 
@@ -269,10 +272,27 @@ class ContinualRun:
                                            sum(progress.cpu_seconds)))
                 _log(show, f"{strategy.spec}: done in {time.perf_counter() - started:.0f} s this session")
         _log(show, f"compiled {compiles.count} programs in {compiles.seconds:.0f} s")
+        if setting.retention is not None:
+            self._retention_report(setting)
         if sharding.is_reporting_process():
             report.write_csv(self.directory / "comparison.csv", rows)
             write_json(self.directory / "comparison.json", rows)
         return rows
+
+    def _retention_report(self, setting: Setting) -> None:
+        """retention.json and retention.png: each strategy's LM loss after every round, and the
+        pretrained model's."""
+        pretrained = setting.retention.loss(setting.model(setting.initial), setting.mesh)
+        curves = {}
+        for strategy in self.strategies:
+            rounds = strategy_directory(self.directory, strategy) / "rounds.json"
+            if rounds.exists():
+                curves[strategy.spec] = [r.get("lm_loss") for r in json.loads(rounds.read_text())]
+        if sharding.is_reporting_process():
+            write_json(self.directory / "retention.json",
+                       {"texts": len(setting.retention.texts), "source": setting.retention.source,
+                        "pretrained_lm_loss": pretrained, "rounds": curves})
+            report.retention_plot(curves, pretrained, self.directory / "retention.png")
 
     def _remaining_steps(self, strategy: Strategy, stop_after: int | None) -> int:
         plan = strategy.rounds(self.arrivals)
@@ -479,6 +499,8 @@ def compute_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out["reactions"] = int(sum(record["reactions"] for record in records))
     if any("validation_rmse" in record for record in records):
         out["epochs_chosen"] = [record.get("epochs") for record in records]
+    if records and "lm_loss" in records[-1]:
+        out["lm_loss"] = records[-1]["lm_loss"]
     return out
 
 
@@ -488,6 +510,7 @@ def comparison_row(strategy: Strategy, summary: dict[str, Any], seconds: float,
             "BWT": summary.get("r2_bwt", np.nan), "FWT": summary.get("r2_fwt", np.nan),
             "forgetting": summary.get("r2_forgetting", np.nan),
             "RMSE %": summary.get("rmse_acc", np.nan), "reactions": summary.get("reactions", np.nan),
+            **({"LM loss": round(summary["lm_loss"], 4)} if "lm_loss" in summary else {}),
             "wall s": round(seconds, 1), "CPU s": np.nan if cpu_seconds is None else round(cpu_seconds, 1),
             "task-aware": "yes" if strategy.task_aware else "no"}
 

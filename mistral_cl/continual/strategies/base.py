@@ -55,6 +55,7 @@ class Setting:
     memory: MemoryPolicy = dataclasses.field(default_factory=MemoryPolicy)
     mesh: Mesh | None = None
     carry_optimizer: bool = False  # `continual.carry_optimizer`: one optimizer state for all rounds
+    retention: Any = None  # a `continual.retention.Retention`: the LM loss measured after every round
 
     @property
     def seed(self) -> int:
