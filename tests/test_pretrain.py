@@ -233,3 +233,35 @@ def test_retention_is_measured_only_where_a_pretrained_backbone_is_fine_tuned(in
     asked = dataclasses.replace(head, continual=dataclasses.replace(head.continual, retention="corpus.txt"))
     with pytest.raises(InputError, match="retention measures a pretrained backbone"):
         retention_for(asked)
+
+
+def test_generated_couplings_are_deterministic_biaryl_syntheses_without_the_screen_ligands():
+    from rdkit import Chem
+    from rdkit.Chem import rdChemReactions
+
+    from mistral_cl.data.couplings import generate_couplings
+    from mistral_cl.data.smiles import canonical_reaction, canonical_smiles
+    from mistral_cl.data.suzuki_components import LIGANDS
+
+    molecules = ["Cc1ccc(Cl)cc1", "COc1ccc(Br)cc1", "Clc1ccccn1", "O=C(O)c1ccc(Cl)cc1", "Brc1cccs1",
+                 "CC(=O)Nc1ccc(Br)cc1", "Clc1cccc(Cl)c1", "CCO", "CC(Cl)C", "not a molecule"]
+    texts = generate_couplings(molecules, 50, seed=1)
+    assert len(set(texts)) == 50
+    assert generate_couplings(molecules, 50, seed=1) == texts
+    assert generate_couplings(molecules, 50, seed=2) != texts
+    screen_ligands = {p for s in LIGANDS.values() for p in canonical_smiles(s).split(".") if "P" in p}
+    aryl_boron = Chem.MolFromSmarts("c-[B]")
+    coupling = rdChemReactions.ReactionFromSmarts(
+        "[c:1]-[Cl,Br,I,$(OS(=O)(=O)C(F)(F)F)].[c:2]-[B]>>[c:1]-[c:2]")
+    for text in texts:
+        assert rdChemReactions.ReactionFromSmarts(text, useSmiles=True) is not None
+        assert canonical_reaction(text) == text  # the evaluation set's form
+        reactants, product = text.split(">>")
+        components = reactants.split(".")
+        assert any("Pd" in c for c in components)
+        assert not screen_ligands & set(components)
+        (nucleophile,) = [c for c in components if Chem.MolFromSmiles(c).HasSubstructMatch(aryl_boron)]
+        (electrophile,) = [c for c in components if c != nucleophile and Chem.MolFromSmiles(
+            c).HasSubstructMatch(coupling.GetReactantTemplate(0))]
+        made = coupling.RunReactants((Chem.MolFromSmiles(electrophile), Chem.MolFromSmiles(nucleophile)))
+        assert product in {canonical_smiles(Chem.MolToSmiles(m[0])) for m in made}

