@@ -23,7 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import git_commit, machine  # noqa: E402
 
 from mistral_cl.models import SHIPPED  # noqa: E402
-from mistral_cl.pretrain import MODEL_DIR, RESULTS  # noqa: E402
+from mistral_cl.data.corpus import read_corpus  # noqa: E402
+from mistral_cl.pretrain import (  # noqa: E402
+    HELDOUT_FILE,
+    MODEL_DIR,
+    RESULTS,
+    PretrainConfig,
+    Stream,
+    read_lm_extras,
+    write_lm_extras,
+)
 from mistral_cl.weights import load_causal_lm, save_hf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,6 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     record["machine"] = "2 CPU cores (x86_64)"
     target = ROOT / "mistral_cl" / "models" / args.name
     save_hf(target, load_causal_lm(args.run / MODEL_DIR), dtype="bfloat16")
+    vocab, held = read_lm_extras(args.run / MODEL_DIR)
+    if not (args.run / MODEL_DIR / HELDOUT_FILE).is_file():  # a run from before they were written
+        config = PretrainConfig.from_dict(record["config"])
+        sources = read_corpus(config.corpus)
+        stream = Stream.plan(sources, config)
+        held = [text for i in range(len(sources)) for text in stream.heldout_texts(i)]
+        vocab = None if record["vocab_ids"] is None else record["vocab_ids"]
+    write_lm_extras(target, vocab, held)
     weights = target / "model.safetensors"
     size = weights.stat().st_size
     if size > MAX_BYTES:
