@@ -12,7 +12,11 @@ import os
 import shutil
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# The tests compile hundreds of small programs and run each only a few times, so XLA's backend (LLVM)
+# optimisation is turned off: it halves the compile time, and the programs compute the same numbers
+# (no fast-math either way), only their machine code is slower. Subprocesses inherit the flag.
+os.environ.setdefault("XLA_FLAGS",
+                      "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Commands run on one device, as on a CPU user's machine, unless a test names a mesh (--mesh).
 os.environ["MISTRAL_CL_MESH"] = "1x1x1"

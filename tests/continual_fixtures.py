@@ -73,3 +73,36 @@ def micro_setting(tmp_path: Path, levels: dict[str, float], strategies: str = "n
                                        buckets=1)
     run = runner.ContinualRun.create(tmp_path / "run", run_config)
     return run.directory, run.setting
+
+
+# The small stream of the mesh tests (test_continual_mesh.py), also the one on which every strategy is
+# shown to learn in every mode (test_continual_strategies.py): the same programs, compiled once a session.
+STATEFUL_STRATEGIES = ("replay", "ewc", "lwf", "agem", "adapters")  # each keeps a state of its own
+# Two KV heads, so tensor parallelism of 2 splits whole heads.
+MESH_MODEL = ModelConfig(vocab_size=32000, dim=32, n_layers=1, n_heads=2, n_kv_heads=2, head_dim=16,
+                         hidden_dim=64, sliding_window=64)
+
+
+def mesh_tasks_csv(path: Path) -> Path:
+    """Three small coupling tasks of 24 reactions (16 train, 8 test: one batch of 16 per epoch), whose
+    yields spread over most of the range within each task (so R^2 is well conditioned)."""
+    rows = [{"rxn": f"{'C' * n}{halide}.OB(O)c1ccc({r})cc1>>{'C' * n}c1ccc({r})cc1",
+             "yield": round(100 * (shift + 0.1 * k + 0.05 * n), 3), "task": f"{halide}-coupling"}
+            for halide, shift in (("Br", 0.05), ("I", 0.1), ("Cl", 0.0))
+            for n in range(1, 4) for k, r in enumerate(SUBSTITUENTS)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def mesh_config(data: Path, mode: str, strategies=STATEFUL_STRATEGIES) -> RunConfig:
+    """A continual run of `strategies` on `mesh_tasks_csv`, two steps a round (the warm-up makes the
+    first step's learning rate zero, the second trains)."""
+    from mistral_cl.continual import runner
+
+    config = RunConfig(
+        model=MESH_MODEL, head=HeadConfig(n_heads=2, mlp_dim=16), adaptation=AdaptationConfig(mode=mode),
+        train=TrainConfig(epochs=2, batch_size=16, learning_rate=3e-3),
+        data=DataConfig(source=str(data), task_columns=("task",)), test_fraction=1 / 3,
+    )
+    return runner.with_continual(config, ",".join(strategies), memory="reservoir:24", eval_batch_size=16,
+                                 buckets=1)

@@ -3,8 +3,10 @@ scores of the same run on one device, and a run resumed on another mesh continue
 
 Eight simulated CPU devices (conftest.py). Every strategy that keeps state of its own (replay's
 memory, EWC's Fisher and anchor, LwF's teacher, A-GEM's reference batches, one adapter per task) runs
-in `lora` and `full` mode on meshes 1x8x1 (data split over fsdp, weights sharded ZeRO-3) and 2x2x2
-(data, fsdp and tensor parallelism at once).
+in `lora` and `full` mode on a mesh: 1x8x1 (data split over fsdp, weights sharded ZeRO-3) or 2x2x2
+(data, fsdp and tensor parallelism at once), the mesh of each strategy swapped between the two modes so
+that each meets both meshes. The resumed run takes all five in `lora` mode from one mesh to the other.
+Each step compiles once per strategy, mode and mesh, which is what these tests cost.
 """
 
 from __future__ import annotations
@@ -17,56 +19,31 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import pandas as pd
 import pytest
-from continual_fixtures import SUBSTITUENTS
+from continual_fixtures import MESH_MODEL, STATEFUL_STRATEGIES, mesh_config, mesh_tasks_csv
 
 import sharding
 from mistral_cl.cli import build_parser, run_config
-from mistral_cl.config import ModelConfig
-from mistral_cl.continual import runner
 from mistral_cl.continual.runner import ContinualRun
 from mistral_cl.data.sources import DataConfig
-from mistral_cl.head import HeadConfig
-from mistral_cl.predictor import AdaptationConfig
-from mistral_cl.runs import RunConfig
-from mistral_cl.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-STRATEGIES = ("replay", "ewc", "lwf", "agem", "adapters")
-# Two KV heads, so tensor parallelism of 2 splits whole heads.
-MODEL = ModelConfig(vocab_size=32000, dim=32, n_layers=1, n_heads=2, n_kv_heads=2, head_dim=16,
-                    hidden_dim=64, sliding_window=64)
+# Which strategies run on which mesh in each mode: every strategy in both modes, and on both meshes.
+ON_MESH = {("1x8x1", "full"): ("replay", "lwf", "adapters"), ("2x2x2", "full"): ("ewc", "agem"),
+           ("1x8x1", "lora"): ("ewc", "agem"), ("2x2x2", "lora"): ("replay", "lwf", "adapters")}
 
 
-def _tasks_csv(path: Path) -> Path:
-    """Three small coupling tasks of 24 reactions (16 train, 8 test: one batch of 16 per epoch), whose
-    yields spread over most of the range within each task (so R^2 is well conditioned)."""
-    rows = [{"rxn": f"{'C' * n}{halide}.OB(O)c1ccc({r})cc1>>{'C' * n}c1ccc({r})cc1",
-             "yield": round(100 * (shift + 0.1 * k + 0.05 * n), 3), "task": f"{halide}-coupling"}
-            for halide, shift in (("Br", 0.05), ("I", 0.1), ("Cl", 0.0))
-            for n in range(1, 4) for k, r in enumerate(SUBSTITUENTS)]
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
-
-
-def _config(data: Path, mode: str, strategies=STRATEGIES) -> RunConfig:
-    config = RunConfig(
-        model=MODEL, head=HeadConfig(n_heads=2, mlp_dim=16), adaptation=AdaptationConfig(mode=mode),
-        train=TrainConfig(epochs=1, batch_size=16, learning_rate=3e-3),
-        data=DataConfig(source=str(data), task_columns=("task",)), test_fraction=1 / 3,
-    )
-    return runner.with_continual(config, ",".join(strategies), memory="reservoir:24", eval_batch_size=16,
-                                 buckets=1)
-
-
-def _matrices(run_dir: Path, strategies=STRATEGIES) -> dict[str, np.ndarray]:
+def _matrices(run_dir: Path, strategies=STATEFUL_STRATEGIES) -> dict[str, np.ndarray]:
     out = {}
     for spec in strategies:
         board = json.loads((run_dir / spec / "scores.json").read_text())
         for name in ("r2", "rmse"):
             out[f"{spec} {name}"] = np.asarray(board["matrices"][name], np.float64)
     return out
+
+
+def _matrices_of(matrices: dict[str, np.ndarray], strategies) -> dict[str, np.ndarray]:
+    return {name: m for name, m in matrices.items() if name.split()[0] in strategies}
 
 
 def _assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
@@ -77,34 +54,49 @@ def _assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> Non
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return _tasks_csv(tmp_path_factory.mktemp("data") / "tasks.csv")
+    return mesh_tasks_csv(tmp_path_factory.mktemp("data") / "tasks.csv")
 
 
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory, data) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     for mode in ("lora", "full"):
-        run = ContinualRun.create(tmp_path_factory.mktemp(mode) / "run", _config(data, mode))
+        run = ContinualRun.create(tmp_path_factory.mktemp(mode) / "run", mesh_config(data, mode))
         run.train(show=False)
         out[mode] = _matrices(run.directory)
     return out
 
 
-@pytest.mark.parametrize("mode", ["lora", "full"])
-@pytest.mark.parametrize("mesh", ["1x8x1", "2x2x2"])
+def _on_eight_devices(run: ContinualRun) -> bool:
+    """Whether the trainable half really lives on the mesh, spread over its eight devices."""
+    return all(len(x.sharding.device_set) == 8 for x in jax.tree.leaves(run.setting.initial))
+
+
+def test_the_mesh_runs_cover_every_strategy_in_both_modes_and_on_both_meshes():
+    for axis, values in ((1, ("lora", "full")), (0, ("1x8x1", "2x2x2"))):
+        for value in values:
+            covered = [s for key, group in ON_MESH.items() if key[axis] == value for s in group]
+            assert sorted(covered) == sorted(STATEFUL_STRATEGIES), value
+
+
+@pytest.mark.parametrize(("mesh", "mode"), list(ON_MESH))
 def test_a_continual_run_on_a_mesh_scores_like_one_device(tmp_path, data, one_device, mode, mesh):
-    run = ContinualRun.create(tmp_path / "run", _config(data, mode), mesh=sharding.make_mesh(mesh))
+    strategies = ON_MESH[mesh, mode]
+    run = ContinualRun.create(tmp_path / "run", mesh_config(data, mode, strategies),
+                              mesh=sharding.make_mesh(mesh))
     run.train(show=False)
-    _assert_same(_matrices(run.directory), one_device[mode])
-    # The trainable half really lives on the mesh, spread over its eight devices.
-    assert all(len(x.sharding.device_set) == 8 for x in jax.tree.leaves(run.setting.initial))
+    _assert_same(_matrices(run.directory, strategies), _matrices_of(one_device[mode], strategies))
+    assert _on_eight_devices(run)
 
 
 def test_a_run_resumed_on_another_mesh_ends_as_if_never_interrupted(tmp_path, data, one_device):
-    config = _config(data, "lora")
+    config = mesh_config(data, "lora")
     first = ContinualRun.create(tmp_path / "run", config, mesh=sharding.make_mesh("1x8x1"))
     first.train(stop_after=1, show=False)  # as if stopped after the first task
-    ContinualRun.open(first.directory, sharding.make_mesh("2x2x2")).train(show=False)
+    assert _on_eight_devices(first)
+    resumed = ContinualRun.open(first.directory, sharding.make_mesh("2x2x2"))
+    resumed.train(show=False)
+    assert _on_eight_devices(resumed)
     _assert_same(_matrices(first.directory), one_device["lora"])
 
 
@@ -112,14 +104,14 @@ def test_a_fresh_run_reads_its_data_once(tmp_path, data, monkeypatch):
     reads = []
     original = DataConfig.read
     monkeypatch.setattr(DataConfig, "read", lambda self: reads.append(self) or original(self))
-    run = ContinualRun.create(tmp_path / "run", _config(data, "full", ("naive",)))
+    run = ContinualRun.create(tmp_path / "run", mesh_config(data, "full", ("naive",)))
     run.train(show=False)
     assert len(reads) == 1
 
 
 def test_a_process_other_than_the_first_writes_no_table_or_plot(tmp_path, data, monkeypatch):
     monkeypatch.setattr(sharding, "is_reporting_process", lambda: False)  # as if process 1 of a job
-    run = ContinualRun.create(tmp_path / "run", _config(data, "full", ("naive",)))
+    run = ContinualRun.create(tmp_path / "run", mesh_config(data, "full", ("naive",)))
     run.train(show=False)
     written = {p.name for p in run.directory.rglob("*") if p.is_file()}
     reports = {"run.json", "stream.json", "before.json", "summary.json", "scores.json", "comparison.json"}
@@ -129,9 +121,9 @@ def test_a_process_other_than_the_first_writes_no_table_or_plot(tmp_path, data, 
 
 def test_two_processes_run_the_continual_command_like_one(tmp_path, data, one_device):
     micro = tmp_path / "micro.json"
-    micro.write_text(json.dumps(MODEL.to_hf_config()))
+    micro.write_text(json.dumps(MESH_MODEL.to_hf_config()))
     options = ["--data", str(data), "--task-columns", "task", "--model", str(micro), "--mode", "full",
-               "--strategies", "replay,ewc", "--memory", "reservoir:24", "--epochs", "1",
+               "--strategies", "replay,ewc", "--memory", "reservoir:24", "--epochs", "2",
                "--batch-size", "16", "--lr", "3e-3", "--test-fraction", str(1 / 3), "--head-heads", "2",
                "--no-progress"]
     single = tmp_path / "single"
