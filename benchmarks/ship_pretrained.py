@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import git_commit, machine  # noqa: E402
 
-from mistral_cl.models import SHIPPED  # noqa: E402
 from mistral_cl.data.corpus import read_corpus  # noqa: E402
+from mistral_cl.models import SHIPPED  # noqa: E402
 from mistral_cl.pretrain import (  # noqa: E402
     HELDOUT_FILE,
     MODEL_DIR,
