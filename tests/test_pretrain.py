@@ -6,6 +6,7 @@ import contextlib
 import io
 import shutil
 import warnings
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -265,3 +266,26 @@ def test_generated_couplings_are_deterministic_biaryl_syntheses_without_the_scre
             c).HasSubstructMatch(coupling.GetReactantTemplate(0))]
         made = coupling.RunReactants((Chem.MolFromSmiles(electrophile), Chem.MolFromSmiles(nucleophile)))
         assert product in {canonical_smiles(Chem.MolToSmiles(m[0])) for m in made}
+
+
+# ------------------------------------------------------------------------------------ shipped model
+def test_the_shipped_model_is_the_file_its_card_describes_and_loads_by_name():
+    import hashlib
+    import re
+
+    from mistral_cl.models import weights_directory
+    from mistral_cl.pretrain import read_lm_extras
+
+    directory = Path(weights_directory("chem-small"))
+    weights = directory / "model.safetensors"
+    card = (directory / "README.md").read_text()
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert re.search(rf"SHA-256 `{digest}`", card), "the card's hash is not the file's"
+    assert f"{weights.stat().st_size:,} bytes" in card
+    assert weights.stat().st_size <= 32 * 2**20
+    assert ModelConfig.from_dir(directory) == ModelConfig.preset("chem-small")
+    lm = load_causal_lm(directory)
+    assert lm.output is None and lm.backbone.config == ModelConfig.preset("chem-small")
+    vocab, held = read_lm_extras(directory)
+    assert vocab is not None and len(held) > 100
+    assert np.all(np.isfinite(np.asarray(lm.backbone.tok_embeddings.weight)))
