@@ -289,3 +289,32 @@ def test_the_shipped_model_is_the_file_its_card_describes_and_loads_by_name():
     vocab, held = read_lm_extras(directory)
     assert vocab is not None and len(held) > 100
     assert np.all(np.isfinite(np.asarray(lm.backbone.tok_embeddings.weight)))
+
+
+# ------------------------------------------------------------------ the pretrained-vs-random benchmark
+def test_ligand_splits_hold_out_every_reaction_of_the_named_ligands_and_only_those():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import pretrained
+
+    from mistral_cl.data.suzuki_components import suzuki_conditions
+
+    dataset = read_suzuki_csv(duplicates="first")
+    train, test, seed = pretrained.split_indices(dataset, "ligand:SPhos+AmPhos")
+    assert seed == 0 and len(test) == 960 and len(train) == 4800
+    assert set(train).isdisjoint(test) and len(set(train) | set(test)) == len(dataset)
+    ligands = [suzuki_conditions(dataset.smiles[i])["ligand"] for i in range(len(dataset))]
+    assert {ligands[i] for i in test} == {"SPhos", "AmPhos"}
+    assert not {ligands[i] for i in train} & {"SPhos", "AmPhos"}
+    with pytest.raises(SystemExit, match="unknown ligand"):
+        pretrained.split_indices(dataset, "ligand:NoSuchPhos")
+    results = {"rows": {
+        "tiny": {"means": {"ligand": {"r2": 0.30}}},
+        "onehot-rf": {"means": {"ligand": {"r2": 0.35}}},
+        "chem-small L0": {"means": {"ligand": {"r2": 0.50}, "random": {"r2": 0.87}}},
+    }}
+    text = pretrained.verdict(results)
+    assert "`chem-small L0`" in text and "+0.200" in text and "+0.150" in text and "is met" in text
+    results["rows"]["onehot-rf"]["means"]["ligand"]["r2"] = 0.45
+    assert "is missed" in pretrained.verdict(results)
