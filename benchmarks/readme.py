@@ -523,26 +523,24 @@ def throughput_section(result: dict[str, Any]) -> str:
 
 
 def pretrain_section(result: dict[str, Any]) -> str:
-    """The shipped model's pretraining: corpus, steps, tokens, time and the held-out loss curve."""
-    config, history = result["config"], result["history"]
-    losses = sorted(k for k in history[-1] if k.startswith(("heldout_", "monitor_")))
-    rows = [{"step": 0, **{k: result["initial"][k] for k in losses}}]
-    rows += [{"step": h["step"], "train": h["loss"], **{k: h[k] for k in losses},
-              "tokens/s": round(h["tokens_per_s"])} for h in history]
-    columns = [("step", "step"), ("train loss", "train"),
-               *[(k.replace("_", " ", 1), k) for k in losses], ("tokens/s", "tokens/s")]
-    corpus = ", ".join(f"{c['source']} {c['share']:.2f}" for c in result["corpus"])
-    return "\n\n".join([
-        "## Pretraining (`mistral-cl pretrain`, the shipped `chem-small`)",
-        _meta(result),
-        f"Command: `{result['command']}`. Corpus shares: {corpus}. {config['steps']} steps of "
-        f"{config['batch_size']} texts, {result['tokens']:,} real tokens in {result['seconds'] / 60:.1f} min "
-        f"wall ({result['cpu_seconds'] / 60:.1f} CPU-min). Held-out loss in nats per predicted token; "
-        "`monitor suzuki` is the loss on 1000 Suzuki–Miyaura reactions, never trained on (tokens outside "
-        f"the restricted vocabulary not counted). Shipped file: {result['bytes']:,} bytes, SHA-256 "
-        f"`{result['sha256'][:16]}…` (the model card in `mistral_cl/models/chem-small/README.md`).",
-        _table(rows, columns),
-    ])
+    """The shipped model's pretraining, stage by stage: command, corpus, tokens, time, held-out loss."""
+    parts = ["## Pretraining (`mistral-cl pretrain`, the shipped `chem-small`)", _meta(result),
+             "Held-out loss in nats per predicted token; `monitor suzuki` is the loss on 1000 "
+             "Suzuki–Miyaura reactions, never trained on (tokens outside the stage's restricted vocabulary "
+             f"not counted). Shipped file: {result['bytes']:,} bytes (bfloat16), SHA-256 "
+             f"`{result['sha256'][:16]}…`; model card: `mistral_cl/models/chem-small/README.md`."]
+    for k, stage in enumerate(result["stages"], start=1):
+        history = stage["history"]
+        losses = sorted(key for key in history[-1] if key.startswith(("heldout_", "monitor_")))
+        rows = [{"step": 0, **{key: stage["initial"][key] for key in losses}}]
+        rows += [{"step": h["step"], "train": h["loss"], **{key: h[key] for key in losses},
+                  "tokens/s": round(h["tokens_per_s"])} for h in history]
+        columns = [("step", "step"), ("train loss", "train"),
+                   *[(key.replace("_", " ", 1), key) for key in losses], ("tokens/s", "tokens/s")]
+        parts += [f"Stage {k}: `{stage['command']}`: {stage['tokens']:,} real tokens in "
+                  f"{stage['seconds'] / 60:.1f} min wall ({stage['cpu_seconds'] / 60:.1f} CPU-min).",
+                  _table(rows, columns)]
+    return "\n\n".join(parts)
 
 
 def pretrained_section(result: dict[str, Any]) -> str:
