@@ -567,6 +567,7 @@ def pretrained_section(result: dict[str, Any]) -> str:
         "bits). The model rows:",
         "\n".join(options),
         _table(rows, columns),
+        *([result["notes"]] if result.get("notes") else []),
         *([result["verdict"]] if result.get("verdict") else []),
     ])
 
