@@ -144,11 +144,16 @@ def verdict(results: dict[str, Any], pretrained: str = "chem-small", baseline: s
     the forests on the ligand splits (mean R², by at least 0.10), and on the random splits (>= 0.86)."""
     rows = results["rows"]
     means = {label: row.get("means", {}) for label, row in rows.items()}
-    ours = [label for label in rows if label.startswith(pretrained) and "ligand" in means[label]]
-    if not ours or baseline not in rows:
+    if baseline not in rows:
+        return None
+    # Only rows scored on every split the baseline was, so the means compare like with like.
+    needed = set(rows[baseline].get("cells", {}))
+    ours = [label for label in rows if label.startswith(pretrained) and "ligand" in means[label]
+            and needed <= set(rows[label].get("cells", needed))]
+    if not ours:
         return None
     best = max(ours, key=lambda label: means[label]["ligand"]["r2"])
-    others = [label for label in rows if label not in ours and "ligand" in means[label]]
+    others = [label for label in rows if not label.startswith(pretrained) and "ligand" in means[label]]
     margins = {label: means[best]["ligand"]["r2"] - means[label]["ligand"]["r2"] for label in others}
     lines = [f"Best pretrained row on the ligand splits: `{best}`, mean R² "
              f"{means[best]['ligand']['r2']:.3f}. "
