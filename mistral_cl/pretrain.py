@@ -44,8 +44,15 @@ from tqdm.auto import tqdm
 import sharding
 from mistral_cl import checkpoint
 from mistral_cl.config import ModelConfig
-from mistral_cl.data.batching import Batch
-from mistral_cl.data.corpus import CorpusSource, read_corpus, shares, suzuki_overlap
+from mistral_cl.data.batching import Batch, padded_rows
+from mistral_cl.data.corpus import (
+    CorpusSource,
+    read_corpus,
+    read_source,
+    seeded_sample,
+    shares,
+    suzuki_overlap,
+)
 from mistral_cl.errors import InputError, warn
 from mistral_cl.layers import Linear
 from mistral_cl.lora import LoRAConfig, add_lora, lora_filter, merge_lora
@@ -223,14 +230,9 @@ class EncodedTexts:
         out = []
         for start in range(0, len(by_length), batch_size):
             members = by_length[start:start + batch_size]
-            rows = members[np.arange(batch_size) % len(members)]
-            longest = int(self.lengths[rows].max())
-            width = -(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
-            tokens = np.full((batch_size, width), self.pad_id, np.int32)
-            copied = min(width, self.tokens.shape[1])
-            tokens[:, :copied] = self.tokens[rows, :copied]
-            mask = np.arange(width)[None, :] < self.lengths[rows][:, None]
-            weight = (np.arange(batch_size) < len(members)).astype(np.float32)
+            width = -(-int(self.lengths[members].max()) // WIDTH_MULTIPLE) * WIDTH_MULTIPLE
+            rows, tokens, mask, weight = padded_rows(self.tokens, self.lengths, self.pad_id, members,
+                                                     batch_size, width)
             zeros = np.zeros(batch_size, np.float32)
             out.append(Batch(tokens, mask, zeros, weight, zeros.astype(np.int32), rows.astype(np.int32)))
         return out if order is None else [out[i] for i in order]
@@ -307,12 +309,8 @@ def monitor_texts(name: str, count: int = 1000) -> list[str]:
     if name == "suzuki":
         from mistral_cl.data.suzuki import read_suzuki_csv
 
-        smiles = list(read_suzuki_csv(duplicates="first").smiles)
-        return [smiles[i] for i in np.sort(np.random.default_rng(0).permutation(len(smiles))[:count])]
-    from mistral_cl.data.corpus import read_source
-
-    texts = read_source(name).texts
-    return [texts[i] for i in np.sort(np.random.default_rng(0).permutation(len(texts))[:count])]
+        return seeded_sample(list(read_suzuki_csv(duplicates="first").smiles), count)
+    return seeded_sample(read_source(name).texts, count)
 
 
 # ------------------------------------------------------------------------------------------- runs

@@ -424,7 +424,6 @@ def read_output_layer(path: str | Path) -> np.ndarray | None:
 
 def load_causal_lm(path: str | Path, *, config: ModelConfig | None = None, dtype: DTypeLike = np.float32):
     """The backbone at `path` with its own output layer (a `pretrain.CausalLM`)."""
-    from mistral_cl.layers import Linear
     from mistral_cl.pretrain import CausalLM
 
     backbone = load_mistral(path, config=config, dtype=dtype)
@@ -434,9 +433,15 @@ def load_causal_lm(path: str | Path, *, config: ModelConfig | None = None, dtype
     expected = (backbone.config.vocab_size, backbone.config.dim)
     if output.shape != expected:
         raise InputError(f"the output layer is {output.shape}, the backbone needs {expected}", file=str(path))
+    return CausalLM(backbone, output_layer(output, dtype))
+
+
+def output_layer(weight: np.ndarray, dtype: DTypeLike = np.float32):
+    """A stored `(vocab, dim)` output weight as the `Linear` a `pretrain.CausalLM` holds."""
+    from mistral_cl.layers import Linear
+
     layer = eqx.filter_eval_shape(Linear, 1, 1, key=jax.random.key(0))
-    weight = jax.device_put(np.asarray(output, dtype))
-    return CausalLM(backbone, eqx.tree_at(lambda m: m.weight, layer, weight))
+    return eqx.tree_at(lambda m: m.weight, layer, jax.device_put(np.asarray(weight, dtype)))
 
 
 def hf_tensors(lm) -> Iterator[tuple[str, np.ndarray]]:

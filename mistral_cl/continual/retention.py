@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-import jax
 import numpy as np
 from jax.sharding import Mesh
 
@@ -55,9 +54,10 @@ def retention_for(config: RunConfig) -> Retention | None:
     None: `auto` measures when the run fine-tunes (`lora`/`full`) weights written by `mistral-cl
     pretrain` (they carry held-out texts and their output layer)."""
     from mistral_cl.convert import is_converted
+    from mistral_cl.data.corpus import seeded_sample
     from mistral_cl.pretrain import encode_texts, read_lm_extras
     from mistral_cl.runs import tokenizer_for
-    from mistral_cl.weights import load_causal_lm
+    from mistral_cl.weights import output_layer, read_output_layer
 
     choice = config.continual.retention if config.continual else "none"
     if choice == "none":
@@ -77,7 +77,7 @@ def retention_for(config: RunConfig) -> Retention | None:
         texts, source = read_source(choice).texts, choice
     if not texts:
         return None
-    texts = [texts[i] for i in np.sort(np.random.default_rng(0).permutation(len(texts))[:MAX_TEXTS])]
-    output = load_causal_lm(config.weights, config=config.model).output
+    texts = seeded_sample(texts, MAX_TEXTS)
+    weight = read_output_layer(config.weights)  # only the output layer: the backbone is the run's own
     encoded, _ = encode_texts(texts, tokenizer_for(config), config.model.max_seq_len)
-    return Retention(encoded, None if output is None else jax.tree.map(np.asarray, output), vocab_ids, source)
+    return Retention(encoded, None if weight is None else output_layer(weight), vocab_ids, source)

@@ -217,11 +217,19 @@ def batches(
         reaction of `encoded`.
     """
     for members, width in _epoch_plan(encoded, batch_size, shuffle, seed, buckets):
-        rows = members[np.arange(batch_size) % len(members)]
-        tokens = np.full((batch_size, width), encoded.pad_id, dtype=np.int32)
-        copied = min(width, encoded.tokens.shape[1])
-        tokens[:, :copied] = encoded.tokens[rows, :copied]
-        mask = np.arange(width)[None, :] < encoded.lengths[rows][:, None]
-        weight = (np.arange(batch_size) < len(members)).astype(np.float32)
-        yield Batch(tokens, mask, encoded.yields[rows], weight, encoded.task[rows],
-                    rows.astype(np.int32))
+        rows, tokens, mask, weight = padded_rows(encoded.tokens, encoded.lengths, encoded.pad_id, members,
+                                                 batch_size, width)
+        yield Batch(tokens, mask, encoded.yields[rows], weight, encoded.task[rows], rows.astype(np.int32))
+
+
+def padded_rows(all_tokens: np.ndarray, lengths: np.ndarray, pad_id: int, members: np.ndarray,
+                batch_size: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, tokens [B, width], mask, weight) of one batch of the sequences at `members`: filled up to
+    `batch_size` with weight-0 repeats of its own rows, right-padded with `pad_id` to `width`."""
+    rows = members[np.arange(batch_size) % len(members)]
+    tokens = np.full((batch_size, width), pad_id, dtype=np.int32)
+    copied = min(width, all_tokens.shape[1])
+    tokens[:, :copied] = all_tokens[rows, :copied]
+    mask = np.arange(width)[None, :] < lengths[rows][:, None]
+    weight = (np.arange(batch_size) < len(members)).astype(np.float32)
+    return rows, tokens, mask, weight

@@ -208,6 +208,12 @@ def shares(sources: Sequence[CorpusSource]) -> np.ndarray:
     return out / out.sum()
 
 
+def seeded_sample(texts: Sequence[str], count: int, seed: int = 0) -> list[str]:
+    """At most `count` of `texts`, drawn with `seed`, in their original order."""
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(texts))[:count])
+    return [texts[i] for i in chosen]
+
+
 def reaction_key(text: str) -> str:
     """A reaction SMILES up to the order of its molecules within each part (`A.B>>C` = `B.A>>C`)."""
     return ">".join(".".join(sorted(part.split("."))) for part in text.strip().split(">"))
