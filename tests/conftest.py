@@ -3,8 +3,8 @@ the command line's default mesh is one device (`MISTRAL_CL_MESH`), as on a CPU u
 
 Every session starts with an empty JAX compilation cache of its own (as a fresh CI machine has), in a
 temporary directory that is removed at exit, never ~/.cache. Within the session it is shared by every
-test and by the command-line processes the tests start, so a program that several tests compile
-(the same step on the same shapes) is compiled once.
+test, every xdist worker and the command-line processes the tests start, so a program that several
+tests compile (the same step on the same shapes) is compiled once.
 """
 
 import atexit
@@ -20,8 +20,15 @@ os.environ.setdefault("XLA_FLAGS",
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Commands run on one device, as on a CPU user's machine, unless a test names a mesh (--mesh).
 os.environ["MISTRAL_CL_MESH"] = "1x1x1"
-_CACHE = tempfile.mkdtemp(prefix="mistral-cl-tests-jax-")
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+# Under pytest-xdist (`make test` runs two workers) the controller's conftest runs first and its
+# directory reaches the workers through the environment, so they share one cache; the controller
+# removes it at exit.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("MISTRAL_CL_TESTS_JAX_CACHE"):
+    _CACHE = os.environ["MISTRAL_CL_TESTS_JAX_CACHE"]
+else:
+    _CACHE = tempfile.mkdtemp(prefix="mistral-cl-tests-jax-")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    os.environ["MISTRAL_CL_TESTS_JAX_CACHE"] = _CACHE
 os.environ["MISTRAL_CL_JAX_CACHE"] = _CACHE
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"

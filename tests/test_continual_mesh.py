@@ -1,4 +1,4 @@
-"""One engine at every scale: a continual run on a device mesh, or across processes, ends with the
+"""One engine at every scale: a continual run on a device mesh ends with the
 scores of the same run on one device, and a run resumed on another mesh continues exactly.
 
 Eight simulated CPU devices (conftest.py). Every strategy that keeps state of its own (replay's
@@ -12,18 +12,14 @@ Each step compiles once per strategy, mode and mesh, which is what these tests c
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from continual_fixtures import MESH_MODEL, STATEFUL_STRATEGIES, mesh_config, mesh_tasks_csv
+from continual_fixtures import STATEFUL_STRATEGIES, mesh_config, mesh_tasks_csv
 
 import sharding
-from mistral_cl.cli import build_parser, run_config
 from mistral_cl.continual.runner import ContinualRun
 from mistral_cl.data.sources import DataConfig
 
@@ -117,26 +113,3 @@ def test_a_process_other_than_the_first_writes_no_table_or_plot(tmp_path, data, 
     reports = {"run.json", "stream.json", "before.json", "summary.json", "scores.json", "comparison.json"}
     assert not {n for n in written if n.endswith((".csv", ".png")) or n in reports}
     assert "manifest.json" in written  # the checkpoint is still written (by the process that owns it)
-
-
-def test_two_processes_run_the_continual_command_like_one(tmp_path, data, one_device):
-    micro = tmp_path / "micro.json"
-    micro.write_text(json.dumps(MESH_MODEL.to_hf_config()))
-    options = ["--data", str(data), "--task-columns", "task", "--model", str(micro), "--mode", "full",
-               "--strategies", "replay,ewc", "--memory", "reservoir:24", "--epochs", "2",
-               "--batch-size", "16", "--lr", "3e-3", "--test-fraction", str(1 / 3), "--head-heads", "2",
-               "--no-progress"]
-    single = tmp_path / "single"
-    config = run_config(build_parser().parse_args(["continual", *options]))
-    ContinualRun.create(single, config).train(show=False)
-    out = tmp_path / "two"
-    launch = subprocess.run([str(ROOT / "launch" / "local_multiprocess.sh"), "2", "2", "continual",
-                             "--distributed", "--mesh", "1x4x1", "--out", str(out), *options],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT,
-                            env={**os.environ, "MISTRAL_CL_LOG_DIR": str(tmp_path / "logs"),
-                                 "PYTHON": sys.executable})
-    assert launch.returncode == 0, launch.stderr[-4000:]
-    assert "replay" in launch.stdout and "ACC" in launch.stdout  # process 0 printed the table
-    other = (tmp_path / "logs" / "process_1.log").read_text()
-    assert "ACC" not in other  # process 1 printed none
-    _assert_same(_matrices(out, ("replay", "ewc")), _matrices(single, ("replay", "ewc")))
