@@ -195,7 +195,7 @@ def random_batch(config: ModelConfig, batch: int, seq: int) -> Batch:
               "mask": np.ones((batch, seq), bool), "yields": rng.random(batch, np.float32),
               "weight": np.ones(batch, np.float32), "task": np.zeros(batch, np.int32),
               "index": np.arange(batch, dtype=np.int32)}
-    return jax.device_put(Batch(**{name: fields[name] for name in Batch._fields}))
+    return jax.device_put(Batch(**fields))
 
 
 def _memory() -> dict[str, int] | None:

@@ -162,7 +162,7 @@ def _batch(rows: int, seq: int) -> Batch:
     fields = {"tokens": tokens, "mask": jax.ShapeDtypeStruct(tokens.shape, jnp.bool_),
               "yields": per_row, "weight": per_row, "task": jax.ShapeDtypeStruct(per_row.shape, jnp.int32),
               "index": jax.ShapeDtypeStruct(per_row.shape, jnp.int32)}
-    return Batch(**{name: fields[name] for name in Batch._fields})
+    return Batch(**fields)
 
 
 _HLO_ARRAY = re.compile(r"\b(pred|bf16|[fsu]\d+)\[(\d+(?:,\d+)*)\]")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from mistral_cl import hostmem
 from mistral_cl.errors import InputError, InputWarning
-from mistral_cl.head import HeadConfig
+from mistral_cl.head import POOLS, HeadConfig
 from mistral_cl.lora import LoRAConfig
 from mistral_cl.train import TrainConfig
 
@@ -35,8 +35,9 @@ FLAGS = {
     "model": "--model", "weights": "--weights", "tokenizer": "--tokenizer", "remat": "--remat",
     "adaptation.mode": "--mode", "lora.rank": "--lora-rank", "lora.alpha": "--lora-alpha",
     "lora.targets": "--lora-targets", "head.n_heads": "--head-heads", "head.members": "--head-members",
-    "head.pool_heads": "--head-pool-heads", "head.mlp_layers": "--head-mlp-layers",
-    "head.dropout": "--head-dropout", "head.feature_layer": "--feature-layer",
+    "head.pool_heads": "--head-pool-heads", "head.pool": "--head-pool",
+    "head.mlp_layers": "--head-mlp-layers", "head.dropout": "--head-dropout",
+    "head.feature_layer": "--feature-layer",
     "head.standardize=False": "--no-head-standardize",
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.learning_rate": "--lr",
     "train.weight_decay": "--weight-decay", "train.optimizer": "--optimizer", "train.loss": "--loss",
@@ -131,6 +132,9 @@ def _add_model_options(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
                        help="train an ensemble of this many MHAR heads side by side and average them")
     group.add_argument("--head-pool-heads", type=int, default=head.pool_heads,
                        help="attention-pooling heads of the MHAR head (each pools a slice of the width)")
+    group.add_argument("--head-pool", choices=POOLS, default=head.pool,
+                       help="reaction: one attention pool over all tokens; molecules: a pool per "
+                            f"molecule, summed (default {head.pool})")
     group.add_argument("--head-mlp-layers", type=int, default=head.mlp_layers,
                        help=f"hidden SiLU layers of the MLP after the pooling (default {head.mlp_layers})")
     group.add_argument("--no-head-standardize", action="store_true",
@@ -373,7 +377,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     config = RunConfig(
         model=resolve_model_config(args.model, weights),
         head=HeadConfig(n_heads=args.head_heads, members=args.head_members,
-                        pool_heads=args.head_pool_heads, dropout=args.head_dropout,
+                        pool_heads=args.head_pool_heads, pool=args.head_pool, dropout=args.head_dropout,
                         mlp_layers=args.head_mlp_layers, standardize=not args.no_head_standardize,
                         feature_layer=feature_layer(args.feature_layer, args.mode, args.weights)),
         adaptation=AdaptationConfig(

@@ -40,6 +40,7 @@ class FeatureBatch(NamedTuple):
     weight: np.ndarray
     task: np.ndarray
     index: np.ndarray
+    molecules: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -71,7 +72,7 @@ class CachedFeatures:
         for batch in self.encoded.batches(batch_size, shuffle=shuffle, seed=seed):
             index = batch.index if self.store_rows is None else self.store_rows[batch.index]
             yield FeatureBatch(self.rows(index, batch.tokens.shape[1]), batch.mask, batch.yields,
-                               batch.weight, batch.task, batch.index)
+                               batch.weight, batch.task, batch.index, batch.molecules)
 
     def rows(self, index: np.ndarray, width: int) -> np.ndarray:
         """Features of reactions `index`, cut or zero-padded to `width` positions."""

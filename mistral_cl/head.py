@@ -2,8 +2,10 @@
 
 RoPE self-attention -> x = RMSNorm(x + MHA(x)) -> SiLU feed-forward -> x = RMSNorm(x + FFN(x)) ->
 masked attention pooling -> (per-channel standardisation) -> SiLU MLP (`mlp_layers` hidden layers) ->
-sigmoid. The standardiser's shift and scale are set from training reactions before the first step
-(`MHARHead.standardized`, driven by `train.standardize_head`).
+sigmoid. With `HeadConfig.pool="molecules"` the pooling is done per molecule of the reaction and the
+molecules' vectors are summed (see `MHARHead.molecule_pool`). The standardiser's shift and scale
+are set from training reactions before the first step (`MHARHead.standardized`, driven by
+`train.standardize_head`).
 
 `HeadConfig.members > 1` builds a `HeadEnsemble`: that many independently initialised MHAR heads on
 the same backbone features, trained side by side (each on its own loss) and averaged at prediction.
@@ -17,11 +19,13 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, PRNGKeyArray
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from mistral_cl.attention import Attention, attention_mask
 from mistral_cl.errors import InputError
 from mistral_cl.layers import Linear, RMSNorm
+
+POOLS = ("reaction", "molecules")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +36,9 @@ class HeadConfig:
     per-channel shift and scale of the pooled vector, initialised from data (`MHARHead.standardized`).
     `feature_layer`: which of the backbone's hidden states the head reads, numbered as transformers'
     `hidden_states` (0: the token embeddings; None: the final output). See `YieldModel`.
+    `pool`: "reaction" pools all tokens of the reaction into one vector; "molecules" pools each
+    molecule's tokens on its own and sums the molecules' vectors after a SiLU layer
+    (`MHARHead.molecule_pool`).
     """
 
     n_heads: int = 4
@@ -42,6 +49,7 @@ class HeadConfig:
     mlp_layers: int = 2
     standardize: bool = True
     feature_layer: int | None = None
+    pool: str = "reaction"
     dropout: float = 0.1
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
@@ -49,6 +57,9 @@ class HeadConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.members, int) or self.members <= 0:
             raise InputError(f"head members must be a positive number of heads, got {self.members!r}")
+        if self.pool not in POOLS:
+            raise InputError(f"head pool must be one of {', '.join(POOLS)}, got {self.pool!r}",
+                             hint="e.g. --head-pool molecules")
 
     def check(self, dim: int) -> None:
         if self.n_heads <= 0 or dim % self.n_heads:
@@ -85,6 +96,7 @@ class MHARHead(eqx.Module):
     ffn_out: Linear
     ffn_norm: RMSNorm
     pool: Linear
+    molecule: Linear | None
     pool_shift: Float[Array, " dim"] | None
     pool_scale: Float[Array, " dim"] | None
     mlp_in: Linear
@@ -105,6 +117,8 @@ class MHARHead(eqx.Module):
         self.ffn_out = Linear(ffn_dim, dim, key=k2, use_bias=True)
         self.ffn_norm = RMSNorm(dim, config.norm_eps)
         self.pool = Linear(dim, config.pool_heads, key=kp)
+        self.molecule = (Linear(dim, dim, key=jax.random.fold_in(key, 2), use_bias=True)
+                         if config.pool == "molecules" else None)
         # The identity until `standardized` sets them from data (see there).
         self.pool_shift = jnp.zeros((dim,)) if config.standardize else None
         self.pool_scale = jnp.ones((dim,)) if config.standardize else None
@@ -122,11 +136,13 @@ class MHARHead(eqx.Module):
         mask: Bool[Array, "batch seq"],
         *,
         key: PRNGKeyArray | None = None,
+        molecules: Int[Array, "batch seq"] | None = None,
     ) -> Float[Array, " batch"]:
-        """Predicted yields in [0, 1]. `key=None` is evaluation (no dropout)."""
+        """Predicted yields in [0, 1]. `key=None` is evaluation (no dropout). `molecules`: each
+        token's molecule (`Tokenizer.molecules`), needed by a head that pools molecules."""
         n_keys = 2 + len(self.mlp_hidden) + 1
         keys = [None] * n_keys if key is None else list(jax.random.split(key, n_keys))
-        h = self.pooled(hidden, mask, keys=keys[:2])
+        h = self.pooled(hidden, mask, keys=keys[:2], molecules=molecules)
         if self.pool_shift is not None:
             h = (h - self.pool_shift.astype(h.dtype)) * self.pool_scale.astype(h.dtype)
         for layer, layer_key in zip((self.mlp_in, *self.mlp_hidden), keys[2:], strict=True):
@@ -144,9 +160,16 @@ class MHARHead(eqx.Module):
         mask: Bool[Array, "batch seq"],
         *,
         keys: Sequence[PRNGKeyArray | None] = (None, None),
+        molecules: Int[Array, "batch seq"] | None = None,
     ) -> Float[Array, "batch dim"]:
         """The reaction vector the MLP reads, before standardisation."""
-        return self.attention_pool(self.token_states(hidden, mask, keys=keys), mask)
+        states = self.token_states(hidden, mask, keys=keys)
+        if self.molecule is None:
+            return self.attention_pool(states, mask)
+        if molecules is None:
+            raise InputError("this head pools molecules, but its batches carry no molecule ids",
+                             hint="encode the reactions with `encode_reactions`, which records them")
+        return self.molecule_pool(states, mask, molecules)
 
     def standardized(self, pooled: Float[Array, "reactions dim"]) -> MHARHead:
         """This head with its standardiser set from `pooled` (this head's `pooled` vectors of some
@@ -198,6 +221,43 @@ class MHARHead(eqx.Module):
         slices = x.reshape(batch, seq, pool_heads, dim // pool_heads)
         return jnp.einsum("btp,btpd->bpd", weights.astype(x.dtype), slices).reshape(batch, dim)
 
+    def molecule_pool(
+        self, x: Float[Array, "batch seq dim"], mask: Bool[Array, "batch seq"],
+        molecules: Int[Array, "batch seq"],
+    ) -> Float[Array, "batch dim"]:
+        """Attention pooling within each molecule, then sum over molecules of SiLU(W v + b).
+
+        A screen's reactions share most of their text, so a pool over the whole reaction averages
+        which ligand, base or solvent a vial holds into a small part of one vector. Here each
+        molecule gets its own vector (each pooling head's softmax runs over that molecule's tokens
+        only), a SiLU layer maps it, and the reaction is the sum: like one-hot components, a sum of
+        one code per molecule, whatever the order or number of molecules in the SMILES. Tokens of
+        molecule 0 (BOS, bare separators) and padding are left out of the pool; they still take
+        part in the self-attention before it.
+        """
+        batch, seq, dim = x.shape
+        member = mask.astype(bool) & (molecules > 0)
+        ids = jnp.where(member, molecules, 0).astype(jnp.int32)  # segment 0 collects the rest
+        scores = self.pool(x).astype(jnp.float32)
+        pool_heads = scores.shape[-1]
+        slices = x.reshape(batch, seq, pool_heads, dim // pool_heads)
+
+        def one(scores, slices, ids, member):
+            # A softmax per (molecule, pooling head); the shift is only for range, so it gets no gradient.
+            top = jax.lax.stop_gradient(jax.ops.segment_max(jnp.where(member[:, None], scores, -jnp.inf),
+                                                            ids, seq))
+            shift = jnp.where(member[:, None], top[ids], 0.0)
+            e = jnp.where(member[:, None], jnp.exp(jnp.where(member[:, None], scores, 0.0) - shift), 0.0)
+            total = jax.ops.segment_sum(e, ids, seq)
+            weights = e / jnp.where(total > 0, total, 1.0)[ids]
+            pooled = jax.ops.segment_sum(weights[..., None].astype(slices.dtype) * slices, ids, seq)
+            present = jax.ops.segment_sum(member.astype(jnp.int32), ids, seq) > 0
+            return pooled.reshape(seq, dim), present.at[0].set(False)
+
+        pooled, present = jax.vmap(one)(scores, slices, ids, member)
+        coded = jax.nn.silu(self.molecule(pooled))
+        return jnp.sum(jnp.where(present[..., None], coded, 0.0), axis=1).astype(x.dtype)
+
 
 class HeadEnsemble(eqx.Module):
     """`n` MHAR heads stored as one stacked pytree (every leaf has a leading axis of length `n`): one
@@ -225,9 +285,10 @@ class HeadEnsemble(eqx.Module):
         return self.members.standardizes
 
     def pooled(
-        self, hidden: Float[Array, "batch seq dim"], mask: Bool[Array, "batch seq"]
+        self, hidden: Float[Array, "batch seq dim"], mask: Bool[Array, "batch seq"],
+        *, molecules: Int[Array, "batch seq"] | None = None,
     ) -> Float[Array, "members batch dim"]:
-        return jnp.stack([self.member(i).pooled(hidden, mask) for i in range(self.n)])
+        return jnp.stack([self.member(i).pooled(hidden, mask, molecules=molecules) for i in range(self.n)])
 
     def standardized(self, pooled: Float[Array, "members reactions dim"]) -> HeadEnsemble:
         """Every member standardised on its own pooled vectors (see `MHARHead.standardized`)."""
@@ -243,9 +304,11 @@ class HeadEnsemble(eqx.Module):
         mask: Bool[Array, "batch seq"],
         *,
         key: PRNGKeyArray | None = None,
+        molecules: Int[Array, "batch seq"] | None = None,
     ) -> Float[Array, "members batch"]:
         keys = [None] * self.n if key is None else list(jax.random.split(key, self.n))
-        return jnp.stack([self.member(i)(hidden, mask, key=keys[i]) for i in range(self.n)])
+        return jnp.stack([self.member(i)(hidden, mask, key=keys[i], molecules=molecules)
+                          for i in range(self.n)])
 
 
 def build_head(dim: int, config: HeadConfig, *, key: PRNGKeyArray) -> MHARHead | HeadEnsemble:

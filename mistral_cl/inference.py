@@ -42,7 +42,8 @@ def forward(model: YieldModel, batch: Any, *, key: PRNGKeyArray | None = None
             ) -> Float[Array, "*members batch"]:
     """Predicted yields for a batch of token ids, or of cached backbone features (head mode); one row
     per member for a head ensemble (`head.point_prediction` averages them)."""
-    return model.head(head_inputs(model, batch), batch.mask, key=key)
+    return model.head(head_inputs(model, batch), batch.mask, key=key,
+                      molecules=getattr(batch, "molecules", None))
 
 
 @eqx.filter_jit
@@ -54,7 +55,8 @@ def predict_batch(model: YieldModel, batch: Batch) -> Float[Array, " batch"]:
 @eqx.filter_jit
 def pooled_batch(model: YieldModel, batch: Any) -> Array:
     """The head's pooled vector of every reaction of a batch (what its standardiser normalises)."""
-    return model.head.pooled(head_inputs(model, batch), batch.mask)
+    return model.head.pooled(head_inputs(model, batch), batch.mask,
+                             molecules=getattr(batch, "molecules", None))
 
 
 def predict(model: YieldModel, data: BatchSource, batch_size: int = 64, *, mesh: Mesh | None = None

@@ -63,8 +63,9 @@ class YieldModel(eqx.Module):
         mask: Bool[Array, "batch seq"],
         *,
         key: PRNGKeyArray | None = None,
+        molecules: Int[Array, "batch seq"] | None = None,
     ) -> Float[Array, "*members batch"]:
-        return self.head(self.features(tokens, mask), mask, key=key)
+        return self.head(self.features(tokens, mask), mask, key=key, molecules=molecules)
 
 
 def build_yield_model(

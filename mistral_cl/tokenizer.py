@@ -99,6 +99,39 @@ class Tokenizer:
         """The text of a sequence of ids; special tokens are dropped."""
         return self._processor.Decode([int(i) for i in ids])
 
+    def molecules(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Which molecule of its reaction SMILES each token belongs to: int16 [N, T], 1 for the first
+        molecule, 2 for the second and so on across `>>` (the product is a molecule too); 0 for
+        padding, BOS and tokens that hold only separators (`.`, `>`).
+
+        Molecules are the dot-separated parts of the text, so a `~`-joined catalyst is one. A piece
+        may straddle a boundary (`].`, `.C`): it belongs to the molecule of its first character that
+        is not a separator, so every token is counted once. Reads the pieces' text, so it holds for
+        any SentencePiece model, byte-fallback pieces included.
+        """
+        tokens, mask = np.asarray(tokens), np.asarray(mask, bool)
+        out = np.zeros(tokens.shape, np.int16)
+        pieces: dict[int, str] = {}
+        special = {self.bos_id, self.eos_id, self.pad_id}
+        for row in range(tokens.shape[0]):
+            molecule, inside = 0, False
+            for col in np.flatnonzero(mask[row]):
+                token = int(tokens[row, col])
+                if token in special:
+                    continue
+                text = pieces.get(token)
+                if text is None:
+                    text = pieces[token] = _piece_text(self._processor.IdToPiece(token))
+                for char in text:
+                    if char in ".>":
+                        inside = False
+                    elif not char.isspace():
+                        if not inside:
+                            molecule, inside = molecule + 1, True
+                        if out[row, col] == 0:
+                            out[row, col] = molecule
+        return out
+
     def encode_batch(
         self,
         texts: Sequence[str],
@@ -137,3 +170,10 @@ class Tokenizer:
             tokens[row, :length] = seq[:length]
         mask = np.arange(width)[None, :] < lengths[:, None]
         return tokens, mask
+
+
+def _piece_text(piece: str) -> str:
+    """The text a SentencePiece piece stands for: `▁` is a space, `<0xNN>` one byte."""
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        return bytes([int(piece[3:5], 16)]).decode("latin-1")
+    return piece.replace("\u2581", " ")

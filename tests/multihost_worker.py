@@ -52,7 +52,7 @@ def synthetic_batch(seed: int, batch_size: int = BATCH, seq: int = SEQ) -> Batch
         "task": np.zeros(batch_size, np.int32),
         "index": np.arange(batch_size, dtype=np.int32),
     }
-    return Batch(**{name: fields[name] for name in Batch._fields})
+    return Batch(**fields)
 
 
 def train(mode: str, mesh: Mesh | None, steps: int = STEPS) -> tuple[list[float], float]:

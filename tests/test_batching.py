@@ -164,3 +164,18 @@ def test_concat_of_encoded_reactions_keeps_every_reaction(encoded):
     joined = EncodedReactions.concat([a, b])
     assert len(joined) == 3
     np.testing.assert_array_equal(joined.lengths, encoded.lengths[:3])
+
+
+def test_molecule_ids_travel_with_their_tokens_through_subsets_concat_and_batches(encoded, tokenizer):
+    assert encoded.molecules.shape == encoded.tokens.shape
+    parts = [s.replace(">>", ".").count(".") + 1 for s in read_suzuki_csv().smiles]  # 7 to 15
+    np.testing.assert_array_equal(encoded.molecules.max(axis=1), parts)
+    np.testing.assert_array_equal(encoded.molecules[:5],
+                                  tokenizer.molecules(encoded.tokens[:5], encoded.tokens[:5] != 0))
+    part = EncodedReactions.concat([encoded.subset([7, 3]), encoded.subset([11])])
+    np.testing.assert_array_equal(part.molecules, encoded.molecules[[7, 3, 11]])
+    for batch in batches(part, 4, shuffle=True, seed=2, buckets=part.buckets):
+        rows = np.asarray(batch.index)
+        width = batch.tokens.shape[1]
+        np.testing.assert_array_equal(batch.molecules, part.molecules[rows, :width])
+        assert not batch.molecules[~batch.mask].any()

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from mistral_cl.config import ModelConfig
-from mistral_cl.head import HeadConfig
+from mistral_cl.errors import InputError
+from mistral_cl.head import HeadConfig, MHARHead
 from mistral_cl.lora import LoRAConfig, LoRALinear, merge_lora
 from mistral_cl.model import Mistral
 from mistral_cl.predictor import AdaptationConfig, YieldModel, build_yield_model, trainable_filter
@@ -120,3 +121,55 @@ def test_trainable_filter_selects_exactly_what_each_mode_trains():
     assert count(only_head) == head
     everything, _ = eqx.partition(model, trainable_filter(model, "full"))
     assert count(everything) == count(model)
+
+
+def _molecules(mask):
+    """Molecule ids like `Tokenizer.molecules`: BOS 0, then molecules of three tokens, padding 0."""
+    positions = np.arange(mask.shape[1])[None]
+    return jnp.asarray(np.where(np.asarray(mask) & (positions > 0), (positions - 1) // 3 + 1, 0), jnp.int16)
+
+
+@pytest.mark.parametrize("mode", ["head", "full"])
+def test_padding_never_changes_a_prediction_of_a_head_that_pools_molecules(mode):
+    model = build_yield_model(CFG, HeadConfig(n_heads=2, mlp_dim=16, pool_heads=2, pool="molecules"),
+                              AdaptationConfig(mode=mode), key=jax.random.key(0))
+    model = _trained_like(model)
+    tokens, mask = _batch([9, 5, 14], 14)
+    batched = model(tokens, mask, molecules=_molecules(mask))
+    for row, length in enumerate([9, 5, 14]):
+        alone = model(tokens[row:row + 1, :length], mask[row:row + 1, :length],
+                      molecules=_molecules(mask[row:row + 1, :length]))
+        np.testing.assert_allclose(batched[row], alone[0], rtol=1e-5)
+
+
+def test_molecule_pool_sums_one_code_per_molecule_whatever_their_numbering():
+    head = _trained_like(MHARHead(32, HeadConfig(n_heads=2, pool_heads=2, pool="molecules"),
+                                  key=jax.random.key(0)))
+    x = jax.random.normal(jax.random.key(1), (2, 9, 32))
+    mask = jnp.asarray(np.arange(9)[None] < np.array([[9], [7]]))
+    molecules = jnp.asarray([[0, 1, 1, 0, 2, 2, 2, 3, 3], [0, 1, 1, 0, 2, 2, 2, 0, 0]], jnp.int16)
+    pooled = head.molecule_pool(x, mask, molecules)
+    # By hand: each pooling head's softmax over one molecule's tokens weighs its slice of the width.
+    for row in range(2):
+        codes = []
+        for m in range(1, 4):
+            tokens = np.flatnonzero(np.asarray((molecules[row] == m) & mask[row]))
+            if not len(tokens):
+                continue
+            weights = jax.nn.softmax(head.pool(x[row, tokens]), axis=0)  # [tokens, pool heads]
+            slices = x[row, tokens].reshape(len(tokens), 2, 16)
+            vector = jnp.einsum("tp,tpd->pd", weights, slices).reshape(32)
+            codes.append(jax.nn.silu(head.molecule(vector)))
+        np.testing.assert_allclose(pooled[row], sum(codes), rtol=1e-5, atol=1e-6)
+    swapped = jnp.where(molecules == 1, 3, jnp.where(molecules == 3, 1, molecules)).astype(jnp.int16)
+    np.testing.assert_allclose(head.molecule_pool(x, mask, swapped), pooled, rtol=1e-6, atol=1e-6)
+    grads = jax.grad(lambda x: head(x, mask, molecules=molecules).sum())(x)
+    assert bool(jnp.isfinite(grads).all())
+
+
+def test_a_head_that_pools_molecules_refuses_batches_without_them():
+    head = MHARHead(32, HeadConfig(n_heads=2, pool="molecules"), key=jax.random.key(0))
+    with pytest.raises(InputError, match="carry no molecule ids"):
+        head(jnp.zeros((1, 4, 32)), jnp.ones((1, 4), bool))
+    with pytest.raises(InputError, match="head pool must be one of"):
+        HeadConfig(pool="atoms")

@@ -67,3 +67,28 @@ def test_invalid_tokenizer_file_is_an_input_error(tmp_path):
     path.write_text("this is not a sentencepiece model")
     with pytest.raises(InputError, match="not a SentencePiece model"):
         Tokenizer.from_file(path)
+
+
+def test_molecules_number_the_dot_separated_parts_and_the_product(tokenizer):
+    text = "CC#N.CC(=O)O~[Pd].O.[Na+].[OH-]>>Cc1ccccc1"
+    tokens, mask = tokenizer.encode_batch([text, "CCO"], pad_to_multiple=8)
+    molecules = tokenizer.molecules(tokens, mask)
+    assert molecules.dtype == np.int16 and molecules.shape == tokens.shape
+    assert molecules[0, 0] == 0 and molecules[1, 0] == 0  # BOS
+    assert not molecules[~mask].any()  # padding
+    # Every character's molecule, counted independently: separators 0, the k-th part k.
+    label, part, previous = [], 0, "."
+    for char in text:
+        part += char not in ".>" and previous in ".>"
+        label.append(0 if char in ".>" else part)
+        previous = char
+    # A token belongs to the molecule of its first character that is not a separator.
+    expected, position = [], 0
+    for token in tokens[0, 1:mask[0].sum()]:
+        piece = tokenizer.decode([token])
+        start = text.index(piece, position)
+        expected.append(next((label[i] for i in range(start, start + len(piece)) if label[i]), 0))
+        position = start + len(piece)
+    assert molecules[0, 1:mask[0].sum()].tolist() == expected
+    assert molecules[0].max() == 6  # five reactants and reagents, one product
+    assert set(molecules[1, 1:mask[1].sum()].tolist()) == {1}

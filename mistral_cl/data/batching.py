@@ -27,7 +27,9 @@ class EncodedReactions:
     tokens: int32 [N, L], L = the longest reaction; lengths: int32 [N], tokens per reaction
     (BOS included); yields: float32 [N] in [0, 1]; task: int32 [N], the stream index of each
     reaction's task; buckets: the batch widths to use (chosen once from the whole data set and
-    kept by `subset` and `concat`, so every task and epoch reuses the same compiled shapes).
+    kept by `subset` and `concat`, so every task and epoch reuses the same compiled shapes);
+    molecules: int16 [N, L], the molecule of the reaction each token belongs to (0: none, see
+    `Tokenizer.molecules`), for a head that pools molecules one by one; None where not known.
     """
 
     tokens: np.ndarray
@@ -36,6 +38,7 @@ class EncodedReactions:
     task: np.ndarray
     pad_id: int = 0
     buckets: tuple[int, ...] | None = None
+    molecules: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -51,7 +54,8 @@ class EncodedReactions:
         """The reactions at `indices`, in that order."""
         indices = np.asarray(indices, dtype=np.int64)
         return dataclasses.replace(self, tokens=self.tokens[indices], lengths=self.lengths[indices],
-                                   yields=self.yields[indices], task=self.task[indices])
+                                   yields=self.yields[indices], task=self.task[indices],
+                                   molecules=None if self.molecules is None else self.molecules[indices])
 
     @staticmethod
     def concat(parts: Sequence[EncodedReactions]) -> EncodedReactions:
@@ -59,6 +63,9 @@ class EncodedReactions:
         width = max(p.tokens.shape[1] for p in parts)
         tokens = [np.pad(p.tokens, ((0, 0), (0, width - p.tokens.shape[1])),
                          constant_values=p.pad_id) for p in parts]
+        known = all(p.molecules is not None for p in parts)
+        molecules = np.concatenate([np.pad(p.molecules, ((0, 0), (0, width - p.molecules.shape[1])))
+                                    for p in parts]) if known else None
         return EncodedReactions(
             tokens=np.concatenate(tokens),
             lengths=np.concatenate([p.lengths for p in parts]),
@@ -66,6 +73,7 @@ class EncodedReactions:
             task=np.concatenate([p.task for p in parts]),
             pad_id=parts[0].pad_id,
             buckets=_merged_buckets([p.buckets for p in parts]),
+            molecules=molecules,
         )
 
 
@@ -111,7 +119,7 @@ def encode_reactions(
                 hint="shorten or delete these reactions, or use a model with a longer "
                      "max_position_embeddings",
             )
-        tokens, lengths = tokens[:, :max_len], np.minimum(lengths, max_len)
+        tokens, mask, lengths = tokens[:, :max_len], mask[:, :max_len], np.minimum(lengths, max_len)
     return EncodedReactions(
         tokens=tokens,
         lengths=lengths,
@@ -120,13 +128,15 @@ def encode_reactions(
         pad_id=tokenizer.pad_id,
         buckets=choose_buckets(lengths) if buckets == "auto" and len(lengths) else
         (None if buckets == "auto" else buckets),
+        molecules=tokenizer.molecules(tokens, mask),
     )
 
 
 class Batch(NamedTuple):
     """One step's inputs: tokens int32 [B, T], mask bool [B, T], yields float32 [B],
-    weight float32 [B] (1 for real rows, 0 for fillers), task int32 [B], and index int32 [B],
-    each row's position in the `EncodedReactions` it came from (to put predictions back)."""
+    weight float32 [B] (1 for real rows, 0 for fillers), task int32 [B], index int32 [B],
+    each row's position in the `EncodedReactions` it came from (to put predictions back), and
+    molecules int16 [B, T] where the encoded set has them (see `EncodedReactions`)."""
 
     tokens: np.ndarray
     mask: np.ndarray
@@ -134,6 +144,7 @@ class Batch(NamedTuple):
     weight: np.ndarray
     task: np.ndarray
     index: np.ndarray
+    molecules: np.ndarray | None = None
 
 
 def choose_buckets(
@@ -219,7 +230,13 @@ def batches(
     for members, width in _epoch_plan(encoded, batch_size, shuffle, seed, buckets):
         rows, tokens, mask, weight = padded_rows(encoded.tokens, encoded.lengths, encoded.pad_id, members,
                                                  batch_size, width)
-        yield Batch(tokens, mask, encoded.yields[rows], weight, encoded.task[rows], rows.astype(np.int32))
+        molecules = None
+        if encoded.molecules is not None:
+            molecules = np.zeros((batch_size, width), np.int16)
+            copied = min(width, encoded.molecules.shape[1])
+            molecules[:, :copied] = encoded.molecules[rows, :copied]
+        yield Batch(tokens, mask, encoded.yields[rows], weight, encoded.task[rows], rows.astype(np.int32),
+                    molecules)
 
 
 def padded_rows(all_tokens: np.ndarray, lengths: np.ndarray, pad_id: int, members: np.ndarray,

@@ -175,7 +175,7 @@ def widen(batch: Any, width: int) -> Any:
             return x
         return np.pad(x, [(0, 0), (0, width - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
 
-    return type(batch)(*(pad(np.asarray(x)) for x in batch))
+    return type(batch)(*(None if x is None else pad(np.asarray(x)) for x in batch))
 
 
 def endless(source: BatchSource, batch_size: int, seed: int) -> Iterator[Any]:
