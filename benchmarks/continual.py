@@ -1,7 +1,7 @@
 """Every continual-learning strategy on the Suzuki-Miyaura stream, with the main job's settings.
 
     python benchmarks/continual.py [--strategies joint,naive,...] [--seeds 0,1,2] [--out DIR] [--resume]
-                                   [--match-joint replay] [-- OPTIONS]
+                                   [--match-joint replay] [--results NAME] [-- OPTIONS]
 
 Runs `mistral-cl continual` (the `tiny` model, random init, the command's default mode (head), epochs,
 learning rate and batch size, the 15 reactant-pair tasks in sorted order) for every strategy
@@ -209,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue the run directory --out")
     parser.add_argument("--match-joint", metavar="SPEC",
                         help="add joint:budget=R, R the reactions processed by SPEC (e.g. replay) in the run")
+    parser.add_argument("--results", default="continual", metavar="NAME",
+                        help="write benchmarks/results/NAME.json and NAME_*_r2_heatmap.png (default "
+                             "continual; another name records a variant beside the main table)")
     parser.add_argument("options", nargs="*", help="options for `mistral-cl continual` (after --)")
     args = parser.parse_args(argv)
     hostmem.configure()  # as `mistral-cl` does
@@ -233,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "continual learning of the Suzuki-Miyaura stream: R^2-based ACC/BWT/FWT/forgetting",
         "date": started, "git_commit": commit, "machine": machine(),
         "load_average_1min": load.summary(),
-        "settings": {"model": "tiny (random init)", "mode": first.adaptation.mode,
+        "settings": {"model": f"weights {first.weights}" if first.weights else "tiny (random init)",
+                     "mode": first.adaptation.mode,
                      "head": dataclasses.asdict(first.head), "train": dataclasses.asdict(first.train),
                      "continual": {**dataclasses.asdict(first.continual),
                                    "test_fraction": first.test_fraction},
@@ -248,12 +252,12 @@ def main(argv: list[str] | None = None) -> int:
                               for seed, seed_rows in per_seed.items()} if len(per_seed) > 1 else None),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "continual.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.results}.json").write_text(json.dumps(result, indent=2) + "\n")
     for row in per_seed[first.train.seed]:  # the heatmaps of the first seed
         strategy = build_strategy(row["strategy"])
         heatmap = runner.strategy_directory(run_dir, strategy) / "r2_heatmap.png"
         name = runner.strategy_directory(Path(""), strategy).name
-        shutil.copyfile(heatmap, RESULTS / f"continual_{name}_r2_heatmap.png")
+        shutil.copyfile(heatmap, RESULTS / f"{args.results}_{name}_r2_heatmap.png")
     if len(per_seed) > 1:
         print(f"mean over seeds {list(per_seed)}:")
     print(report.format_table(rows))
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'met   ' if target['met'] else 'MISSED'} {name}: "
               + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in target.items() if k != "met"))
-    print(f"wrote {RESULTS / 'continual.json'}")
+    print(f"wrote {RESULTS / f'{args.results}.json'}")
     return 0
 
 

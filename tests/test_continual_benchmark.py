@@ -66,6 +66,22 @@ def test_the_readme_section_shows_mean_and_sd_and_each_seeds_verdict():
     assert "seed 0: naive BWT <= -0.10 met" in text
 
 
+def test_a_variant_section_is_named_by_its_results_file_and_says_how_its_head_pools():
+    rows = continual.mean_rows(PER_SEED)
+    result = {"date": "2026-12-06", "git_commit": "abc", "machine": "test",
+              "settings": {"model": "tiny (random init)", "mode": "head", "seeds": [0],
+                           "head": {"pool": "molecules", "feature_layer": 0},
+                           "train": {"epochs": 10, "batch_size": 16, "learning_rate": 1e-3},
+                           "continual": {"memory": "all"}, "command": "mistral-cl continual --seed N"},
+              "rows": rows, "targets": continual.targets({r["strategy"]: r for r in rows})}
+    text = readme.continual_section(result, name="continual_molecules")
+    assert "variant `continual_molecules` (`benchmarks/continual.py --results continual_molecules`)" in text
+    assert "(results/continual_molecules_replay_r2_heatmap.png)" in text
+    assert "pooling each molecule on its own" in text
+    assert "pooling each molecule" not in readme.continual_section(
+        {**result, "settings": {**result["settings"], "head": {"feature_layer": 0}}})
+
+
 def test_resuming_with_more_strategies_adds_them_to_the_run_and_keeps_its_settings(tmp_path):
     from continual_fixtures import coupling_tasks_csv, micro_config
 
