@@ -82,6 +82,7 @@ RULES: tuple[tuple[str, tuple[Logical, ...]], ...] = (
     ("head.ffn_in.weight", (None, "embed")),
     ("head.ffn_out.weight", ("embed", None)),
     ("head.pool.weight", (None, "embed")),
+    ("head.molecule.weight", (None, "embed")),
     ("head.pool_shift", (None,)),
     ("head.pool_scale", (None,)),
     ("head.mlp_in.weight", (None, "embed")),

@@ -23,6 +23,7 @@ from mistral_cl.config import ModelConfig
 from mistral_cl.errors import InputError
 from mistral_cl.lora import LoRAConfig
 from mistral_cl.predictor import AdaptationConfig, build_yield_model, trainable_filter
+from mistral_cl.recipes import RECIPES
 from mistral_cl.train import (
     TrainConfig,
     make_optimizer,
@@ -138,6 +139,14 @@ def test_every_leaf_of_model_and_optimizer_state_has_a_spec(mode, kind):
         assert len(spec_leaves) == len(leaves)
         assert all(isinstance(s, PartitionSpec) for s in spec_leaves)
         assert all(len(s) <= x.ndim for s, x in zip(spec_leaves, leaves, strict=True))
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_the_head_of_every_recipe_has_a_spec_for_every_leaf(recipe):
+    model = eqx.filter_eval_shape(lambda: build_yield_model(TINY, RECIPES[recipe].head, AdaptationConfig(
+        mode="full"), key=jax.random.key(0)))
+    specs = sharding.model_specs(model)  # raises on a weight without a rule
+    assert len(jax.tree.leaves(specs.head)) == len(jax.tree.leaves(model.head))
 
 
 def test_projections_are_column_and_row_parallel_and_the_batch_is_split_over_data_and_fsdp():
