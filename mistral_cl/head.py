@@ -251,8 +251,8 @@ class MHARHead(eqx.Module):
             total = jax.ops.segment_sum(e, ids, seq)
             weights = e / jnp.where(total > 0, total, 1.0)[ids]
             pooled = jax.ops.segment_sum(weights[..., None].astype(slices.dtype) * slices, ids, seq)
-            present = jax.ops.segment_sum(member.astype(jnp.int32), ids, seq) > 0
-            return pooled.reshape(seq, dim), present.at[0].set(False)
+            # A molecule's top token adds exp(0) = 1 to its total; segment 0 only gathers zeros.
+            return pooled.reshape(seq, dim), total[:, 0] > 0
 
         pooled, present = jax.vmap(one)(scores, slices, ids, member)
         coded = jax.nn.silu(self.molecule(pooled))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,20 @@ def mesh_config(data: Path, mode: str, strategies=STATEFUL_STRATEGIES) -> RunCon
     )
     return runner.with_continual(config, ",".join(strategies), memory="reservoir:24", eval_batch_size=16,
                                  buckets=1)
+
+
+def score_matrices(run_dir: Path, strategies) -> dict[str, np.ndarray]:
+    """The R² and RMSE matrices of each strategy of a finished continual run."""
+    out = {}
+    for spec in strategies:
+        board = json.loads((run_dir / spec / "scores.json").read_text())
+        for name in ("r2", "rmse"):
+            out[f"{spec} {name}"] = np.asarray(board["matrices"][name], np.float64)
+    return out
+
+
+def assert_same_matrices(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    """Two runs' `score_matrices` agree (1e-5 relative): the same run on other devices or processes."""
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)

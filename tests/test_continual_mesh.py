@@ -11,13 +11,18 @@ Each step compiles once per strategy, mode and mesh, which is what these tests c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from continual_fixtures import STATEFUL_STRATEGIES, mesh_config, mesh_tasks_csv
+from continual_fixtures import (
+    STATEFUL_STRATEGIES,
+    assert_same_matrices,
+    mesh_config,
+    mesh_tasks_csv,
+    score_matrices,
+)
 
 import sharding
 from mistral_cl.continual.runner import ContinualRun
@@ -30,22 +35,11 @@ ON_MESH = {("1x8x1", "full"): ("replay", "lwf", "adapters"), ("2x2x2", "full"): 
 
 
 def _matrices(run_dir: Path, strategies=STATEFUL_STRATEGIES) -> dict[str, np.ndarray]:
-    out = {}
-    for spec in strategies:
-        board = json.loads((run_dir / spec / "scores.json").read_text())
-        for name in ("r2", "rmse"):
-            out[f"{spec} {name}"] = np.asarray(board["matrices"][name], np.float64)
-    return out
+    return score_matrices(run_dir, strategies)
 
 
 def _matrices_of(matrices: dict[str, np.ndarray], strategies) -> dict[str, np.ndarray]:
     return {name: m for name, m in matrices.items() if name.split()[0] in strategies}
-
-
-def _assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
-    assert got.keys() == want.keys()
-    for name in want:
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +75,7 @@ def test_a_continual_run_on_a_mesh_scores_like_one_device(tmp_path, data, one_de
     run = ContinualRun.create(tmp_path / "run", mesh_config(data, mode, strategies),
                               mesh=sharding.make_mesh(mesh))
     run.train(show=False)
-    _assert_same(_matrices(run.directory, strategies), _matrices_of(one_device[mode], strategies))
+    assert_same_matrices(_matrices(run.directory, strategies), _matrices_of(one_device[mode], strategies))
     assert _on_eight_devices(run)
 
 
@@ -93,7 +87,7 @@ def test_a_run_resumed_on_another_mesh_ends_as_if_never_interrupted(tmp_path, da
     resumed = ContinualRun.open(first.directory, sharding.make_mesh("2x2x2"))
     resumed.train(show=False)
     assert _on_eight_devices(resumed)
-    _assert_same(_matrices(first.directory), one_device["lora"])
+    assert_same_matrices(_matrices(first.directory), one_device["lora"])
 
 
 def test_a_fresh_run_reads_its_data_once(tmp_path, data, monkeypatch):

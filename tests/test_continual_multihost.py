@@ -14,9 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from continual_fixtures import MESH_MODEL, mesh_tasks_csv
+from continual_fixtures import MESH_MODEL, assert_same_matrices, mesh_tasks_csv, score_matrices
 
 from mistral_cl.cli import build_parser, run_config
 from mistral_cl.continual.runner import ContinualRun
@@ -27,15 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def data(tmp_path) -> Path:
     return mesh_tasks_csv(tmp_path / "tasks.csv")
-
-
-def _matrices(run_dir: Path, strategies) -> dict[str, np.ndarray]:
-    out = {}
-    for spec in strategies:
-        board = json.loads((run_dir / spec / "scores.json").read_text())
-        for name in ("r2", "rmse"):
-            out[f"{spec} {name}"] = np.asarray(board["matrices"][name], np.float64)
-    return out
 
 
 def test_two_processes_run_the_continual_command_like_one(tmp_path, data):
@@ -58,7 +48,4 @@ def test_two_processes_run_the_continual_command_like_one(tmp_path, data):
     assert "replay" in launch.stdout and "ACC" in launch.stdout  # process 0 printed the table
     other = (tmp_path / "logs" / "process_1.log").read_text()
     assert "ACC" not in other  # process 1 printed none
-    got, want = _matrices(out, ("replay", "ewc")), _matrices(single, ("replay", "ewc"))
-    assert got.keys() == want.keys()
-    for name in want:
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert_same_matrices(score_matrices(out, ("replay", "ewc")), score_matrices(single, ("replay", "ewc")))

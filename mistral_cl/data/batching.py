@@ -61,11 +61,9 @@ class EncodedReactions:
     def concat(parts: Sequence[EncodedReactions]) -> EncodedReactions:
         """All reactions of `parts`, in order (e.g. a new task plus replayed ones)."""
         width = max(p.tokens.shape[1] for p in parts)
-        tokens = [np.pad(p.tokens, ((0, 0), (0, width - p.tokens.shape[1])),
-                         constant_values=p.pad_id) for p in parts]
+        tokens = [_to_width(p.tokens, width, p.pad_id) for p in parts]
         known = all(p.molecules is not None for p in parts)
-        molecules = np.concatenate([np.pad(p.molecules, ((0, 0), (0, width - p.molecules.shape[1])))
-                                    for p in parts]) if known else None
+        molecules = np.concatenate([_to_width(p.molecules, width, 0) for p in parts]) if known else None
         return EncodedReactions(
             tokens=np.concatenate(tokens),
             lengths=np.concatenate([p.lengths for p in parts]),
@@ -230,11 +228,7 @@ def batches(
     for members, width in _epoch_plan(encoded, batch_size, shuffle, seed, buckets):
         rows, tokens, mask, weight = padded_rows(encoded.tokens, encoded.lengths, encoded.pad_id, members,
                                                  batch_size, width)
-        molecules = None
-        if encoded.molecules is not None:
-            molecules = np.zeros((batch_size, width), np.int16)
-            copied = min(width, encoded.molecules.shape[1])
-            molecules[:, :copied] = encoded.molecules[rows, :copied]
+        molecules = None if encoded.molecules is None else _to_width(encoded.molecules[rows], width, 0)
         yield Batch(tokens, mask, encoded.yields[rows], weight, encoded.task[rows], rows.astype(np.int32),
                     molecules)
 
@@ -244,9 +238,14 @@ def padded_rows(all_tokens: np.ndarray, lengths: np.ndarray, pad_id: int, member
     """(rows, tokens [B, width], mask, weight) of one batch of the sequences at `members`: filled up to
     `batch_size` with weight-0 repeats of its own rows, right-padded with `pad_id` to `width`."""
     rows = members[np.arange(batch_size) % len(members)]
-    tokens = np.full((batch_size, width), pad_id, dtype=np.int32)
-    copied = min(width, all_tokens.shape[1])
-    tokens[:, :copied] = all_tokens[rows, :copied]
+    tokens = _to_width(all_tokens[rows], width, pad_id).astype(np.int32, copy=False)
     mask = np.arange(width)[None, :] < lengths[rows][:, None]
     weight = (np.arange(batch_size) < len(members)).astype(np.float32)
     return rows, tokens, mask, weight
+
+
+def _to_width(rows: np.ndarray, width: int, fill: int) -> np.ndarray:
+    """`rows` [N, L] cut or right-padded with `fill` to [N, width]."""
+    if rows.shape[1] >= width:
+        return rows[:, :width]
+    return np.pad(rows, ((0, 0), (0, width - rows.shape[1])), constant_values=fill)
