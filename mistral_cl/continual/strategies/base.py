@@ -178,6 +178,14 @@ def widen(batch: Any, width: int) -> Any:
     return type(batch)(*(None if x is None else pad(np.asarray(x)) for x in batch))
 
 
+def stand_in(batch: Any, rows: int) -> Any:
+    """A weight-0 batch of `rows` rows, repeats of `batch`'s: it adds nothing to a loss, and has the
+    shape a batch of `rows` reactions would have, so a step that takes it compiles no new program."""
+    take = np.arange(rows) % len(batch.weight)
+    tiled = type(batch)(*(None if x is None else np.asarray(x)[take] for x in batch))
+    return tiled._replace(weight=np.zeros_like(tiled.weight))
+
+
 def endless(source: BatchSource, batch_size: int, seed: int) -> Iterator[Any]:
     """Shuffled batches of `source` without end: a new seeded order every pass."""
     for cycle in range(1 << 62):
@@ -188,15 +196,16 @@ def paired_with_memory(setting: Setting, current: Steps, memory: np.ndarray, rou
                        epoch: int, size: int | None = None) -> Steps:
     """`(current, remembered)` pairs: each current batch with the next batch of `size` reactions of
     the memory (default: the current batch's size), cycled in a seeded order, both padded to the
-    wider of the two (so only one shape per bucket compiles). With an empty memory the second batch
-    is the current one with weight 0: it adds nothing."""
+    wider of the two (so only one shape per bucket compiles). With an empty memory (the first round)
+    the second batch is `size` repeats of the current one's rows with weight 0: it adds nothing, and
+    the step has the shape of the later rounds' steps, so it compiles once for the whole stream."""
     size = size or setting.train.batch_size
     remembered = (endless(setting.pool.source(memory), size, seed_for(setting.seed, "memory",
                                                                           round_index, epoch))
                   if len(memory) else None)
     for (batch,) in current:
         if remembered is None:
-            yield batch, batch._replace(weight=np.zeros_like(batch.weight))
+            yield batch, stand_in(batch, size)
             continue
         other = next(remembered)
         width = max(batch.mask.shape[1], other.mask.shape[1])
