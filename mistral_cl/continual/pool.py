@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from jax.sharding import Mesh
 
-from mistral_cl.data.batching import EncodedReactions, choose_buckets, encode_reactions
+from mistral_cl.data.batching import EncodedReactions, bucket_count, choose_buckets, encode_reactions
 from mistral_cl.data.reactions import ReactionDataset
 from mistral_cl.data.tasks import Task
 from mistral_cl.features import CachedFeatures, cache_features
@@ -41,13 +41,15 @@ class TaskPool:
     def from_tasks(cls, tasks: Sequence[Task], tokenizer: Tokenizer, n_buckets: int = 4,
                    max_len: int | None = None) -> TaskPool:
         """Encode the tasks of a stream at once; `n_buckets` batch widths (each one compiled shape of
-        every jitted function) are chosen from all their reactions. A reaction of more than `max_len`
+        every jitted function; fewer for a stream of a few hundred reactions, see `bucket_count`) are
+        chosen from all their reactions. A reaction of more than `max_len`
         tokens (the model's longest sequence) is an error naming its row."""
         parts = [part for task in tasks for part in (task.train, task.test)]
         encoded = encode_reactions(ReactionDataset.concat(parts), tokenizer,
                                    {task.key: i for i, task in enumerate(tasks)}, buckets=None,
                                    max_len=max_len)
-        encoded = dataclasses.replace(encoded, buckets=choose_buckets(encoded.lengths, n_buckets))
+        widths = choose_buckets(encoded.lengths, bucket_count(len(encoded.lengths), n_buckets))
+        encoded = dataclasses.replace(encoded, buckets=widths)
         sizes = np.cumsum([0, *(len(p) for p in parts)])
         spans = [np.arange(sizes[k], sizes[k + 1]) for k in range(len(parts))]
         return cls(encoded, tuple(t.key for t in tasks), tuple(spans[0::2]), tuple(spans[1::2]))

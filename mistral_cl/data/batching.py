@@ -97,7 +97,8 @@ def encode_reactions(
     max_len: longest allowed sequence; longer reactions are an error naming their rows, or are cut
         to their first `max_len` tokens with `truncate=True`.
     buckets: batch widths kept with the encoded set; "auto" chooses them from these reactions'
-        lengths (`choose_buckets`), None pads every batch to the longest reaction.
+        lengths (`choose_buckets`, as many as `bucket_count` allows), None pads every batch to the
+        longest reaction.
     """
     if task_index is None:
         task_index = {key: i for i, key in enumerate(dataset.task_keys())}
@@ -124,7 +125,7 @@ def encode_reactions(
         yields=dataset.yields.astype(np.float32),
         task=np.array([task_index[k] for k in dataset.tasks], dtype=np.int32),
         pad_id=tokenizer.pad_id,
-        buckets=choose_buckets(lengths) if buckets == "auto" and len(lengths) else
+        buckets=choose_buckets(lengths, bucket_count(len(lengths))) if buckets == "auto" and len(lengths) else
         (None if buckets == "auto" else buckets),
         molecules=tokenizer.molecules(tokens, mask),
     )
@@ -143,6 +144,17 @@ class Batch(NamedTuple):
     task: np.ndarray
     index: np.ndarray
     molecules: np.ndarray | None = None
+
+
+REACTIONS_PER_BUCKET = 256
+
+
+def bucket_count(reactions: int, at_most: int = 4) -> int:
+    """How many batch widths a set of `reactions` gets: `at_most`, but one per 256 reactions. Each
+    width compiles every jitted step once more (seconds each on a CPU), while the padding it saves
+    grows with the number of reactions: a few hundred of them are cheaper in one width. (Every
+    reaction screen in the benchmarks has thousands, so they keep `at_most`.)"""
+    return max(1, min(at_most, reactions // REACTIONS_PER_BUCKET))
 
 
 def choose_buckets(
