@@ -38,7 +38,7 @@ FLAGS = {
     "head.pool_heads": "--head-pool-heads", "head.pool": "--head-pool",
     "head.mlp_layers": "--head-mlp-layers", "head.dropout": "--head-dropout",
     "head.feature_layer": "--feature-layer",
-    "head.standardize=False": "--no-head-standardize",
+    "head.standardize=False": "--no-head-standardize", "head.token_block": "--[no-]head-token-block",
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.learning_rate": "--lr",
     "train.weight_decay": "--weight-decay", "train.optimizer": "--optimizer", "train.loss": "--loss",
     "train.ema": "--ema", "train.compute_dtype": "--compute-dtype", "train.seed": "--seed",
@@ -135,6 +135,10 @@ def _add_model_options(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
     group.add_argument("--head-pool", choices=POOLS, default=head.pool,
                        help="reaction: one attention pool over all tokens; molecules: a pool per "
                             f"molecule, summed (default {head.pool})")
+    group.add_argument("--head-token-block", action=argparse.BooleanOptionalAction, default=head.token_block,
+                       help="the head's own self-attention and feed-forward over the tokens before "
+                            "pooling; without it the pools read the backbone's states as they are "
+                            f"(a far cheaper step; default {'on' if head.token_block else 'off'})")
     group.add_argument("--head-mlp-layers", type=int, default=head.mlp_layers,
                        help=f"hidden SiLU layers of the MLP after the pooling (default {head.mlp_layers})")
     group.add_argument("--no-head-standardize", action="store_true",
@@ -379,6 +383,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         head=HeadConfig(n_heads=args.head_heads, members=args.head_members,
                         pool_heads=args.head_pool_heads, pool=args.head_pool, dropout=args.head_dropout,
                         mlp_layers=args.head_mlp_layers, standardize=not args.no_head_standardize,
+                        token_block=args.head_token_block,
                         feature_layer=feature_layer(args.feature_layer, args.mode, args.weights)),
         adaptation=AdaptationConfig(
             mode=args.mode, lora=LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)

@@ -39,6 +39,10 @@ class HeadConfig:
     `pool`: "reaction" pools all tokens of the reaction into one vector; "molecules" pools each
     molecule's tokens on its own and sums the molecules' vectors after a SiLU layer
     (`MHARHead.molecule_pool`).
+    `token_block`: whether the head runs its own transformer block (RoPE self-attention and a SiLU
+    feed-forward) over the tokens before pooling. Without it the pools read the backbone's states
+    as they are, and a step costs a small part as much: the block's projections of every token are
+    most of a head step's work.
     """
 
     n_heads: int = 4
@@ -50,6 +54,7 @@ class HeadConfig:
     standardize: bool = True
     feature_layer: int | None = None
     pool: str = "reaction"
+    token_block: bool = True
     dropout: float = 0.1
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
@@ -90,11 +95,11 @@ class MHARHead(eqx.Module):
     from pooling, so it never changes a prediction.
     """
 
-    attention: Attention
-    attention_norm: RMSNorm
-    ffn_in: Linear
-    ffn_out: Linear
-    ffn_norm: RMSNorm
+    attention: Attention | None
+    attention_norm: RMSNorm | None
+    ffn_in: Linear | None
+    ffn_out: Linear | None
+    ffn_norm: RMSNorm | None
     pool: Linear
     molecule: Linear | None
     pool_shift: Float[Array, " dim"] | None
@@ -107,15 +112,18 @@ class MHARHead(eqx.Module):
     def __init__(self, dim: int, config: HeadConfig, *, key: PRNGKeyArray) -> None:
         config.check(dim)
         ka, k1, k2, kp, k3, k4 = jax.random.split(key, 6)
-        head_dim = dim // config.n_heads
-        self.attention = Attention(
-            dim, config.n_heads, config.n_heads, head_dim, config.rope_theta, key=ka
-        )
-        self.attention_norm = RMSNorm(dim, config.norm_eps)
-        ffn_dim = config.ffn_dim or dim
-        self.ffn_in = Linear(dim, ffn_dim, key=k1, use_bias=True)
-        self.ffn_out = Linear(ffn_dim, dim, key=k2, use_bias=True)
-        self.ffn_norm = RMSNorm(dim, config.norm_eps)
+        # The same keys whether or not the block exists, so the other layers start the same.
+        if config.token_block:
+            self.attention = Attention(
+                dim, config.n_heads, config.n_heads, dim // config.n_heads, config.rope_theta, key=ka
+            )
+            self.attention_norm = RMSNorm(dim, config.norm_eps)
+            ffn_dim = config.ffn_dim or dim
+            self.ffn_in = Linear(dim, ffn_dim, key=k1, use_bias=True)
+            self.ffn_out = Linear(ffn_dim, dim, key=k2, use_bias=True)
+            self.ffn_norm = RMSNorm(dim, config.norm_eps)
+        else:
+            self.attention = self.attention_norm = self.ffn_in = self.ffn_out = self.ffn_norm = None
         self.pool = Linear(dim, config.pool_heads, key=kp)
         self.molecule = (Linear(dim, dim, key=jax.random.fold_in(key, 2), use_bias=True)
                          if config.pool == "molecules" else None)
@@ -199,7 +207,10 @@ class MHARHead(eqx.Module):
         *,
         keys: Sequence[PRNGKeyArray | None] = (None, None),
     ) -> Float[Array, "batch seq dim"]:
-        """The attention and feed-forward sublayers: x = RMSNorm(x + MHA(x)), x = RMSNorm(x + FFN(x))."""
+        """The token block: x = RMSNorm(x + MHA(x)), x = RMSNorm(x + FFN(x)); the states as they are
+        for a head without it (`HeadConfig.token_block=False`)."""
+        if self.attention is None:
+            return hidden
         mask = mask.astype(bool)
         positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
         x = hidden

@@ -1,3 +1,5 @@
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -173,3 +175,24 @@ def test_a_head_that_pools_molecules_refuses_batches_without_them():
         head(jnp.zeros((1, 4, 32)), jnp.ones((1, 4), bool))
     with pytest.raises(InputError, match="head pool must be one of"):
         HeadConfig(pool="atoms")
+
+
+def test_a_head_without_its_token_block_pools_the_backbone_states_as_they_are():
+    config = HeadConfig(n_heads=2, mlp_dim=16, pool_heads=2, pool="molecules", token_block=False)
+    fresh = MHARHead(32, config, key=jax.random.key(0))
+    assert fresh.attention is None and fresh.ffn_in is None
+    with_block = MHARHead(32, dataclasses.replace(config, token_block=True), key=jax.random.key(0))
+    for layer in ("pool", "molecule", "mlp_in", "mlp_out"):  # the other layers start the same
+        np.testing.assert_array_equal(getattr(fresh, layer).weight, getattr(with_block, layer).weight)
+    head = _trained_like(fresh)
+    x = jax.random.normal(jax.random.key(1), (2, 9, 32))
+    mask = jnp.asarray(np.arange(9)[None] < np.array([[9], [7]]))
+    molecules = jnp.asarray([[0, 1, 1, 0, 2, 2, 2, 3, 3], [0, 1, 1, 0, 2, 2, 2, 0, 0]], jnp.int16)
+    np.testing.assert_array_equal(head.pooled(x, mask, molecules=molecules),
+                                  head.molecule_pool(x, mask, molecules))
+    # Padding still changes nothing, and the head trains (finite gradients for every leaf it has).
+    wide = [jnp.pad(a, ((0, 0), (0, 3)) + ((0, 0),) * (a.ndim - 2)) for a in (x, mask, molecules)]
+    np.testing.assert_allclose(head(wide[0], wide[1], molecules=wide[2]), head(x, mask, molecules=molecules),
+                               rtol=1e-6)
+    grads = eqx.filter_grad(lambda h: jnp.sum(h(x, mask, molecules=molecules)))(head)
+    assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
