@@ -224,5 +224,12 @@ def test_memory_batch_sets_the_size_of_every_remembered_batch(tmp_path, name):
         assert current.weight.shape == plain.weight.shape == (setting.train.batch_size,)
         assert remembered.weight.shape == (24,) and remembered.mask.shape[1] == current.mask.shape[1]
         assert set(np.asarray(remembered.task)[remembered.weight > 0]) <= {0, 1}
+    # The first round has no memory: its remembered batches have the same shape, weight 0 and the
+    # current batch's rows, so the step compiled there serves every later round.
+    initial = strategy.initial_state(setting)
+    for current, remembered in strategy.steps(setting, initial, [0], 0, 0):
+        assert remembered.weight.shape == (24,) and not remembered.weight.any()
+        assert remembered.mask.shape == (24, current.mask.shape[1])
+        assert set(np.asarray(remembered.index)) == set(np.asarray(current.index))
     with pytest.raises(InputError, match="memory_batch"):
         build_strategy(f"{name}:memory_batch=-1")
