@@ -4,7 +4,8 @@ As in the seed paper, every step pairs a batch of the current task with a batch 
 (`--memory all | reservoir:N | quota:N`, see `buffer.py`) and minimises the **sum** of the two losses.
 `replay-avg-grad` averages the two gradients instead, i.e. minimises their mean: under Adam the two
 differ only where gradient clipping or Adam's epsilon see the factor of two. The first task has no
-memory; its second batch is a zero-weight copy of the first and adds nothing. Every mode makes sense.
+memory; its second batch is a weight-0 stand-in of the remembered batch's size (repeats of the
+current rows) and adds nothing. Every mode makes sense.
 
 A remembered batch holds 64 reactions by default (`replay:memory_batch=N`; 0 gives it the current
 batch's size), four times the continual demo's batch of 16. Its loss is still a mean, so the
