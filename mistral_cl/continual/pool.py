@@ -42,8 +42,8 @@ class TaskPool:
                    max_len: int | None = None) -> TaskPool:
         """Encode the tasks of a stream at once; `n_buckets` batch widths (each one compiled shape of
         every jitted function; fewer for a stream of a few hundred reactions, see `bucket_count`) are
-        chosen from all their reactions. A reaction of more than `max_len`
-        tokens (the model's longest sequence) is an error naming its row."""
+        chosen from all their reactions. A reaction of more than `max_len` tokens (the model's
+        longest sequence) is an error naming its row."""
         parts = [part for task in tasks for part in (task.train, task.test)]
         encoded = encode_reactions(ReactionDataset.concat(parts), tokenizer,
                                    {task.key: i for i, task in enumerate(tasks)}, buckets=None,
