@@ -68,6 +68,8 @@ def test_reactions_longer_than_max_len_are_an_error_naming_their_rows(tokenizer)
 def test_a_small_set_gets_one_bucket_and_a_screen_the_number_asked_for():
     assert [bucket_count(n) for n in (1, 255, 256, 600, 1023, 1024, 5760)] == [1, 1, 1, 2, 3, 4, 4]
     assert bucket_count(5760, at_most=2) == 2 and bucket_count(100, at_most=2) == 1
+    spread = np.arange(1, 201) % 180 + 1  # lengths from 1 to 180: four widths would pay off in padding
+    assert len(choose_buckets(spread)) == 1 and len(choose_buckets(np.tile(spread, 6))) == 4
 
 
 def test_buckets_are_few_increasing_multiples_of_16_that_hold_the_longest(encoded, buckets):

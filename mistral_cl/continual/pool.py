@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from jax.sharding import Mesh
 
-from mistral_cl.data.batching import EncodedReactions, bucket_count, choose_buckets, encode_reactions
+from mistral_cl.data.batching import EncodedReactions, choose_buckets, encode_reactions
 from mistral_cl.data.reactions import ReactionDataset
 from mistral_cl.data.tasks import Task
 from mistral_cl.features import CachedFeatures, cache_features
@@ -48,8 +48,7 @@ class TaskPool:
         encoded = encode_reactions(ReactionDataset.concat(parts), tokenizer,
                                    {task.key: i for i, task in enumerate(tasks)}, buckets=None,
                                    max_len=max_len)
-        widths = choose_buckets(encoded.lengths, bucket_count(len(encoded.lengths), n_buckets))
-        encoded = dataclasses.replace(encoded, buckets=widths)
+        encoded = dataclasses.replace(encoded, buckets=choose_buckets(encoded.lengths, n_buckets))
         sizes = np.cumsum([0, *(len(p) for p in parts)])
         spans = [np.arange(sizes[k], sizes[k + 1]) for k in range(len(parts))]
         return cls(encoded, tuple(t.key for t in tasks), tuple(spans[0::2]), tuple(spans[1::2]))

@@ -97,8 +97,7 @@ def encode_reactions(
     max_len: longest allowed sequence; longer reactions are an error naming their rows, or are cut
         to their first `max_len` tokens with `truncate=True`.
     buckets: batch widths kept with the encoded set; "auto" chooses them from these reactions'
-        lengths (`choose_buckets`, as many as `bucket_count` allows), None pads every batch to the
-        longest reaction.
+        lengths (`choose_buckets`), None pads every batch to the longest reaction.
     """
     if task_index is None:
         task_index = {key: i for i, key in enumerate(dataset.task_keys())}
@@ -125,7 +124,7 @@ def encode_reactions(
         yields=dataset.yields.astype(np.float32),
         task=np.array([task_index[k] for k in dataset.tasks], dtype=np.int32),
         pad_id=tokenizer.pad_id,
-        buckets=choose_buckets(lengths, bucket_count(len(lengths))) if buckets == "auto" and len(lengths) else
+        buckets=choose_buckets(lengths) if buckets == "auto" and len(lengths) else
         (None if buckets == "auto" else buckets),
         molecules=tokenizer.molecules(tokens, mask),
     )
@@ -160,11 +159,13 @@ def bucket_count(reactions: int, at_most: int = 4) -> int:
 def choose_buckets(
     lengths: np.ndarray | Sequence[int], n_buckets: int = 4, multiple: int = 16
 ) -> tuple[int, ...]:
-    """At most `n_buckets` bucket lengths, multiples of `multiple`, that minimise the padded
-    size of an epoch (sum over reactions of their bucket length); the last holds the longest."""
+    """At most `n_buckets` bucket lengths (fewer for a few hundred reactions, see `bucket_count`),
+    multiples of `multiple`, that minimise the padded size of an epoch (sum over reactions of their
+    bucket length); the last holds the longest."""
     lengths = np.asarray(lengths)
     if lengths.size == 0 or n_buckets < 1:
         raise ValueError("choose_buckets needs at least one length and one bucket")
+    n_buckets = bucket_count(lengths.size, n_buckets)
     widths = np.unique(-(-lengths // multiple) * multiple)
     fits = np.searchsorted(np.sort(lengths), widths, side="right")  # reactions <= each width
     # best[j]: least padded size covering all reactions <= widths[j], with j's bucket last.
