@@ -49,6 +49,23 @@ def attention_mask(mask: Bool[Array, "batch seq"], *, causal: bool, window: int 
     return AttentionMask(visible[:, None], causal, window)
 
 
+def segment_mask(segments: Int[Array, "rows seq"], *, causal: bool = False, window: int | None = None
+                 ) -> AttentionMask:
+    """Attention within segments: a token sees the tokens of its own segment (id > 0) only, as when
+    several short sequences are packed into one row, optionally causal and within a sliding window
+    (of array slots, as `attention_mask`'s); padding (0) sees itself."""
+    seq = segments.shape[1]
+    q, k = jnp.arange(seq)[:, None], jnp.arange(seq)[None, :]
+    allowed = jnp.ones((seq, seq), bool)
+    if causal:
+        allowed = allowed & (k <= q)
+    if window is not None:
+        allowed = allowed & (q - k < window)
+    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] > 0)
+    visible = (allowed[None] & same) | jnp.eye(seq, dtype=bool)[None]
+    return AttentionMask(visible[:, None], causal, window)
+
+
 def _key_blocks(mask: AttentionMask, seq: int) -> list[tuple[slice, slice]]:
     """(queries, keys that some of those queries may see) for each block of `_QUERY_BLOCK` queries."""
     blocks = []

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from mistral_cl import hostmem
 from mistral_cl.errors import InputError, InputWarning
-from mistral_cl.head import POOLS, HeadConfig
+from mistral_cl.head import CONTEXTS, POOLS, HeadConfig
 from mistral_cl.lora import LoRAConfig
 from mistral_cl.train import TrainConfig
 
@@ -35,7 +35,7 @@ FLAGS = {
     "model": "--model", "weights": "--weights", "tokenizer": "--tokenizer", "remat": "--remat",
     "adaptation.mode": "--mode", "lora.rank": "--lora-rank", "lora.alpha": "--lora-alpha",
     "lora.targets": "--lora-targets", "head.n_heads": "--head-heads", "head.members": "--head-members",
-    "head.pool_heads": "--head-pool-heads", "head.pool": "--head-pool",
+    "head.pool_heads": "--head-pool-heads", "head.pool": "--head-pool", "head.context": "--head-context",
     "head.mlp_layers": "--head-mlp-layers", "head.dropout": "--head-dropout",
     "head.feature_layer": "--feature-layer",
     "head.standardize=False": "--no-head-standardize", "head.token_block": "--[no-]head-token-block",
@@ -135,6 +135,11 @@ def _add_model_options(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
     group.add_argument("--head-pool", choices=POOLS, default=head.pool,
                        help="reaction: one attention pool over all tokens; molecules: a pool per "
                             f"molecule, summed (default {head.pool})")
+    group.add_argument("--head-context", choices=CONTEXTS, default=head.context,
+                       help="what a token's state is computed from: reaction (the whole reaction's "
+                            "text) or molecule (each molecule on its own, with --head-pool molecules: "
+                            "a batch then encodes each of its distinct molecules once, a far cheaper "
+                            f"step on a screen) (default {head.context})")
     group.add_argument("--head-token-block", action=argparse.BooleanOptionalAction, default=head.token_block,
                        help="the head's own self-attention and feed-forward over the tokens before "
                             "pooling; without it the pools read the backbone's states as they are "
@@ -383,7 +388,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         head=HeadConfig(n_heads=args.head_heads, members=args.head_members,
                         pool_heads=args.head_pool_heads, pool=args.head_pool, dropout=args.head_dropout,
                         mlp_layers=args.head_mlp_layers, standardize=not args.no_head_standardize,
-                        token_block=args.head_token_block,
+                        token_block=args.head_token_block, context=args.head_context,
                         feature_layer=feature_layer(args.feature_layer, args.mode, args.weights)),
         adaptation=AdaptationConfig(
             mode=args.mode, lora=LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha, targets=targets)

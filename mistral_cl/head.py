@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from mistral_cl.attention import Attention, attention_mask
+from mistral_cl.attention import Attention, attention_mask, segment_mask
 from mistral_cl.errors import InputError
 from mistral_cl.layers import Linear, RMSNorm
 
 POOLS = ("reaction", "molecules")
+CONTEXTS = ("reaction", "molecule")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,13 @@ class HeadConfig:
     feed-forward) over the tokens before pooling. Without it the pools read the backbone's states
     as they are, and a step costs a small part as much: the block's projections of every token are
     most of a head step's work.
+    `context`: what a token's state is computed from. "reaction": the whole reaction's text (the
+    backbone reads the reaction SMILES, the head's attention spans all of it). "molecule" (with
+    `pool="molecules"`): the molecule alone. The backbone and the head's block see each molecule on
+    its own, so a molecule has one code wherever it occurs, and a batch encodes each of its
+    distinct molecules once (`Batch.parts`) instead of every reaction's full text: a screen's batch
+    of 64 reactions holds a few dozen distinct molecules. With pretrained weights read at depth,
+    the backbone then sees no neighbouring molecules, a different model from "reaction"'s.
     """
 
     n_heads: int = 4
@@ -55,6 +64,7 @@ class HeadConfig:
     feature_layer: int | None = None
     pool: str = "reaction"
     token_block: bool = True
+    context: str = "reaction"
     dropout: float = 0.1
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
@@ -65,6 +75,13 @@ class HeadConfig:
         if self.pool not in POOLS:
             raise InputError(f"head pool must be one of {', '.join(POOLS)}, got {self.pool!r}",
                              hint="e.g. --head-pool molecules")
+        if self.context not in CONTEXTS:
+            raise InputError(f"head context must be one of {', '.join(CONTEXTS)}, got {self.context!r}",
+                             hint="e.g. --head-context molecule")
+        if self.context == "molecule" and self.pool != "molecules":
+            raise InputError("a head that encodes each molecule on its own pools molecules: "
+                             f"context 'molecule' needs pool 'molecules', got {self.pool!r}",
+                             hint="add --head-pool molecules")
 
     def check(self, dim: int) -> None:
         if self.n_heads <= 0 or dim % self.n_heads:
@@ -108,6 +125,7 @@ class MHARHead(eqx.Module):
     mlp_hidden: tuple[Linear, ...]
     mlp_out: Linear
     dropout: float = eqx.field(static=True)
+    context: str = eqx.field(static=True, default="reaction")
 
     def __init__(self, dim: int, config: HeadConfig, *, key: PRNGKeyArray) -> None:
         config.check(dim)
@@ -137,6 +155,7 @@ class MHARHead(eqx.Module):
         )
         self.mlp_out = Linear(config.mlp_dim, 1, key=k4, use_bias=True)
         self.dropout = config.dropout
+        self.context = config.context
 
     def __call__(
         self,
@@ -145,12 +164,15 @@ class MHARHead(eqx.Module):
         *,
         key: PRNGKeyArray | None = None,
         molecules: Int[Array, "batch seq"] | None = None,
+        parts: PartsInput | None = None,
     ) -> Float[Array, " batch"]:
         """Predicted yields in [0, 1]. `key=None` is evaluation (no dropout). `molecules`: each
-        token's molecule (`Tokenizer.molecules`), needed by a head that pools molecules."""
+        token's molecule (`Tokenizer.molecules`), needed by a head that pools molecules. A head
+        whose context is the molecule reads `parts` instead: `hidden` and `mask` are then the
+        states of a batch's distinct molecules, packed (see `PartsInput`)."""
         n_keys = 2 + len(self.mlp_hidden) + 1
         keys = [None] * n_keys if key is None else list(jax.random.split(key, n_keys))
-        h = self.pooled(hidden, mask, keys=keys[:2], molecules=molecules)
+        h = self.pooled(hidden, mask, keys=keys[:2], molecules=molecules, parts=parts)
         if self.pool_shift is not None:
             h = (h - self.pool_shift.astype(h.dtype)) * self.pool_scale.astype(h.dtype)
         for layer, layer_key in zip((self.mlp_in, *self.mlp_hidden), keys[2:], strict=True):
@@ -169,8 +191,16 @@ class MHARHead(eqx.Module):
         *,
         keys: Sequence[PRNGKeyArray | None] = (None, None),
         molecules: Int[Array, "batch seq"] | None = None,
+        parts: PartsInput | None = None,
     ) -> Float[Array, "batch dim"]:
         """The reaction vector the MLP reads, before standardisation."""
+        if self.context == "molecule":
+            if parts is None:
+                raise InputError("this head encodes each molecule on its own, but its batches carry no "
+                                 "molecule table",
+                                 hint="encode the reactions with `encode_reactions`, which builds it")
+            states = self.token_states(hidden, mask, keys=keys, parts=parts)
+            return self.parts_pool(states, parts)
         states = self.token_states(hidden, mask, keys=keys)
         if self.molecule is None:
             return self.attention_pool(states, mask)
@@ -206,15 +236,21 @@ class MHARHead(eqx.Module):
         mask: Bool[Array, "batch seq"],
         *,
         keys: Sequence[PRNGKeyArray | None] = (None, None),
+        parts: PartsInput | None = None,
     ) -> Float[Array, "batch seq dim"]:
         """The token block: x = RMSNorm(x + MHA(x)), x = RMSNorm(x + FFN(x)); the states as they are
-        for a head without it (`HeadConfig.token_block=False`)."""
+        for a head without it (`HeadConfig.token_block=False`). With `parts`, the rows are packed
+        molecules, and each token attends within its own molecule, at its position in it."""
         if self.attention is None:
             return hidden
         mask = mask.astype(bool)
-        positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+        if parts is None:
+            positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+            visible = attention_mask(mask, causal=False, window=None)
+        else:
+            positions, visible = parts.positions, segment_mask(parts.segments)
         x = hidden
-        attn = self.attention(x, positions, attention_mask(mask, causal=False, window=None))
+        attn = self.attention(x, positions, visible)
         x = self.attention_norm(x + _dropout(attn, self.dropout, keys[0]))
         ffn = self.ffn_out(jax.nn.silu(self.ffn_in(x)))
         return self.ffn_norm(x + _dropout(ffn, self.dropout, keys[1]))
@@ -250,24 +286,53 @@ class MHARHead(eqx.Module):
         member = mask.astype(bool) & (molecules > 0)
         ids = jnp.where(member, molecules, 0).astype(jnp.int32)  # segment 0 collects the rest
         scores = self.pool(x).astype(jnp.float32)
-        pool_heads = scores.shape[-1]
-        slices = x.reshape(batch, seq, pool_heads, dim // pool_heads)
-
-        def one(scores, slices, ids, member):
-            # A softmax per (molecule, pooling head); the shift is only for range, so it gets no gradient.
-            top = jax.lax.stop_gradient(jax.ops.segment_max(jnp.where(member[:, None], scores, -jnp.inf),
-                                                            ids, seq))
-            shift = jnp.where(member[:, None], top[ids], 0.0)
-            e = jnp.where(member[:, None], jnp.exp(jnp.where(member[:, None], scores, 0.0) - shift), 0.0)
-            total = jax.ops.segment_sum(e, ids, seq)
-            weights = e / jnp.where(total > 0, total, 1.0)[ids]
-            pooled = jax.ops.segment_sum(weights[..., None].astype(slices.dtype) * slices, ids, seq)
-            # A molecule's top token adds exp(0) = 1 to its total; segment 0 only gathers zeros.
-            return pooled.reshape(seq, dim), total[:, 0] > 0
-
-        pooled, present = jax.vmap(one)(scores, slices, ids, member)
+        slices = x.reshape(batch, seq, scores.shape[-1], dim // scores.shape[-1])
+        pooled, present = jax.vmap(lambda *a: _segment_pool(*a, seq))(scores, slices, ids, member)
         coded = jax.nn.silu(self.molecule(pooled))
         return jnp.sum(jnp.where(present[..., None], coded, 0.0), axis=1).astype(x.dtype)
+
+    def parts_pool(self, x: Float[Array, "rows width dim"], parts: PartsInput) -> Float[Array, "batch dim"]:
+        """`molecule_pool` for a head whose context is the molecule: each molecule of the packed
+        table pooled and coded once, and each reaction the sum of its molecules' codes."""
+        rows, width, dim = x.shape
+        scores = self.pool(x).astype(jnp.float32).reshape(rows * width, -1)
+        slices = x.reshape(rows * width, scores.shape[-1], dim // scores.shape[-1])
+        segments = parts.segments.reshape(-1).astype(jnp.int32)
+        n = parts.lengths.shape[0]
+        pooled, _ = _segment_pool(scores, slices, segments, segments > 0, n + 1)
+        coded = jax.nn.silu(self.molecule(pooled[1:]))  # segment s holds table row s - 1
+        slots = parts.slots
+        taken = jnp.where((slots >= 0)[..., None], coded[jnp.maximum(slots, 0)], 0.0)
+        return jnp.sum(taken, axis=1).astype(x.dtype)
+
+
+class PartsInput(NamedTuple):
+    """What a head whose context is the molecule reads beside the packed states: each token's
+    molecule (`segments` int [R, W]: table row + 1, 0 for padding) and position within it
+    (`positions`), the table's molecule lengths (`lengths` [U], which fixes its size), and each
+    reaction's molecules as table rows (`slots` int [B, K], -1 for none)."""
+
+    segments: Int[Array, "rows width"]
+    positions: Int[Array, "rows width"]
+    lengths: Int[Array, " table"]
+    slots: Int[Array, "batch molecules"]
+
+
+def _segment_pool(scores: Float[Array, "seq heads"], slices: Float[Array, "seq heads part"],
+                  ids: Int[Array, " seq"], member: Bool[Array, " seq"], n: int
+                  ) -> tuple[Float[Array, "n dim"], Bool[Array, " n"]]:
+    """Attention pooling of the tokens of each segment (`ids` < `n`; tokens not `member` left
+    out): a softmax per (segment, pooling head) over the segment's tokens. Returns the pooled
+    vectors [n, heads * part] and which segments hold a token."""
+    # The shift is only for range, so it gets no gradient.
+    top = jax.lax.stop_gradient(jax.ops.segment_max(jnp.where(member[:, None], scores, -jnp.inf), ids, n))
+    shift = jnp.where(member[:, None], top[ids], 0.0)
+    e = jnp.where(member[:, None], jnp.exp(jnp.where(member[:, None], scores, 0.0) - shift), 0.0)
+    total = jax.ops.segment_sum(e, ids, n)
+    weights = e / jnp.where(total > 0, total, 1.0)[ids]
+    pooled = jax.ops.segment_sum(weights[..., None].astype(slices.dtype) * slices, ids, n)
+    # A segment's top token adds exp(0) = 1 to its total; a segment with no member gathers zeros.
+    return pooled.reshape(n, -1), total[:, 0] > 0
 
 
 class HeadEnsemble(eqx.Module):
@@ -295,11 +360,17 @@ class HeadEnsemble(eqx.Module):
     def standardizes(self) -> bool:
         return self.members.standardizes
 
+    @property
+    def context(self) -> str:
+        """What a token's state is computed from (`HeadConfig.context`), the same for every member."""
+        return self.members.context
+
     def pooled(
         self, hidden: Float[Array, "batch seq dim"], mask: Bool[Array, "batch seq"],
-        *, molecules: Int[Array, "batch seq"] | None = None,
+        *, molecules: Int[Array, "batch seq"] | None = None, parts: PartsInput | None = None,
     ) -> Float[Array, "members batch dim"]:
-        return jnp.stack([self.member(i).pooled(hidden, mask, molecules=molecules) for i in range(self.n)])
+        return jnp.stack([self.member(i).pooled(hidden, mask, molecules=molecules, parts=parts)
+                          for i in range(self.n)])
 
     def standardized(self, pooled: Float[Array, "members reactions dim"]) -> HeadEnsemble:
         """Every member standardised on its own pooled vectors (see `MHARHead.standardized`)."""
@@ -316,9 +387,10 @@ class HeadEnsemble(eqx.Module):
         *,
         key: PRNGKeyArray | None = None,
         molecules: Int[Array, "batch seq"] | None = None,
+        parts: PartsInput | None = None,
     ) -> Float[Array, "members batch"]:
         keys = [None] * self.n if key is None else list(jax.random.split(key, self.n))
-        return jnp.stack([self.member(i)(hidden, mask, key=keys[i], molecules=molecules)
+        return jnp.stack([self.member(i)(hidden, mask, key=keys[i], molecules=molecules, parts=parts)
                           for i in range(self.n)])
 
 

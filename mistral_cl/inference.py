@@ -16,7 +16,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 import sharding
 from mistral_cl.data.batching import Batch
-from mistral_cl.head import point_prediction
+from mistral_cl.errors import InputError
+from mistral_cl.head import PartsInput, point_prediction
 from mistral_cl.predictor import YieldModel
 
 
@@ -31,19 +32,32 @@ class BatchSource(Protocol):
     def count_batches(self, batch_size: int) -> int: ...
 
 
-def head_inputs(model: YieldModel, batch: Any) -> Float[Array, "batch seq dim"]:
-    """The token states the head reads: a batch's cached backbone features (head mode), or the
-    backbone's hidden states for its token ids (`YieldModel.features`)."""
+def head_inputs(model: YieldModel, batch: Any) -> tuple[Array, Array, dict[str, Any]]:
+    """What the head reads: (states, mask, keyword arguments). The states are a batch's cached
+    backbone features (head mode) or the backbone's hidden states for its token ids
+    (`YieldModel.features`); for a head whose context is the molecule, the states of the batch's
+    packed molecule table, with the table's layout (`head.PartsInput`)."""
+    if model.head.context == "molecule":
+        parts = batch.parts
+        if parts is None:
+            raise InputError("this head encodes each molecule on its own, but the batch has no molecule "
+                             "table", hint="encode the reactions with `encode_reactions`, which builds it")
+        mask = parts.segments > 0
+        states = model.backbone(parts.tokens, mask, depth=model.feature_layer, segments=parts.segments,
+                                positions=parts.positions)
+        return states, mask, {"parts": PartsInput(parts.segments, parts.positions, parts.lengths,
+                                                  batch.slots)}
     features = getattr(batch, "features", None)
-    return features if features is not None else model.features(batch.tokens, batch.mask)
+    states = features if features is not None else model.features(batch.tokens, batch.mask)
+    return states, batch.mask, {"molecules": getattr(batch, "molecules", None)}
 
 
 def forward(model: YieldModel, batch: Any, *, key: PRNGKeyArray | None = None
             ) -> Float[Array, "*members batch"]:
     """Predicted yields for a batch of token ids, or of cached backbone features (head mode); one row
     per member for a head ensemble (`head.point_prediction` averages them)."""
-    return model.head(head_inputs(model, batch), batch.mask, key=key,
-                      molecules=getattr(batch, "molecules", None))
+    states, mask, inputs = head_inputs(model, batch)
+    return model.head(states, mask, key=key, **inputs)
 
 
 @eqx.filter_jit
@@ -55,8 +69,8 @@ def predict_batch(model: YieldModel, batch: Batch) -> Float[Array, " batch"]:
 @eqx.filter_jit
 def pooled_batch(model: YieldModel, batch: Any) -> Array:
     """The head's pooled vector of every reaction of a batch (what its standardiser normalises)."""
-    return model.head.pooled(head_inputs(model, batch), batch.mask,
-                             molecules=getattr(batch, "molecules", None))
+    states, mask, inputs = head_inputs(model, batch)
+    return model.head.pooled(states, mask, **inputs)
 
 
 def predict(model: YieldModel, data: BatchSource, batch_size: int = 64, *, mesh: Mesh | None = None

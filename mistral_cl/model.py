@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
-from mistral_cl.attention import Attention, AttentionMask, attention_mask
+from mistral_cl.attention import Attention, AttentionMask, attention_mask, segment_mask
 from mistral_cl.config import ModelConfig
 from mistral_cl.errors import InputError
 from mistral_cl.layers import Embedding, Linear, RMSNorm
@@ -124,6 +124,8 @@ class Mistral(eqx.Module):
         mask: Bool[Array, "batch seq"],
         *,
         depth: int | None = None,
+        segments: Int[Array, "batch seq"] | None = None,
+        positions: Int[Array, "batch seq"] | None = None,
     ) -> Float[Array, "batch seq dim"]:
         """Hidden states of every position; padding positions (`mask == False`) never affect real ones.
 
@@ -135,14 +137,20 @@ class Mistral(eqx.Module):
         `depth` counts the blocks to run, as transformers numbers `hidden_states`: 0 is the token
         embeddings, k < n_layers the residual stream after block k (no final norm), and None or
         n_layers the whole model's normalised output.
+        `segments` and `positions` (together) run packed rows: several sequences per row, each token
+        seeing only earlier tokens of its own segment (id > 0), at the given positions within it
+        (`data.batching.Parts`).
         """
         depth = check_depth(depth, self.config.n_layers)
         mask = mask.astype(bool)
         x = self.tok_embeddings(tokens)
         if depth == 0:
             return x
-        positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-        attn_mask = attention_mask(mask, causal=True, window=self.config.sliding_window)
+        if segments is None:
+            positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+            attn_mask = attention_mask(mask, causal=True, window=self.config.sliding_window)
+        else:
+            attn_mask = segment_mask(segments, causal=True, window=self.config.sliding_window)
         layers, static = eqx.partition(self.layers, eqx.is_array)
         if depth < self.config.n_layers:
             layers = jax.tree.map(lambda leaf: leaf[:depth], layers)

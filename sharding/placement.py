@@ -155,13 +155,23 @@ def feed(batches: Tree, mesh: Mesh | None) -> Tree:
     """How host batches enter a jitted function: as they are without a mesh; on a mesh, each batch
     (one `Batch`, or each of a tuple of them, which may differ in rows) as global arrays split over the
     batch axes, this process passing only its own rows. Every process holds the same host batches
-    (they are drawn from seeds, never from process state), so each one cuts out its rows here."""
+    (they are drawn from seeds, never from process state), so each one cuts out its rows here.
+    A batch's molecule table (`parts`, see `mistral_cl.data.batching.Batch`) is not rows of the
+    batch: every device gets all of it."""
     if mesh is None:
         return batches
 
     def one(batch):
+        table = getattr(batch, "parts", None)
+        if table is not None:
+            batch = batch._replace(parts=None)
         rows = process_rows(len(jax.tree.leaves(batch)[0]), mesh)
-        return place_batch(jax.tree.map(lambda x: x[rows], batch), mesh)
+        placed = place_batch(jax.tree.map(lambda x: x[rows], batch), mesh)
+        if table is None:
+            return placed
+        everywhere = NamedSharding(mesh, PartitionSpec())
+        return placed._replace(parts=jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(everywhere, np.asarray(x), x.shape), table))
 
     if isinstance(batches, tuple) and not hasattr(batches, "_fields"):
         return tuple(one(batch) for batch in batches)

@@ -30,6 +30,10 @@ class EncodedReactions:
     kept by `subset` and `concat`, so every task and epoch reuses the same compiled shapes);
     molecules: int16 [N, L], the molecule of the reaction each token belongs to (0: none, see
     `Tokenizer.molecules`), for a head that pools molecules one by one; None where not known.
+    parts, part_lengths, part_ids: the distinct molecules of the set as token-id sequences (int32
+    [M, P] right-padded with `pad_id`, and their lengths [M]), and which of them each reaction holds
+    (int32 [N, K], -1 for none), for a head that encodes each molecule on its own
+    (`HeadConfig.context="molecule"`, see `molecule_table`); None where `molecules` is.
     """
 
     tokens: np.ndarray
@@ -39,6 +43,9 @@ class EncodedReactions:
     pad_id: int = 0
     buckets: tuple[int, ...] | None = None
     molecules: np.ndarray | None = None
+    parts: np.ndarray | None = None
+    part_lengths: np.ndarray | None = None
+    part_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -55,7 +62,8 @@ class EncodedReactions:
         indices = np.asarray(indices, dtype=np.int64)
         return dataclasses.replace(self, tokens=self.tokens[indices], lengths=self.lengths[indices],
                                    yields=self.yields[indices], task=self.task[indices],
-                                   molecules=None if self.molecules is None else self.molecules[indices])
+                                   molecules=None if self.molecules is None else self.molecules[indices],
+                                   part_ids=None if self.part_ids is None else self.part_ids[indices])
 
     @staticmethod
     def concat(parts: Sequence[EncodedReactions]) -> EncodedReactions:
@@ -64,6 +72,8 @@ class EncodedReactions:
         tokens = [_to_width(p.tokens, width, p.pad_id) for p in parts]
         known = all(p.molecules is not None for p in parts)
         molecules = np.concatenate([_to_width(p.molecules, width, 0) for p in parts]) if known else None
+        tables = (merged_tables([(p.parts, p.part_lengths, p.part_ids) for p in parts], parts[0].pad_id)
+                  if known and all(p.parts is not None for p in parts) else (None, None, None))
         return EncodedReactions(
             tokens=np.concatenate(tokens),
             lengths=np.concatenate([p.lengths for p in parts]),
@@ -72,6 +82,9 @@ class EncodedReactions:
             pad_id=parts[0].pad_id,
             buckets=_merged_buckets([p.buckets for p in parts]),
             molecules=molecules,
+            parts=tables[0],
+            part_lengths=tables[1],
+            part_ids=tables[2],
         )
 
 
@@ -118,6 +131,8 @@ def encode_reactions(
                      "max_position_embeddings",
             )
         tokens, mask, lengths = tokens[:, :max_len], mask[:, :max_len], np.minimum(lengths, max_len)
+    molecules = tokenizer.molecules(tokens, mask)
+    parts, part_lengths, part_ids = molecule_table(tokens, molecules, tokenizer.pad_id)
     return EncodedReactions(
         tokens=tokens,
         lengths=lengths,
@@ -126,15 +141,83 @@ def encode_reactions(
         pad_id=tokenizer.pad_id,
         buckets=choose_buckets(lengths) if buckets == "auto" and len(lengths) else
         (None if buckets == "auto" else buckets),
-        molecules=tokenizer.molecules(tokens, mask),
+        molecules=molecules,
+        parts=parts,
+        part_lengths=part_lengths,
+        part_ids=part_ids,
     )
+
+
+def molecule_table(tokens: np.ndarray, molecules: np.ndarray, pad_id: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct molecules of encoded reactions and where they occur.
+
+    A molecule is the token ids `Tokenizer.molecules` assigns to one molecule of a reaction, so two
+    reactions share a molecule when their texts tokenise it alike. Returns (parts int32 [M, P], right-
+    padded with `pad_id`; part_lengths int32 [M]; part_ids int32 [N, K]: the molecules of each
+    reaction in text order, -1 after its last), molecules numbered in order of first appearance.
+    """
+    tokens, molecules = np.asarray(tokens), np.asarray(molecules)
+    index: dict[tuple[int, ...], int] = {}
+    per_row = []
+    for row in range(len(tokens)):
+        ids = molecules[row]
+        found = []
+        for m in range(1, int(ids.max(initial=0)) + 1):
+            part = tuple(tokens[row][ids == m].tolist())
+            if part:
+                found.append(index.setdefault(part, len(index)))
+        per_row.append(found)
+    return _table_arrays(list(index), per_row, pad_id)
+
+
+def _table_arrays(parts: Sequence[tuple[int, ...]], per_row: Sequence[Sequence[int]], pad_id: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    table = np.full((len(parts), max((len(p) for p in parts), default=1)), pad_id, np.int32)
+    for i, part in enumerate(parts):
+        table[i, : len(part)] = part
+    ids = np.full((len(per_row), max((len(r) for r in per_row), default=1)), -1, np.int32)
+    for row, found in enumerate(per_row):
+        ids[row, : len(found)] = found
+    return table, np.array([len(p) for p in parts], np.int32), ids
+
+
+def merged_tables(tables: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], pad_id: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One molecule table for the reactions of several sets, in order: `(parts, part_lengths,
+    part_ids)` of each set (`molecule_table`), renumbered so a molecule in two sets is one."""
+    index: dict[tuple[int, ...], int] = {}
+    per_row: list[list[int]] = []
+    for parts, lengths, ids in tables:
+        new = np.array([index.setdefault(tuple(parts[i, : lengths[i]].tolist()), len(index))
+                        for i in range(len(parts))], np.int32)
+        per_row += [new[row[row >= 0]].tolist() for row in ids]
+    return _table_arrays(list(index), per_row, pad_id)
+
+
+class Parts(NamedTuple):
+    """The distinct molecules of one batch, packed into rows: token ids int32 [R, W], each token's
+    molecule as a table row + 1 (`segments`, 0 for padding) and its position within the molecule
+    (`positions`), and each table row's length (`lengths` int32 [U], 0 for rows no reaction uses).
+    R, W and U are fixed for a data set and batch size (see `parts_shape`), so one program serves
+    every batch."""
+
+    tokens: np.ndarray
+    segments: np.ndarray
+    positions: np.ndarray
+    lengths: np.ndarray
 
 
 class Batch(NamedTuple):
     """One step's inputs: tokens int32 [B, T], mask bool [B, T], yields float32 [B],
     weight float32 [B] (1 for real rows, 0 for fillers), task int32 [B], index int32 [B],
     each row's position in the `EncodedReactions` it came from (to put predictions back), and
-    molecules int16 [B, T] where the encoded set has them (see `EncodedReactions`)."""
+    molecules int16 [B, T] where the encoded set has them (see `EncodedReactions`).
+
+    `slots` and `parts`, where the set has a molecule table: each row's molecules as rows of the
+    batch's table (int32 [B, K], -1 for none), and that table (`Parts`: the batch's distinct
+    molecules, packed; not rows of the batch, so never split, tiled or cut like the other fields),
+    for a head that encodes each molecule once per batch (`HeadConfig.context="molecule"`)."""
 
     tokens: np.ndarray
     mask: np.ndarray
@@ -143,9 +226,15 @@ class Batch(NamedTuple):
     task: np.ndarray
     index: np.ndarray
     molecules: np.ndarray | None = None
+    slots: np.ndarray | None = None
+    parts: Parts | None = None
 
+
+# Field names of a batch whose second axis is the token axis (`widen` pads them).
+TOKEN_AXIS_FIELDS = ("tokens", "mask", "molecules", "features")
 
 REACTIONS_PER_BUCKET = 256
+PART_WIDTH_MULTIPLE = 16
 
 
 def bucket_count(reactions: int, at_most: int = 4) -> int:
@@ -238,12 +327,97 @@ def batches(
         smallest bucket that holds its longest reaction. None pads every batch to the longest
         reaction of `encoded`.
     """
+    shape = parts_shape(encoded, batch_size) if encoded.part_ids is not None and len(encoded.parts) else None
     for members, width in _epoch_plan(encoded, batch_size, shuffle, seed, buckets):
         rows, tokens, mask, weight = padded_rows(encoded.tokens, encoded.lengths, encoded.pad_id, members,
                                                  batch_size, width)
         molecules = None if encoded.molecules is None else _to_width(encoded.molecules[rows], width, 0)
+        slots, parts = batch_parts(encoded, rows, shape)
         yield Batch(tokens, mask, encoded.yields[rows], weight, encoded.task[rows], rows.astype(np.int32),
-                    molecules)
+                    molecules, slots, parts)
+
+
+def parts_shape(encoded: EncodedReactions, batch_size: int) -> tuple[int, int, int]:
+    """(R, W, U) of the packed molecule table of any batch of `batch_size` reactions of `encoded`:
+    W, the longest molecule rounded up to a multiple of 16 tokens; U, a power of two (from 8) that
+    holds the most distinct molecules a batch can have; R, packed rows enough for any batch.
+
+    A batch's molecules are packed first-fit decreasing, which needs at most 11/9 as many rows as
+    the best packing plus 6/9 (Dosa, 2007); the best packing of a batch's molecules needs no more
+    rows than a first-fit-decreasing packing of the longest molecules a batch could hold, so R is
+    that bound, computed once for the set.
+    """
+    lengths = np.sort(np.maximum(encoded.part_lengths, 1))[::-1]
+    most = min(len(lengths), batch_size * encoded.part_ids.shape[1])
+    width = -(-int(lengths[0]) // PART_WIDTH_MULTIPLE) * PART_WIDTH_MULTIPLE
+    rows = len(_pack(lengths[:most], width))
+    return (11 * rows + 6) // 9, width, max(8, 1 << (most - 1).bit_length())
+
+
+def _pack(lengths: np.ndarray, width: int) -> list[list[int]]:
+    """First-fit decreasing: the positions in `lengths` of the items of each row of `width`."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in np.argsort(-np.asarray(lengths), kind="stable"):
+        size = int(lengths[i])
+        for r, left in enumerate(room):
+            if size <= left:
+                rows[r].append(int(i))
+                room[r] -= size
+                break
+        else:
+            rows.append([int(i)])
+            room.append(width - size)
+    return rows
+
+
+def batch_parts(encoded: EncodedReactions, rows: np.ndarray, shape: tuple[int, int, int] | None
+                ) -> tuple[np.ndarray | None, Parts | None]:
+    """(slots, parts) of the batch of reactions `rows` (see `Batch`): each distinct molecule of the
+    batch once, packed into a table of `shape` (`parts_shape`)."""
+    if shape is None or encoded.part_ids is None:
+        return None, None
+    n_rows, width, n_table = shape
+    ids = encoded.part_ids[rows]
+    present = np.unique(ids[ids >= 0])
+    slots = np.where(ids >= 0, np.searchsorted(present, np.maximum(ids, 0)), -1).astype(np.int32)
+    lengths = np.zeros(n_table, np.int32)
+    lengths[: len(present)] = np.maximum(encoded.part_lengths[present], 1)
+    packing = _pack(lengths[: len(present)], width)
+    if len(packing) > n_rows or len(present) > n_table:
+        raise RuntimeError(f"a batch's molecules need {len(packing)} packed rows and {len(present)} "
+                           f"table rows, more than the bound {n_rows} and {n_table}")
+    tokens = np.full((n_rows, width), encoded.pad_id, np.int32)
+    segments = np.zeros((n_rows, width), np.int32)
+    positions = np.zeros((n_rows, width), np.int32)
+    for r, members in enumerate(packing):
+        at = 0
+        for u in members:
+            size = encoded.part_lengths[present[u]]
+            tokens[r, at:at + size] = encoded.parts[present[u], :size]
+            segments[r, at:at + size] = u + 1
+            positions[r, at:at + size] = np.arange(size)
+            at += size
+    return slots, Parts(tokens, segments, positions, lengths)
+
+
+def match_parts(a: Batch, b: Batch) -> tuple[Batch, Batch]:
+    """Two batches whose molecule tables differ in shape (batch sizes whose bounds differ, see
+    `parts_shape`) padded to a common one, so a step that takes both compiles once: more packed
+    rows and tokens are padding, more table rows are unused."""
+    if getattr(a, "parts", None) is None or getattr(b, "parts", None) is None:
+        return a, b
+    rows, width = (max(a.parts.tokens.shape[i], b.parts.tokens.shape[i]) for i in (0, 1))
+    table = max(len(a.parts.lengths), len(b.parts.lengths))
+
+    def grow(batch: Batch) -> Batch:
+        p = batch.parts
+        pad = ((0, rows - p.tokens.shape[0]), (0, width - p.tokens.shape[1]))
+        return batch._replace(parts=Parts(np.pad(p.tokens, pad), np.pad(p.segments, pad),
+                                          np.pad(p.positions, pad),
+                                          np.pad(p.lengths, (0, table - len(p.lengths)))))
+
+    return grow(a), grow(b)
 
 
 def padded_rows(all_tokens: np.ndarray, lengths: np.ndarray, pad_id: int, members: np.ndarray,

@@ -32,6 +32,7 @@ from jax.sharding import Mesh
 
 from mistral_cl.continual.buffer import MemoryPolicy
 from mistral_cl.continual.pool import TaskPool
+from mistral_cl.data.batching import TOKEN_AXIS_FIELDS, match_parts
 from mistral_cl.inference import BatchSource
 from mistral_cl.predictor import MODES, YieldModel
 from mistral_cl.train import GradientTransform, Objective, TrainConfig, supervised_objective
@@ -171,18 +172,21 @@ def widen(batch: Any, width: int) -> Any:
     """`batch` with its token axis zero-padded to `width` (padding is masked out everywhere)."""
 
     def pad(x: np.ndarray) -> np.ndarray:
-        if x.ndim < 2 or x.shape[1] >= width:
+        if x.shape[1] >= width:
             return x
         return np.pad(x, [(0, 0), (0, width - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
 
-    return type(batch)(*(None if x is None else pad(np.asarray(x)) for x in batch))
+    return batch._replace(**{name: pad(np.asarray(x)) for name, x in batch._asdict().items()
+                             if name in TOKEN_AXIS_FIELDS and x is not None})
 
 
 def stand_in(batch: Any, rows: int) -> Any:
-    """A weight-0 batch of `rows` rows, repeats of `batch`'s: it adds nothing to a loss, and has the
-    shape a batch of `rows` reactions would have, so a step that takes it compiles no new program."""
+    """A weight-0 batch of `rows` rows, repeats of `batch`'s (and its molecule table as it is): it adds
+    nothing to a loss, and has the shape a batch of `rows` reactions would have, so a step that
+    takes it compiles no new program."""
     take = np.arange(rows) % len(batch.weight)
-    tiled = type(batch)(*(None if x is None else np.asarray(x)[take] for x in batch))
+    tiled = batch._replace(**{name: np.asarray(x)[take] for name, x in batch._asdict().items()
+                              if x is not None and name != "parts"})
     return tiled._replace(weight=np.zeros_like(tiled.weight))
 
 
@@ -209,4 +213,4 @@ def paired_with_memory(setting: Setting, current: Steps, memory: np.ndarray, rou
             continue
         other = next(remembered)
         width = max(batch.mask.shape[1], other.mask.shape[1])
-        yield widen(batch, width), widen(other, width)
+        yield match_parts(widen(batch, width), widen(other, width))

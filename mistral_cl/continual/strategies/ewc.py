@@ -33,14 +33,17 @@ from mistral_cl.train import Objective, supervised_objective
 def _squared_gradients(trainable: YieldModel, frozen: YieldModel, batch: Any) -> YieldModel:
     """Sum over the batch's real rows of each row's squared gradient of its squared error."""
 
+    table = getattr(batch, "parts", None)  # a molecule table is shared by the rows, not split
+
     def row_gradient(row):
         def error(params):
-            pred = forward(eqx.combine(params, frozen), row)
+            whole = row if table is None else row._replace(parts=table)
+            pred = forward(eqx.combine(params, frozen), whole)
             return jnp.sum(jnp.square(pred.astype(jnp.float32) - row.yields))
 
         return eqx.filter_grad(error)(trainable)
 
-    rows = jax.tree.map(lambda x: x[:, None], batch)
+    rows = jax.tree.map(lambda x: x[:, None], batch if table is None else batch._replace(parts=None))
     grads = jax.vmap(row_gradient)(rows)
     return jax.tree.map(lambda g: jnp.tensordot(batch.weight, jnp.square(g), axes=1), grads)
 
