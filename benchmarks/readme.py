@@ -253,6 +253,9 @@ def _head_words(head: dict[str, Any]) -> str:
               if layer == 0 else f"the backbone's states after block {layer}")
     pool = (", pooling each molecule on its own and summing their codes (`--head-pool molecules`)"
             if head.get("pool") == "molecules" else "")
+    if head.get("context") == "molecule":
+        pool = (", encoding each molecule on its own (no other molecule in its context) and summing "
+                "their codes (`--head-pool molecules --head-context molecule`)")
     return f"reading {states}{pool}, with {mlp} on {pooled}"
 
 
@@ -405,7 +408,9 @@ def _classical_verdict(result: dict[str, Any]) -> list[str]:
         settings = json.loads(path.read_text())["settings"]
         memory = settings.get("continual", {})
         pooled = settings.get("head", {}).get("pool") == "molecules"
-        head = "MHAR head pooling each molecule, " if pooled else ""
+        alone = settings.get("head", {}).get("context") == "molecule"
+        head = ("MHAR head encoding each molecule on its own, " if alone else
+                "MHAR head pooling each molecule, " if pooled else "")
         lines.append(
             f"The best LLM row recorded in `results/{path.name}`, `{best['strategy']}` ({head}replay memory "
             f"`{memory.get('memory', '?')}`, same tasks, order and seeds), ends at "
