@@ -21,6 +21,9 @@ the CPU seconds of the process are recorded as well: they inflate less under con
 is the compute that does not depend on the machine: the reactions every strategy's steps processed
 (forward and backward), current and remembered rows alike, summed over its rounds.
 
+`--recollect` runs nothing: it rebuilds the rows of an existing results file from its finished run
+directories (e.g. after a column was added), keeping the date, commit and load of the run.
+
 `--match-joint SPEC` adds the compute-matched reference: once SPEC (e.g. `replay`) has finished in a
 seed's run, its recorded `reactions` (its summary.json) become the budget of a `joint:budget=R` row
 trained in the same run, so `joint` processes as many reactions as SPEC did.
@@ -53,7 +56,8 @@ from mistral_cl.runs import load_run_config, save_run_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = "joint,naive,replay,replay:settle=5,replay-avg-grad,ewc,lwf,agem,adapters"
-SCORES = ("ACC", "BWT", "FWT", "forgetting", "RMSE %", "MAE %")  # given with their sd over seeds
+# Given with their sd over seeds.
+SCORES = ("ACC", "BWT", "FWT", "forgetting", "RMSE %", "RMSE BWT", "RMSE forgetting", "MAE %", "pooled R²")
 
 
 class LoadSampler:
@@ -115,7 +119,9 @@ def collect(run_dir: Path) -> list[dict[str, Any]]:
         rows.append({
             "strategy": strategy.spec, "ACC": summary["r2_acc"], "BWT": summary.get("r2_bwt"),
             "FWT": summary.get("r2_fwt"), "forgetting": summary.get("r2_forgetting"),
-            "RMSE %": summary["rmse_acc"], "MAE %": summary["mae_acc"], "reactions": summary.get("reactions"),
+            "RMSE %": summary["rmse_acc"], "RMSE BWT": summary.get("rmse_bwt"),
+            "RMSE forgetting": summary.get("rmse_forgetting"), "MAE %": summary["mae_acc"],
+            "pooled R²": summary.get("pooled_all_r2"), "reactions": summary.get("reactions"),
             "epochs chosen": (summary.get("epochs_chosen") or [None])[-1],
             "wall s": round(timing["seconds"], 1), "CPU s": round(timing.get("cpu_seconds", float("nan")), 1),
             "task-aware": strategy.task_aware, "stores reactions": strategy.stores_data,
@@ -190,6 +196,24 @@ def run_seed(args: argparse.Namespace, run_dir: Path, seed: int | None) -> tuple
     return collect(run_dir), load_run_config(run_dir)
 
 
+def recollect(out: Path, seeds: list[int | None], path: Path) -> int:
+    """`--recollect`: the rows, per-seed rows and targets of `path` rebuilt from the finished runs."""
+    result = json.loads(path.read_text())
+    per_seed = {seed: collect(out if seed is None else out / f"seed-{seed}") for seed in seeds}
+    rows = mean_rows(per_seed)
+    if [r["strategy"] for r in rows] != [r["strategy"] for r in result["rows"]]:
+        raise SystemExit(f"{out} holds strategies {[r['strategy'] for r in rows]}, {path} records "
+                         f"{[r['strategy'] for r in result['rows']]}")
+    result.update(rows=rows, targets=targets({r["strategy"]: r for r in rows}))
+    if len(per_seed) > 1:
+        result.update(per_seed={str(s): r for s, r in per_seed.items()},
+                      targets_per_seed={str(s): targets({x["strategy"]: x for x in r})
+                                        for s, r in per_seed.items()})
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(report.format_table(rows))
+    return 0
+
+
 def reactions_of(run_dir: Path, spec: str) -> int:
     """The reactions processed by the finished strategy `spec` of the run in `run_dir`: the budget of a
     compute-matched `joint`."""
@@ -212,10 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="continual", metavar="NAME",
                         help="write benchmarks/results/NAME.json and NAME_*_r2_heatmap.png (default "
                              "continual; another name records a variant beside the main table)")
+    parser.add_argument("--recollect", action="store_true",
+                        help="run nothing: rebuild the rows and targets of results/NAME.json from the "
+                             "finished run directories under --out (after a change of the recorded "
+                             "columns), keeping the file's date, commit, machine and load average")
     parser.add_argument("options", nargs="*", help="options for `mistral-cl continual` (after --)")
     args = parser.parse_args(argv)
     hostmem.configure()  # as `mistral-cl` does
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [None]
+    if args.recollect:
+        return recollect(Path(args.out), seeds, RESULTS / f"{args.results}.json")
     out = Path(args.out)
     started, commit = datetime.now(UTC).isoformat(timespec="seconds"), git_commit()
     per_seed: dict[int, list[dict[str, Any]]] = {}

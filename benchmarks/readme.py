@@ -297,6 +297,14 @@ def _score(row: dict[str, Any], key: str) -> str | None:
     return f"{value:.3f}" if sd is None else f"{value:.3f} ± {sd:.3f}"
 
 
+def _points(row: dict[str, Any], key: str) -> str | None:
+    """An error in yield points to 2 decimals, with its sd over seeds when the row is a mean."""
+    value, sd = row.get(key), row.get(f"{key} sd")
+    if not isinstance(value, float):
+        return value
+    return f"{value:.2f}" if sd is None else f"{value:.2f} ± {sd:.2f}"
+
+
 def _seed_notes(result: dict[str, Any]) -> list[str]:
     """For a run over several seeds: what the ± means, and each seed's verdict on the targets."""
     seeds = result["settings"].get("seeds") or []
@@ -318,7 +326,8 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
     targets = [dict(target=name, **{k: v for k, v in t.items()}) for name, t in result["targets"].items()]
     for t in targets:
         t["figures"] = ", ".join(f"{k} {_cell(v)}" for k, v in t.items() if k not in ("target", "met"))
-    rows = [{**row, **{k: _score(row, k) for k in ("ACC", "BWT", "FWT", "forgetting")},
+    rows = [{**row, **{k: _score(row, k) for k in ("ACC", "BWT", "FWT", "forgetting", "pooled R²")},
+             **{k: _points(row, k) for k in ("RMSE %", "RMSE BWT", "RMSE forgetting", "MAE %")},
              **{k: "yes" if row.get(k) else "no" for k in ("task-aware", "stores reactions")},
              "reactions": None if row.get("reactions") is None else f"{row['reactions']:,.0f}"}
             for row in result["rows"]]
@@ -336,13 +345,18 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
         f"`{settings['continual']['memory']}`). Command: `{settings['command'].strip()}`. ACC, BWT, FWT and "
         "forgetting are computed on held-out R² of every task (R² of a task is relative to its own "
         "spread of yields, so a model that predicts the wrong yield level for a task scores far below "
-        "0). RMSE and MAE are the mean over tasks after the last one, in yield %. `adapters` keeps one "
+        "0). RMSE and MAE are the mean over tasks after the last one, in yield %; RMSE BWT is the mean over "
+        "earlier tasks of the final RMSE minus the RMSE just after learning the task (positive: the error "
+        "grew, forgetting), RMSE forgetting the final RMSE minus the lowest since, and pooled R² the R² of "
+        "all tasks' test reactions as one set after the last round (where recorded). `adapters` keeps one "
         "adapter and head per task and picks it by task id (task-aware), so it cannot forget. Reactions: "
         "the compute of each row, reactions processed (forward and backward) over all rounds, current and "
         "remembered rows alike (a `joint` that chose its epochs on validation includes its trial run).",
         *_seed_notes(result),
         _table(rows, [("strategy", "strategy"), ("ACC", "ACC"), ("BWT", "BWT"), ("FWT", "FWT"),
-                                ("forgetting", "forgetting"), ("RMSE %", "RMSE %"), ("MAE %", "MAE %"),
+                                ("forgetting", "forgetting"), ("RMSE %", "RMSE %"), ("RMSE BWT", "RMSE BWT"),
+                                ("RMSE forgetting", "RMSE forgetting"), ("MAE %", "MAE %"),
+                                ("pooled R²", "pooled R²"),
                                 ("reactions", "reactions"), ("wall s", "wall s"), ("CPU s", "CPU s"),
                                 ("task-aware", "task-aware"),
                                 ("stores reactions", "stores reactions")]),
@@ -586,12 +600,42 @@ def pretrained_section(result: dict[str, Any]) -> str:
     ])
 
 
+def memory_sweep_section(result: dict[str, Any]) -> str:
+    rows = [{"memory": f"`{r['memory']}`", "stored": f"{r['stored at most']:,}",
+             **{key: _stat(r, key, 2) for key in ("RMSE %", "RMSE BWT")}, "ACC": _stat(r, "ACC", 3),
+             **{key: _stat(r, key, 0) for key in ("wall s", "CPU s")}} for r in result["rows"]]
+    bar = result.get("forest")
+    verdict = []
+    if bar:
+        beaten = ", ".join(f"`{r['memory']}`" for r in result["rows"] if r["RMSE %"]["mean"] < bar["mean"])
+        verdict.append(
+            f"The cumulative one-hot forest (sorted order, `results/classical.json`) ends at RMSE "
+            f"{bar['mean']:.2f} ± {bar['sd']:.2f} points. "
+            + (f"`replay` ends below it on the mean with memory {beaten}." if beaten
+               else "`replay` ends below it with none of these memories."))
+    return "\n\n".join([
+        "## Replay's memory against its final error (`benchmarks/memory_sweep.py`)",
+        _meta(result),
+        f"`replay` on the 15 Suzuki–Miyaura tasks in sorted order with each memory (`reservoir:N`: at most "
+        f"N stored reactions, drawn uniformly from all seen; `all`: every training reaction), the "
+        f"command's defaults otherwise (`{result['settings']['command'].strip()}`), seeds "
+        f"{', '.join(map(str, result['settings']['seeds']))}: mean ± sd over seeds of the final per-task "
+        "RMSE, RMSE-BWT (yield points; positive: the error of earlier tasks grew) and per-task R² ACC.",
+        _table(rows, [("memory", "memory"), ("reactions stored at most", "stored"), ("RMSE %", "RMSE %"),
+                      ("RMSE BWT", "RMSE BWT"), ("R² ACC", "ACC"), ("wall s", "wall s"),
+                      ("CPU s", "CPU s")]),
+        *verdict,
+        "![memory sweep](results/continual_memory_sweep.png)",
+    ])
+
+
 SECTIONS: dict[str, Callable[[Any], str]] = {
     "accuracy": accuracy_section,
     "pretrained": pretrained_section,
     "pretrain": pretrain_section,
     "continual": continual_section,
     "continual_molecules": functools.partial(continual_section, name="continual_molecules"),
+    "continual_memory_sweep": memory_sweep_section,
     "classical": classical_section,
     "throughput": throughput_section,
     "memory": memory_section,

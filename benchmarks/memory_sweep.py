@@ -1,0 +1,136 @@
+"""How much replay has to remember: `replay` on the Suzuki–Miyaura stream for each memory size.
+
+    python benchmarks/memory_sweep.py [--memories 100,300,1000,all] [--seeds 0,1,2] [--out DIR]
+                                      [--resume] [-- OPTIONS]
+
+For each memory (`reservoir:N`, at most N stored reactions, or `all`) and seed, runs `replay` with
+the command's defaults otherwise (the continual benchmark's machinery, one run directory each under
+`--out`; `--resume` continues them). Anything after `--` is passed to `mistral-cl continual`. Writes
+benchmarks/results/continual_memory_sweep.json (date, machine, commit, load; per memory the mean and
+sample sd over seeds of the final per-task RMSE, RMSE-BWT, per-task R² ACC and the wall and CPU
+seconds, and each seed's rows) and continual_memory_sweep.png: final RMSE and RMSE-BWT against the
+memory size, with the cumulative one-hot forest of `results/classical.json` (sorted order) as a line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from continual import RESULTS, LoadSampler, git_commit, machine, run_seed  # noqa: E402
+
+from mistral_cl import hostmem  # noqa: E402
+from mistral_cl.report import _pyplot  # noqa: E402
+
+FIGURES = ("RMSE %", "RMSE BWT", "ACC", "wall s", "CPU s")
+
+
+def memory_spec(memory: str) -> str:
+    return "all" if memory == "all" else f"reservoir:{int(memory)}"
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample sd over seeds of each figure of one memory's `replay` rows."""
+    out: dict[str, Any] = {}
+    for key in FIGURES:
+        values = np.array([r[key] for r in rows], np.float64)
+        out[key] = {"mean": float(values.mean()),
+                    "sd": float(values.std(ddof=1)) if len(values) > 1 else None}
+    return out
+
+
+def forest_bar() -> dict[str, float] | None:
+    """The cumulative one-hot forest's final per-task RMSE (sorted order), if recorded."""
+    path = RESULTS / "classical.json"
+    if not path.exists():
+        return None
+    for row in json.loads(path.read_text())["rows"]:
+        if (row["data"], row["features"], row["protocol"], row["order"]) == ("suzuki", "onehot", "cumulative",
+                                                                              "sorted"):
+            return row["rmse_acc"]
+    return None
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    rows = result["rows"]
+    stored = [r["stored at most"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+    for ax, key, label in ((axes[0], "RMSE %", "final per-task RMSE (yield points)"),
+                           (axes[1], "RMSE BWT", "RMSE-BWT (points; > 0: forgetting)")):
+        means = [r[key]["mean"] for r in rows]
+        sds = [r[key]["sd"] or 0.0 for r in rows]
+        ax.errorbar(stored, means, yerr=sds, marker="o", capsize=3, label="replay (mean ± sd over seeds)")
+        ax.set_xscale("log")
+        ax.set(xlabel="reactions stored at most", ylabel=label)
+        for x, r in zip(stored, rows, strict=True):
+            ax.annotate(r["memory"], (x, r[key]["mean"]), fontsize=7, xytext=(4, 4),
+                        textcoords="offset points")
+    bar = result.get("forest")
+    if bar:
+        axes[0].axhline(bar["mean"], color="grey", linestyle="--", label="cumulative one-hot forest")
+    axes[1].axhline(0.0, color="grey", linewidth=0.8)
+    axes[0].legend(fontsize=7, frameon=False)
+    fig.suptitle("replay on the Suzuki–Miyaura stream: memory against final error", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--memories", default="100,300,1000,all")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", default="runs/benchmark-memory-sweep", help="run directories")
+    parser.add_argument("--resume", action="store_true", help="continue the run directories under --out")
+    parser.add_argument("options", nargs="*", help="options for `mistral-cl continual` (after --)")
+    args = parser.parse_args(argv)
+    hostmem.configure()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    memories = [m.strip() for m in args.memories.split(",")]
+    started, commit = datetime.now(UTC).isoformat(timespec="seconds"), git_commit()
+    rows = []
+    with LoadSampler() as load:
+        for memory in memories:
+            spec = memory_spec(memory)
+            run = argparse.Namespace(strategies="replay", resume=args.resume, match_joint=None,
+                                     options=[*args.options, "--memory", spec])
+            per_seed, stored = {}, None
+            for seed in seeds:
+                seed_rows, config = run_seed(run, Path(args.out) / f"memory-{memory}" / f"seed-{seed}", seed)
+                per_seed[str(seed)] = seed_rows[0]
+                stream = json.loads((Path(args.out) / f"memory-{memory}" / f"seed-{seed}" /
+                                     "stream.json").read_text())
+                # `all` ends up holding every task's training reactions.
+                stored = int(memory) if memory != "all" else sum(t["train"] for t in stream["tasks"])
+            row = {"memory": spec, "stored at most": stored, **summarise(list(per_seed.values())),
+                   "per_seed": per_seed}
+            rows.append(row)
+            print(f"{spec}: RMSE {row['RMSE %']['mean']:.2f} ± {row['RMSE %']['sd'] or 0:.2f}, "
+                  f"RMSE-BWT {row['RMSE BWT']['mean']:+.2f}, ACC {row['ACC']['mean']:.3f}", flush=True)
+    result = {
+        "benchmark": "replay's memory size against its final error on the Suzuki-Miyaura stream",
+        "date": started, "git_commit": commit, "machine": machine(), "load_average_1min": load.summary(),
+        "settings": {"command": "mistral-cl continual --strategies replay --memory M --seed N "
+                                + " ".join(args.options), "seeds": seeds,
+                     "head": config.head.__dict__, "train": config.train.__dict__},
+        "rows": rows,
+        "forest": forest_bar(),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "continual_memory_sweep.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, RESULTS / "continual_memory_sweep.png")
+    print(f"wrote {RESULTS / 'continual_memory_sweep.json'} and continual_memory_sweep.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
