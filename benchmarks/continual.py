@@ -104,6 +104,20 @@ def targets(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         best = max(free, key=lambda s: rows[s]["BWT"])
         out["ewc or lwf beats naive on BWT"] = {"met": rows[best]["BWT"] > rows["naive"]["BWT"],
                                                 "best": best, "BWT": rows[best]["BWT"]}
+    # Issue #19's targets on errors in yield points (where the rows record them).
+    if rows.get("naive", {}).get("RMSE BWT") is not None:
+        out["naive RMSE-BWT >= +5 points"] = {"met": rows["naive"]["RMSE BWT"] >= 5,
+                                              "naive_RMSE_BWT": rows["naive"]["RMSE BWT"]}
+        if rows.get("replay", {}).get("RMSE BWT") is not None:
+            out["replay RMSE-BWT <= +0.5 points"] = {"met": rows["replay"]["RMSE BWT"] <= 0.5,
+                                                     "replay_RMSE_BWT": rows["replay"]["RMSE BWT"]}
+        kept = [s for s, r in rows.items() if not r.get("stores reactions") and s != "naive"
+                and not r.get("task-aware") and r.get("RMSE BWT") is not None]
+        if kept:
+            best = min(kept, key=lambda s: rows[s]["RMSE BWT"])
+            out["a strategy storing no reactions beats naive on RMSE-BWT"] = {
+                "met": rows[best]["RMSE BWT"] < rows["naive"]["RMSE BWT"], "best": best,
+                "RMSE_BWT": rows[best]["RMSE BWT"]}
     return {k: {**v, "met": bool(v["met"])} for k, v in out.items()}
 
 
