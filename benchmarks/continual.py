@@ -168,7 +168,7 @@ def mean_rows(per_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]
         row = dict(first)
         for key, value in first.items():
             if isinstance(value, float | int) and not isinstance(value, bool):
-                values = [per_seed[s][i][key] for s in seeds]
+                values = [per_seed[s][i].get(key) for s in seeds]
                 if any(v is None for v in values):
                     continue
                 row[key] = float(np.mean(values))

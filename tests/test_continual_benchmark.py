@@ -42,6 +42,46 @@ def test_targets_are_judged_on_the_mean_rows():
     assert not targets["replay BWT >= -0.03"]["met"]
 
 
+def test_the_rmse_targets_are_judged_in_yield_points_and_leave_out_task_aware_rows():
+    rows = {r["strategy"]: dict(r) for r in PER_SEED[0]}
+    rows["naive"]["RMSE BWT"], rows["replay"]["RMSE BWT"] = 4.0, 0.4
+    rows["ewc"] = {**_row("ewc", -2.0, -3.0), "RMSE BWT": 3.0, "stores reactions": False}
+    rows["adapters"] = {**_row("adapters", 0.3, 0.0), "RMSE BWT": 0.0, "stores reactions": False,
+                        "task-aware": True}
+    targets = continual.targets(rows)
+    assert not targets["naive RMSE-BWT >= +5 points"]["met"]
+    assert targets["replay RMSE-BWT <= +0.5 points"]["met"]
+    kept = targets["a strategy storing no reactions beats naive on RMSE-BWT"]
+    assert kept["met"] and kept["best"] == "ewc"  # not adapters, which picks its adapter by task id
+    assert "naive RMSE-BWT >= +5 points" not in continual.targets({r["strategy"]: r for r in PER_SEED[1]})
+
+
+def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_forest():
+    import memory_sweep
+
+    seeds = [{"RMSE %": 11.0 + s, "RMSE BWT": 0.1 * s, "ACC": 0.6, "wall s": 60.0, "CPU s": 90.0}
+             for s in range(3)]
+    summary = memory_sweep.summarise(seeds)
+    assert summary["RMSE %"]["mean"] == pytest.approx(12.0) and summary["RMSE %"]["sd"] == pytest.approx(1.0)
+    assert memory_spec_pairs() == [("100", "reservoir:100"), ("all", "all")]
+    rows = [{"memory": "reservoir:100", "stored at most": 100, **summary},
+            {"memory": "all", "stored at most": 4035, **memory_sweep.summarise(
+                [{**s, "RMSE %": s["RMSE %"] - 2.0} for s in seeds])}]
+    result = {"date": "2026-12-06", "git_commit": "abc", "machine": "test",
+              "settings": {"command": "mistral-cl continual --strategies replay --memory M --seed N",
+                           "seeds": [0, 1, 2]},
+              "rows": rows, "forest": {"mean": 11.16, "sd": 0.26}}
+    text = readme.memory_sweep_section(result)
+    assert "| `reservoir:100` | 100 | 12.00 ± 1.00 |" in text
+    assert "ends below it on the mean with memory `all`." in text
+
+
+def memory_spec_pairs():
+    import memory_sweep
+
+    return [(m, memory_sweep.memory_spec(m)) for m in ("100", "all")]
+
+
 def test_a_replay_variant_is_judged_beside_replay_under_its_own_name():
     rows = {r["strategy"]: r for r in PER_SEED[0] + [_row("replay:settle=5", 0.18, 0.02)]}
     targets = continual.targets(rows)
