@@ -219,6 +219,8 @@ def recollect(out: Path, seeds: list[int | None], path: Path) -> int:
         raise SystemExit(f"{out} holds strategies {[r['strategy'] for r in rows]}, {path} records "
                          f"{[r['strategy'] for r in result['rows']]}")
     result.update(rows=rows, targets=targets({r["strategy"]: r for r in rows}))
+    first = out if seeds[0] is None else out / f"seed-{seeds[0]}"
+    result["settings"]["data"] = load_run_config(first).data.source
     if len(per_seed) > 1:
         result.update(per_seed={str(s): r for s, r in per_seed.items()},
                       targets_per_seed={str(s): targets({x["strategy"]: x for x in r})
@@ -280,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "continual learning of the Suzuki-Miyaura stream: R^2-based ACC/BWT/FWT/forgetting",
         "date": started, "git_commit": commit, "machine": machine(),
         "load_average_1min": load.summary(),
-        "settings": {"model": f"weights {first.weights}" if first.weights else "tiny (random init)",
+        "settings": {"data": first.data.source,
+                     "model": f"weights {first.weights}" if first.weights else "tiny (random init)",
                      "mode": first.adaptation.mode,
                      "head": dataclasses.asdict(first.head), "train": dataclasses.asdict(first.train),
                      "continual": {**dataclasses.asdict(first.continual),

@@ -335,10 +335,13 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
               for row in result["rows"]]
     title = ("## Continual learning (`benchmarks/continual.py`)" if name == "continual" else
              f"## Continual learning, variant `{name}` (`benchmarks/continual.py --results {name}`)")
+    data = settings.get("data", "suzuki")
+    stream = {"suzuki": "The 15 Suzuki–Miyaura reactant-pair tasks",
+              "buchwald": "The 15 Buchwald–Hartwig aryl-halide tasks"}.get(data, f"The tasks of `{data}`")
     return "\n\n".join([
         title,
         _meta(result),
-        f"The 15 Suzuki–Miyaura reactant-pair tasks in sorted order, each split 70/30, learned one after "
+        f"{stream} in sorted order, each split 70/30, learned one after "
         f"another by the `{settings['model']}` model in `{settings['mode']}` mode (MHAR head "
         f"{_head_words(settings.get('head', {}))}, {train['epochs']} epochs "
         f"per task, batch {train['batch_size']}, peak lr {train['learning_rate']:g}, replay memory "
@@ -353,6 +356,7 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
         "the compute of each row, reactions processed (forward and backward) over all rounds, current and "
         "remembered rows alike (a `joint` that chose its epochs on validation includes its trial run).",
         *_seed_notes(result),
+        *_forest_line(result, data),
         _table(rows, [("strategy", "strategy"), ("ACC", "ACC"), ("BWT", "BWT"), ("FWT", "FWT"),
                                 ("forgetting", "forgetting"), ("RMSE %", "RMSE %"), ("RMSE BWT", "RMSE BWT"),
                                 ("RMSE forgetting", "RMSE forgetting"), ("MAE %", "MAE %"),
@@ -365,6 +369,25 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
         "R² heatmaps (row: after learning that task; column: the task scored):",
         "\n".join(images),
     ])
+
+
+def _forest_line(result: dict[str, Any], data: str) -> list[str]:
+    """For a stream other than the main one: its best cumulative forest (`results/classical.json`, sorted
+    order) beside this table's best row that is not task-aware."""
+    path = RESULTS / "classical.json"
+    if data == "suzuki" or not path.exists():
+        return []
+    forests = [r for r in json.loads(path.read_text())["rows"]
+               if (r["data"], r["protocol"], r["order"]) == (data, "cumulative", "sorted")]
+    mine = [r for r in result["rows"] if isinstance(r.get("RMSE %"), float) and not r.get("task-aware")]
+    if not forests or not mine:
+        return []
+    forest, best = min(forests, key=lambda r: r["rmse_acc"]["mean"]), min(mine, key=lambda r: r["RMSE %"])
+    verdict = "below" if best["RMSE %"] < forest["rmse_acc"]["mean"] else "above"
+    return [f"The reference: the cumulative {forest['features']} forest on the same tasks, order and seeds "
+            f"ends at a mean per-task RMSE of {_stat(forest, 'rmse_acc', 2)} points "
+            f"(`results/classical.json`); the best row here, `{best['strategy']}`, ends {verdict} it at "
+            f"{best['RMSE %']:.2f} points."]
 
 
 def _stat(row: dict[str, Any], key: str, digits: int) -> str:
@@ -636,6 +659,7 @@ SECTIONS: dict[str, Callable[[Any], str]] = {
     "continual": continual_section,
     "continual_molecules": functools.partial(continual_section, name="continual_molecules"),
     "continual_memory_sweep": memory_sweep_section,
+    "continual_buchwald": functools.partial(continual_section, name="continual_buchwald"),
     "classical": classical_section,
     "throughput": throughput_section,
     "memory": memory_section,

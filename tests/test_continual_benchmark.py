@@ -142,3 +142,19 @@ def test_resuming_with_more_strategies_adds_them_to_the_run_and_keeps_its_settin
     stamp = (run_dir / "run.json").stat().st_mtime_ns
     continual.add_strategies(run_dir, "naive")  # nothing new: run.json is not rewritten
     assert (run_dir / "run.json").stat().st_mtime_ns == stamp
+
+
+def test_a_second_stream_names_its_tasks_and_sets_its_best_row_beside_its_own_forest():
+    rows = continual.mean_rows(PER_SEED)
+    result = {"date": "2026-12-06", "git_commit": "abc", "machine": "test",
+              "settings": {"data": "buchwald", "model": "tiny (random init)", "mode": "head", "seeds": [0],
+                           "train": {"epochs": 10, "batch_size": 16, "learning_rate": 1e-3},
+                           "continual": {"memory": "all"}, "command": "mistral-cl continual --data buchwald"},
+              "rows": rows, "targets": continual.targets({r["strategy"]: r for r in rows})}
+    text = readme.continual_section(result, name="continual_buchwald")
+    assert "The 15 Buchwald–Hartwig aryl-halide tasks in sorted order" in text
+    # classical.json records Buchwald-Hartwig forests: the best cumulative one is named, and the
+    # best row here (RMSE 18.0, the fixture's) is above it.
+    assert "The reference: the cumulative" in text and "ends above it at 18.00 points" in text
+    assert "The reference" not in readme.continual_section({**result, "settings": {
+        **result["settings"], "data": "suzuki"}})
