@@ -36,17 +36,7 @@ def attention_mask(mask: Bool[Array, "batch seq"], *, causal: bool, window: int 
     Hugging Face Mistral convention. Padding queries also see themselves so no softmax row is empty;
     their outputs are garbage by design and every consumer masks them out.
     """
-    seq = mask.shape[1]
-    q = jnp.arange(seq)[:, None]
-    k = jnp.arange(seq)[None, :]
-    allowed = jnp.ones((seq, seq), bool)
-    if causal:
-        allowed = allowed & (k <= q)
-    if window is not None:
-        allowed = allowed & (q - k < window)
-    visible = allowed[None] & mask[:, None, :]
-    visible = visible | jnp.eye(seq, dtype=bool)[None]
-    return AttentionMask(visible[:, None], causal, window)
+    return _visible(mask[:, None, :], causal, window)
 
 
 def segment_mask(segments: Int[Array, "rows seq"], *, causal: bool = False, window: int | None = None
@@ -54,15 +44,22 @@ def segment_mask(segments: Int[Array, "rows seq"], *, causal: bool = False, wind
     """Attention within segments: a token sees the tokens of its own segment (id > 0) only, as when
     several short sequences are packed into one row, optionally causal and within a sliding window
     (of array slots, as `attention_mask`'s); padding (0) sees itself."""
-    seq = segments.shape[1]
-    q, k = jnp.arange(seq)[:, None], jnp.arange(seq)[None, :]
+    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] > 0)
+    return _visible(same, causal, window)
+
+
+def _visible(seen: Bool[Array, "batch queries seq"], causal: bool, window: int | None) -> AttentionMask:
+    """The keys each query may see: those `seen` allows (per query, or [batch, 1, seq] for all) that
+    causality and the window allow too; every query sees itself."""
+    seq = seen.shape[-1]
+    q = jnp.arange(seq)[:, None]
+    k = jnp.arange(seq)[None, :]
     allowed = jnp.ones((seq, seq), bool)
     if causal:
         allowed = allowed & (k <= q)
     if window is not None:
         allowed = allowed & (q - k < window)
-    same = (segments[:, :, None] == segments[:, None, :]) & (segments[:, None, :] > 0)
-    visible = (allowed[None] & same) | jnp.eye(seq, dtype=bool)[None]
+    visible = (allowed[None] & seen) | jnp.eye(seq, dtype=bool)[None]
     return AttentionMask(visible[:, None], causal, window)
 
 

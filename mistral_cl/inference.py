@@ -43,8 +43,7 @@ def head_inputs(model: YieldModel, batch: Any) -> tuple[Array, Array, dict[str, 
             raise InputError("this head encodes each molecule on its own, but the batch has no molecule "
                              "table", hint="encode the reactions with `encode_reactions`, which builds it")
         mask = parts.segments > 0
-        states = model.backbone(parts.tokens, mask, depth=model.feature_layer, segments=parts.segments,
-                                positions=parts.positions)
+        states = model.features(parts.tokens, mask, segments=parts.segments, positions=parts.positions)
         return states, mask, {"parts": PartsInput(parts.segments, parts.positions, parts.lengths,
                                                   batch.slots)}
     features = getattr(batch, "features", None)

@@ -52,10 +52,12 @@ class YieldModel(eqx.Module):
     feature_layer: int | None = eqx.field(static=True, default=None)
 
     def features(
-        self, tokens: Int[Array, "batch seq"], mask: Bool[Array, "batch seq"]
+        self, tokens: Int[Array, "batch seq"], mask: Bool[Array, "batch seq"], *,
+        segments: Int[Array, "batch seq"] | None = None, positions: Int[Array, "batch seq"] | None = None,
     ) -> Float[Array, "batch seq dim"]:
-        """The token states the head reads."""
-        return self.backbone(tokens, mask, depth=self.feature_layer)
+        """The token states the head reads (of packed rows with `segments` and `positions`, see
+        `Mistral.__call__`)."""
+        return self.backbone(tokens, mask, depth=self.feature_layer, segments=segments, positions=positions)
 
     def __call__(
         self,

@@ -327,7 +327,8 @@ def batches(
         smallest bucket that holds its longest reaction. None pads every batch to the longest
         reaction of `encoded`.
     """
-    shape = parts_shape(encoded, batch_size) if encoded.part_ids is not None and len(encoded.parts) else None
+    has_table = encoded.part_ids is not None and len(encoded.parts) > 0
+    shape = parts_shape(encoded, batch_size) if has_table else None
     for members, width in _epoch_plan(encoded, batch_size, shuffle, seed, buckets):
         rows, tokens, mask, weight = padded_rows(encoded.tokens, encoded.lengths, encoded.pad_id, members,
                                                  batch_size, width)
@@ -347,7 +348,7 @@ def parts_shape(encoded: EncodedReactions, batch_size: int) -> tuple[int, int, i
     rows than a first-fit-decreasing packing of the longest molecules a batch could hold, so R is
     that bound, computed once for the set.
     """
-    lengths = np.sort(np.maximum(encoded.part_lengths, 1))[::-1]
+    lengths = np.sort(encoded.part_lengths)[::-1]  # `molecule_table` keeps no empty molecule
     most = min(len(lengths), batch_size * encoded.part_ids.shape[1])
     width = -(-int(lengths[0]) // PART_WIDTH_MULTIPLE) * PART_WIDTH_MULTIPLE
     rows = len(_pack(lengths[:most], width))
@@ -375,14 +376,14 @@ def batch_parts(encoded: EncodedReactions, rows: np.ndarray, shape: tuple[int, i
                 ) -> tuple[np.ndarray | None, Parts | None]:
     """(slots, parts) of the batch of reactions `rows` (see `Batch`): each distinct molecule of the
     batch once, packed into a table of `shape` (`parts_shape`)."""
-    if shape is None or encoded.part_ids is None:
+    if shape is None:
         return None, None
     n_rows, width, n_table = shape
     ids = encoded.part_ids[rows]
     present = np.unique(ids[ids >= 0])
     slots = np.where(ids >= 0, np.searchsorted(present, np.maximum(ids, 0)), -1).astype(np.int32)
     lengths = np.zeros(n_table, np.int32)
-    lengths[: len(present)] = np.maximum(encoded.part_lengths[present], 1)
+    lengths[: len(present)] = encoded.part_lengths[present]
     packing = _pack(lengths[: len(present)], width)
     if len(packing) > n_rows or len(present) > n_table:
         raise RuntimeError(f"a batch's molecules need {len(packing)} packed rows and {len(present)} "
@@ -393,7 +394,7 @@ def batch_parts(encoded: EncodedReactions, rows: np.ndarray, shape: tuple[int, i
     for r, members in enumerate(packing):
         at = 0
         for u in members:
-            size = encoded.part_lengths[present[u]]
+            size = lengths[u]
             tokens[r, at:at + size] = encoded.parts[present[u], :size]
             segments[r, at:at + size] = u + 1
             positions[r, at:at + size] = np.arange(size)
