@@ -105,6 +105,12 @@ def _dropout(x: Array, rate: float, key: PRNGKeyArray | None) -> Array:
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
+def no_molecule_table() -> InputError:
+    """The error for a batch without a molecule table reaching a head whose context is the molecule."""
+    return InputError("this head encodes each molecule on its own, but the batch has no molecule table",
+                      hint="encode the reactions with `encode_reactions`, which builds it")
+
+
 class MHARHead(eqx.Module):
     """RoPE self-attention and a SiLU feed-forward (post-norm residuals), attention pooling, SiLU MLP.
 
@@ -196,9 +202,7 @@ class MHARHead(eqx.Module):
         """The reaction vector the MLP reads, before standardisation."""
         if self.context == "molecule":
             if parts is None:
-                raise InputError("this head encodes each molecule on its own, but its batches carry no "
-                                 "molecule table",
-                                 hint="encode the reactions with `encode_reactions`, which builds it")
+                raise no_molecule_table()
             states = self.token_states(hidden, mask, keys=keys, parts=parts)
             return self.parts_pool(states, parts)
         states = self.token_states(hidden, mask, keys=keys)

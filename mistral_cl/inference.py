@@ -16,8 +16,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 import sharding
 from mistral_cl.data.batching import Batch
-from mistral_cl.errors import InputError
-from mistral_cl.head import PartsInput, point_prediction
+from mistral_cl.head import PartsInput, no_molecule_table, point_prediction
 from mistral_cl.predictor import YieldModel
 
 
@@ -40,8 +39,7 @@ def head_inputs(model: YieldModel, batch: Any) -> tuple[Array, Array, dict[str, 
     if model.head.context == "molecule":
         parts = batch.parts
         if parts is None:
-            raise InputError("this head encodes each molecule on its own, but the batch has no molecule "
-                             "table", hint="encode the reactions with `encode_reactions`, which builds it")
+            raise no_molecule_table()
         mask = parts.segments > 0
         states = model.features(parts.tokens, mask, segments=parts.segments, positions=parts.positions)
         return states, mask, {"parts": PartsInput(parts.segments, parts.positions, parts.lengths,

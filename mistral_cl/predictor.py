@@ -59,6 +59,12 @@ class YieldModel(eqx.Module):
         `Mistral.__call__`)."""
         return self.backbone(tokens, mask, depth=self.feature_layer, segments=segments, positions=positions)
 
+    def caches_features(self, mode: str) -> bool:
+        """Whether training in `mode` reads cached backbone features instead of running the backbone:
+        only the head trains (`head` mode) and it reads whole reactions. A head whose context is the
+        molecule reads each batch's molecule table, which the frozen backbone encodes in the step."""
+        return mode == "head" and self.head.context == "reaction"
+
     def __call__(
         self,
         tokens: Int[Array, "batch seq"],

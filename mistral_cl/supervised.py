@@ -50,10 +50,9 @@ from mistral_cl.train import EpochHook, FitResult, fit, standardize_head
 
 def training_source(model: YieldModel, config: RunConfig, data: EncodedReactions, cache_dir: Path,
                     mesh: Mesh | None = None) -> BatchSource:
-    """What the step eats: token batches, or cached backbone features when only the head trains
-    and reads whole reactions (a head whose context is the molecule reads each batch's molecule
-    table, whose states the frozen backbone computes in the step: a few dozen short texts)."""
-    if config.adaptation.mode != "head" or model.head.context == "molecule":
+    """What the step eats: token batches, or cached backbone features where the model reads them
+    (`YieldModel.caches_features`)."""
+    if not model.caches_features(config.adaptation.mode):
         return data
     return cache_features(model.backbone, data, Path(cache_dir) / "feature_cache",
                           batch_size=config.train.batch_size, depth=model.feature_layer, mesh=mesh)

@@ -22,6 +22,7 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mistral_cl.data.batching import split_table, with_table
 from mistral_cl.errors import InputError
 from sharding.mesh import BATCH_AXES
 from sharding.specs import batch_specs, model_specs, opt_state_specs, shardings, strategy_state_specs
@@ -162,15 +163,11 @@ def feed(batches: Tree, mesh: Mesh | None) -> Tree:
         return batches
 
     def one(batch):
-        table = getattr(batch, "parts", None)
-        if table is not None:
-            batch = batch._replace(parts=None)
+        batch, table = split_table(batch)
         rows = process_rows(len(jax.tree.leaves(batch)[0]), mesh)
         placed = place_batch(jax.tree.map(lambda x: x[rows], batch), mesh)
-        if table is None:
-            return placed
         everywhere = NamedSharding(mesh, PartitionSpec())
-        return placed._replace(parts=jax.tree.map(
+        return with_table(placed, jax.tree.map(
             lambda x: jax.make_array_from_process_local_data(everywhere, np.asarray(x), x.shape), table))
 
     if isinstance(batches, tuple) and not hasattr(batches, "_fields"):

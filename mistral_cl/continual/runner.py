@@ -231,7 +231,7 @@ class ContinualRun:
         config, pool = self.config, self.pool
         model = initial_model(config, jax.random.key(config.train.seed), self.mesh)
         save_frozen(self.directory, model, config)
-        if config.adaptation.mode == "head" and model.head.context == "reaction":
+        if model.caches_features(config.adaptation.mode):
             pool = pool.with_features(model.backbone, self.directory / "feature_cache",
                                       self.settings.eval_batch_size, model.feature_layer, mesh=self.mesh)
         # The head's standardiser is initialised from the first task's training reactions: the only

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -228,6 +228,19 @@ class Batch(NamedTuple):
     molecules: np.ndarray | None = None
     slots: np.ndarray | None = None
     parts: Parts | None = None
+
+
+def split_table(batch: Any) -> tuple[Any, Parts | None]:
+    """A batch as (its rows, its molecule table or None): every field but `parts` is indexed by
+    reaction, so it can be split over devices, tiled or cut into single rows; the table is shared by
+    all rows and must stay whole (put it back with `batch._replace(parts=table)`)."""
+    table = getattr(batch, "parts", None)
+    return (batch if table is None else batch._replace(parts=None)), table
+
+
+def with_table(rows: Any, table: Parts | None) -> Any:
+    """`rows` (a batch without its table, see `split_table`) with `table` put back."""
+    return rows if table is None else rows._replace(parts=table)
 
 
 # Field names of a batch whose second axis is the token axis (`widen` pads them).

@@ -32,7 +32,7 @@ from jax.sharding import Mesh
 
 from mistral_cl.continual.buffer import MemoryPolicy
 from mistral_cl.continual.pool import TaskPool
-from mistral_cl.data.batching import TOKEN_AXIS_FIELDS, match_parts
+from mistral_cl.data.batching import TOKEN_AXIS_FIELDS, match_parts, split_table, with_table
 from mistral_cl.inference import BatchSource
 from mistral_cl.predictor import MODES, YieldModel
 from mistral_cl.train import GradientTransform, Objective, TrainConfig, supervised_objective
@@ -185,9 +185,10 @@ def stand_in(batch: Any, rows: int) -> Any:
     nothing to a loss, and has the shape a batch of `rows` reactions would have, so a step that
     takes it compiles no new program."""
     take = np.arange(rows) % len(batch.weight)
-    tiled = batch._replace(**{name: np.asarray(x)[take] for name, x in batch._asdict().items()
-                              if x is not None and name != "parts"})
-    return tiled._replace(weight=np.zeros_like(tiled.weight))
+    each_row, table = split_table(batch)
+    tiled = each_row._replace(**{name: np.asarray(x)[take] for name, x in each_row._asdict().items()
+                                 if x is not None})
+    return with_table(tiled._replace(weight=np.zeros_like(tiled.weight)), table)
 
 
 def endless(source: BatchSource, batch_size: int, seed: int) -> Iterator[Any]:

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 import sharding
 from mistral_cl.continual.strategies.base import Setting, Strategy, StrategyState, copy_tree
+from mistral_cl.data.batching import split_table, with_table
 from mistral_cl.inference import BatchSource, forward
 from mistral_cl.predictor import YieldModel
 from mistral_cl.train import Objective, supervised_objective
@@ -33,17 +34,16 @@ from mistral_cl.train import Objective, supervised_objective
 def _squared_gradients(trainable: YieldModel, frozen: YieldModel, batch: Any) -> YieldModel:
     """Sum over the batch's real rows of each row's squared gradient of its squared error."""
 
-    table = getattr(batch, "parts", None)  # a molecule table is shared by the rows, not split
+    each_row, table = split_table(batch)  # each row sees the whole molecule table
 
     def row_gradient(row):
         def error(params):
-            whole = row if table is None else row._replace(parts=table)
-            pred = forward(eqx.combine(params, frozen), whole)
+            pred = forward(eqx.combine(params, frozen), with_table(row, table))
             return jnp.sum(jnp.square(pred.astype(jnp.float32) - row.yields))
 
         return eqx.filter_grad(error)(trainable)
 
-    rows = jax.tree.map(lambda x: x[:, None], batch if table is None else batch._replace(parts=None))
+    rows = jax.tree.map(lambda x: x[:, None], each_row)
     grads = jax.vmap(row_gradient)(rows)
     return jax.tree.map(lambda g: jnp.tensordot(batch.weight, jnp.square(g), axes=1), grads)
 
