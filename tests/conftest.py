@@ -20,8 +20,8 @@ import tempfile
 # bits (a micro model's loss and gradients: 99.7 % of the values bit-equal, the rest within float32
 # rounding); every comparison in the suite is between programs compiled with the same flags.
 # Subprocesses inherit the flags.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 "
-                                   "--xla_cpu_use_fusion_emitters=false")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
+                                   "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Commands run on one device, as on a CPU user's machine, unless a test names a mesh (--mesh).
 os.environ["MISTRAL_CL_MESH"] = "1x1x1"
