@@ -111,6 +111,11 @@ def targets(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if rows.get("replay", {}).get("RMSE BWT") is not None:
             out["replay RMSE-BWT <= +0.5 points"] = {"met": rows["replay"]["RMSE BWT"] <= 0.5,
                                                      "replay_RMSE_BWT": rows["replay"]["RMSE BWT"]}
+        converged = rows.get("joint:epochs=auto", {}).get("RMSE %")
+        if converged is not None and "replay" in rows:
+            gap = rows["replay"]["RMSE %"] - converged
+            out["replay RMSE within 0.5 points of the converged joint"] = {"met": gap <= 0.5,
+                                                                           "replay_minus_joint": gap}
         kept = [s for s, r in rows.items() if not r.get("stores reactions") and s != "naive"
                 and not r.get("task-aware") and r.get("RMSE BWT") is not None]
         if kept:

@@ -4,6 +4,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -54,6 +55,18 @@ def test_the_rmse_targets_are_judged_in_yield_points_and_leave_out_task_aware_ro
     kept = targets["a strategy storing no reactions beats naive on RMSE-BWT"]
     assert kept["met"] and kept["best"] == "ewc"  # not adapters, which picks its adapter by task id
     assert "naive RMSE-BWT >= +5 points" not in continual.targets({r["strategy"]: r for r in PER_SEED[1]})
+    assert not any("converged" in name for name in targets)  # no joint:epochs=auto row to judge by
+
+
+def test_replay_is_judged_against_the_converged_joint_in_yield_points():
+    rows = {r["strategy"]: dict(r) for r in PER_SEED[0]}
+    rows["naive"]["RMSE BWT"] = 8.0
+    rows["replay"]["RMSE %"] = 12.1
+    rows["joint:epochs=auto"] = {**_row("joint", 0.7, None), "strategy": "joint:epochs=auto", "RMSE %": 11.5}
+    near = continual.targets(rows)["replay RMSE within 0.5 points of the converged joint"]
+    assert not near["met"] and near["replay_minus_joint"] == pytest.approx(0.6)
+    rows["joint:epochs=auto"]["RMSE %"] = 11.7
+    assert continual.targets(rows)["replay RMSE within 0.5 points of the converged joint"]["met"]
 
 
 def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_forest():
@@ -158,3 +171,32 @@ def test_a_second_stream_names_its_tasks_and_sets_its_best_row_beside_its_own_fo
     assert "The reference: the cumulative" in text and "ends above it at 18.00 points" in text
     assert "The reference" not in readme.continual_section({**result, "settings": {
         **result["settings"], "data": "suzuki"}})
+
+
+def test_the_orders_summary_pools_every_order_and_seed_and_sets_the_forest_of_each_order_beside():
+    import continual_orders
+
+    def result(rmse_by_seed):
+        return {"per_seed": {
+            str(s): [{"strategy": "naive", "RMSE %": 30.0 + s, "RMSE BWT": 15.0, "ACC": -2.0},
+                     {"strategy": "replay", "RMSE %": value, "RMSE BWT": -1.0, "ACC": 0.6}]
+            for s, value in enumerate(rmse_by_seed)}}
+
+    results = {"sorted": result([12.0, 13.0]), "seed": result([11.0, 12.0])}
+    forest = {"data": "suzuki", "protocol": "cumulative", "features": "onehot",
+              "rmse_acc": {"mean": 11.2}, "rmse_bwt": {"mean": -0.4}, "r2_acc": {"mean": 0.67}}
+    classical = {"rows": [{**forest, "order": "sorted"}, {**forest, "order": "random:1"},
+                          {**forest, "protocol": "naive", "order": "seed"}]}
+    summary = continual_orders.summarise(results, classical)
+    replay = summary["strategies"]["replay"]
+    assert replay["runs"] == 4 and replay["pooled"]["RMSE %"]["mean"] == pytest.approx(12.0)
+    assert replay["per_order"]["seed"]["RMSE %"]["mean"] == pytest.approx(11.5)
+    low, high = replay["pooled"]["RMSE %"]["low"], replay["pooled"]["RMSE %"]["high"]
+    assert low < 12.0 < high and high - 12.0 == pytest.approx(3.182446 * np.sqrt(2 / 3) / 2, rel=1e-5)
+    # Only the cumulative forests of the orders that were run.
+    assert summary["forests"] == {"onehot": {"sorted": {"RMSE %": {"mean": 11.2}, "RMSE BWT": {"mean": -0.4},
+                                                        "ACC": {"mean": 0.67}}}}
+    sources = {order: {"file": f"{order}.json", "git_commit": "abc"} for order in results}
+    text = readme.continual_orders_section({**summary, "date": "2026-12-06", "git_commit": "abc",
+                                            "machine": "test", "sources": sources})
+    assert "| **replay** | all (4 runs) | 12.00 ± 0.82 |" in text
