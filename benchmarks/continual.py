@@ -171,6 +171,11 @@ def mean_rows(per_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]
     out = []
     for i, first in enumerate(per_seed[seeds[0]]):
         row = dict(first)
+        names = {per_seed[s][i]["strategy"] for s in seeds}
+        if len(names) > 1:  # only a compute-matched joint differs, by its budget: each seed's own count
+            if not all(name.startswith("joint:budget=") for name in names):
+                raise SystemExit(f"the seeds' runs hold different strategies at row {i}: {sorted(names)}")
+            row["strategy"] = "joint:budget=matched"
         for key, value in first.items():
             if isinstance(value, float | int) and not isinstance(value, bool):
                 values = [per_seed[s][i].get(key) for s in seeds]

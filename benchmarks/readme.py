@@ -356,6 +356,7 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
         "the compute of each row, reactions processed (forward and backward) over all rounds, current and "
         "remembered rows alike (a `joint` that chose its epochs on validation includes its trial run).",
         *_seed_notes(result),
+        *([result["notes"]] if result.get("notes") else []),
         *_forest_line(result, data),
         _table(rows, [("strategy", "strategy"), ("ACC", "ACC"), ("BWT", "BWT"), ("FWT", "FWT"),
                                 ("forgetting", "forgetting"), ("RMSE %", "RMSE %"), ("RMSE BWT", "RMSE BWT"),
