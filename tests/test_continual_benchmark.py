@@ -35,6 +35,16 @@ def test_mean_rows_average_each_score_and_give_its_sample_sd():
     assert continual.mean_rows({0: PER_SEED[0]}) == PER_SEED[0]
 
 
+def test_a_compute_matched_joint_is_one_row_over_seeds_whose_budgets_differ():
+    per_seed = {s: [{**_row("joint", 0.7, None), "strategy": f"joint:budget={1000 + s}",
+                     "reactions": 1000 + s}] for s in (0, 1)}
+    (row,) = continual.mean_rows(per_seed)
+    assert row["strategy"] == "joint:budget=matched" and row["reactions"] == pytest.approx(1000.5)
+    per_seed[1][0]["strategy"] = "replay"
+    with pytest.raises(SystemExit, match="different strategies"):
+        continual.mean_rows(per_seed)
+
+
 def test_targets_are_judged_on_the_mean_rows():
     targets = continual.targets({r["strategy"]: r for r in continual.mean_rows(PER_SEED)})
     assert targets["naive BWT <= -0.10"]["met"]
