@@ -52,6 +52,7 @@ from mistral_cl.cli import parse_args, run_config, task_order
 from mistral_cl.continual import runner
 from mistral_cl.continual.runner import ContinualRun
 from mistral_cl.continual.strategies import build_strategy
+from mistral_cl.models import weights_name
 from mistral_cl.runs import load_run_config, save_run_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -293,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": started, "git_commit": commit, "machine": machine(),
         "load_average_1min": load.summary(),
         "settings": {"data": first.data.source,
-                     "model": f"weights {first.weights}" if first.weights else "tiny (random init)",
+                     "model": (f"weights {weights_name(first.weights)}" if first.weights
+                               else "tiny (random init)"),
                      "mode": first.adaptation.mode,
                      "head": dataclasses.asdict(first.head), "train": dataclasses.asdict(first.train),
                      "continual": {**dataclasses.asdict(first.continual),

@@ -716,6 +716,7 @@ SECTIONS: dict[str, Callable[[Any], str]] = {
     "continual_memory_sweep": memory_sweep_section,
     "continual_orders": continual_orders_section,
     "continual_buchwald": functools.partial(continual_section, name="continual_buchwald"),
+    "continual_chem_small": functools.partial(continual_section, name="continual_chem_small"),
     "classical": classical_section,
     "throughput": throughput_section,
     "memory": memory_section,

@@ -291,6 +291,15 @@ def test_the_shipped_model_is_the_file_its_card_describes_and_loads_by_name():
     assert np.all(np.isfinite(np.asarray(lm.backbone.tok_embeddings.weight)))
 
 
+def test_a_report_names_a_shipped_model_by_its_name_and_other_weights_by_their_path(tmp_path):
+    from mistral_cl.models import weights_directory, weights_name
+
+    assert weights_name(weights_directory("chem-small")) == "chem-small (shipped)"
+    elsewhere = tmp_path / "chem-small"  # a directory of the same name outside the package
+    elsewhere.mkdir()
+    assert weights_name(str(elsewhere)) == str(elsewhere.resolve())
+
+
 # ------------------------------------------------------------------ the pretrained-vs-random benchmark
 def test_ligand_splits_hold_out_every_reaction_of_the_named_ligands_and_only_those():
     import sys

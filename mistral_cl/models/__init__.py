@@ -20,3 +20,11 @@ def weights_directory(value: str) -> str:
                              hint="reinstall mistral-cl, or pass a weights directory")
         return str(path)
     return str(Path(value).resolve())
+
+
+def weights_name(directory: str) -> str:
+    """How to name the weights in `directory` in a report: a shipped model by its name (its directory
+    depends on where the package is installed), any other by its path."""
+    path = Path(directory).resolve()
+    here = Path(__file__).resolve().parent
+    return f"{path.name} (shipped)" if path.parent == here and path.name in SHIPPED else str(path)
