@@ -221,17 +221,21 @@ def run_seed(args: argparse.Namespace, run_dir: Path, seed: int | None) -> tuple
     return collect(run_dir), load_run_config(run_dir)
 
 
+def seed_directory(out: Path, seed: int | None) -> Path:
+    """The run directory of `seed` under `--out` (`out` itself for a run without `--seeds`)."""
+    return out if seed is None else out / f"seed-{seed}"
+
+
 def recollect(out: Path, seeds: list[int | None], path: Path) -> int:
     """`--recollect`: the rows, per-seed rows and targets of `path` rebuilt from the finished runs."""
     result = json.loads(path.read_text())
-    per_seed = {seed: collect(out if seed is None else out / f"seed-{seed}") for seed in seeds}
+    per_seed = {seed: collect(seed_directory(out, seed)) for seed in seeds}
     rows = mean_rows(per_seed)
     if [r["strategy"] for r in rows] != [r["strategy"] for r in result["rows"]]:
         raise SystemExit(f"{out} holds strategies {[r['strategy'] for r in rows]}, {path} records "
                          f"{[r['strategy'] for r in result['rows']]}")
     result.update(rows=rows, targets=targets({r["strategy"]: r for r in rows}))
-    first = out if seeds[0] is None else out / f"seed-{seeds[0]}"
-    result["settings"]["data"] = load_run_config(first).data.source
+    result["settings"]["data"] = load_run_config(seed_directory(out, seeds[0])).data.source
     if len(per_seed) > 1:
         result.update(per_seed={str(s): r for s, r in per_seed.items()},
                       targets_per_seed={str(s): targets({x["strategy"]: x for x in r})
@@ -279,13 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     first = None
     with LoadSampler() as load:
         for seed in seeds:
-            run_dir = out if seed is None else out / f"seed-{seed}"
+            run_dir = seed_directory(out, seed)
             rows, config = run_seed(args, run_dir, seed)
             per_seed[config.train.seed] = rows
             first = first or config
             if seed is not None:
                 print(report.format_table(rows))
-    run_dir = out if seeds[0] is None else out / f"seed-{seeds[0]}"
+    run_dir = seed_directory(out, seeds[0])
     rows = mean_rows(per_seed)
     by_name = {row["strategy"]: row for row in rows}
     command = "mistral-cl continual " + " ".join(args.options)

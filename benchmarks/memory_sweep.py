@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from continual import RESULTS, LoadSampler, git_commit, machine, run_seed  # noqa: E402
+from continual import RESULTS, LoadSampler, git_commit, machine, run_seed, seed_directory  # noqa: E402
 
 from mistral_cl import hostmem  # noqa: E402
 from mistral_cl.report import _pyplot  # noqa: E402
@@ -105,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                                      options=[*args.options, "--memory", spec])
             per_seed, stored = {}, None
             for seed in seeds:
-                seed_rows, config = run_seed(run, Path(args.out) / f"memory-{memory}" / f"seed-{seed}", seed)
+                run_dir = seed_directory(Path(args.out) / f"memory-{memory}", seed)
+                seed_rows, config = run_seed(run, run_dir, seed)
                 per_seed[str(seed)] = seed_rows[0]
-                stream = json.loads((Path(args.out) / f"memory-{memory}" / f"seed-{seed}" /
-                                     "stream.json").read_text())
+                stream = json.loads((run_dir / "stream.json").read_text())
                 # `all` ends up holding every task's training reactions.
                 stored = int(memory) if memory != "all" else sum(t["train"] for t in stream["tasks"])
             row = {"memory": spec, "stored at most": stored, **summarise(list(per_seed.values())),

@@ -380,7 +380,7 @@ def _forest_line(result: dict[str, Any], data: str) -> list[str]:
         return []
     forests = [r for r in json.loads(path.read_text())["rows"]
                if (r["data"], r["protocol"], r["order"]) == (data, "cumulative", "sorted")]
-    mine = [r for r in result["rows"] if isinstance(r.get("RMSE %"), float) and not r.get("task-aware")]
+    mine = [r for r in result["rows"] if _ranked(r)]
     if not forests or not mine:
         return []
     forest, best = min(forests, key=lambda r: r["rmse_acc"]["mean"]), min(mine, key=lambda r: r["RMSE %"])
@@ -410,9 +410,14 @@ def _best_llm_row(paths: Sequence[Path], joint: bool = False) -> tuple[dict[str,
     `joint` reference rows, which learn every task at once."""
     rows = [(r, path) for path in paths if path.exists()
             for r in json.loads(path.read_text()).get("rows", [])
-            if isinstance(r.get("RMSE %"), float) and not r.get("task-aware")
-            and (r["strategy"].split(":")[0] == "joint") == joint]
+            if _ranked(r) and (r["strategy"].split(":")[0] == "joint") == joint]
     return min(rows, key=lambda rp: rp[0]["RMSE %"]) if rows else None
+
+
+def _ranked(row: dict[str, Any]) -> bool:
+    """Whether a continual row competes on its final RMSE: it has one, and it does not pick its model by
+    task id (a task-aware row cannot forget, nor be compared with a learner that must not)."""
+    return isinstance(row.get("RMSE %"), float) and not row.get("task-aware")
 
 
 def _classical_verdict(result: dict[str, Any]) -> list[str]:
@@ -666,18 +671,19 @@ def memory_sweep_section(result: dict[str, Any]) -> str:
 
 def continual_orders_section(result: dict[str, Any]) -> str:
     forests = result.get("forests", {})
+
+    def scores(stats: dict[str, Any]) -> dict[str, str]:
+        return {key: _stat(stats, key, 3 if key == "ACC" else 2) for key in stats}
+
     rows = []
     for strategy, stats in result["strategies"].items():
         for order in result["orders"]:
-            cell = stats["per_order"][order]
-            rows.append({"strategy": strategy, "order": f"`{order}`",
-                         **{key: _stat(cell, key, 3 if key == "ACC" else 2) for key in cell},
+            rows.append({"strategy": strategy, "order": f"`{order}`", **scores(stats["per_order"][order]),
                          **{f"forest {name}": f"{forest[order]['RMSE %']['mean']:.2f}"
                             for name, forest in forests.items() if order in forest}})
         pooled = stats["pooled"]
         rmse = pooled["RMSE %"]
-        rows.append({"strategy": f"**{strategy}**", "order": f"all ({stats['runs']} runs)",
-                     **{key: _stat(pooled, key, 3 if key == "ACC" else 2) for key in pooled},
+        rows.append({"strategy": f"**{strategy}**", "order": f"all ({stats['runs']} runs)", **scores(pooled),
                      "interval": f"{rmse['low']:.2f} to {rmse['high']:.2f}"})
     columns = [("strategy", "strategy"), ("order", "order"), ("RMSE %", "RMSE %"),
                ("95 % interval", "interval"), ("RMSE BWT", "RMSE BWT"), ("R² ACC", "ACC"),

@@ -233,7 +233,7 @@ class Batch(NamedTuple):
 def split_table(batch: Any) -> tuple[Any, Parts | None]:
     """A batch as (its rows, its molecule table or None): every field but `parts` is indexed by
     reaction, so it can be split over devices, tiled or cut into single rows; the table is shared by
-    all rows and must stay whole (put it back with `batch._replace(parts=table)`)."""
+    all rows and must stay whole (`with_table` puts it back)."""
     table = getattr(batch, "parts", None)
     return (batch if table is None else batch._replace(parts=None)), table
 
