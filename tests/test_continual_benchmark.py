@@ -77,6 +77,17 @@ def test_replay_is_judged_against_the_converged_joint_in_yield_points():
     assert not near["met"] and near["replay_minus_joint"] == pytest.approx(0.6)
     rows["joint:epochs=auto"]["RMSE %"] = 11.7
     assert continual.targets(rows)["replay RMSE within 0.5 points of the converged joint"]["met"]
+    # A variant of replay is judged the same way under its own name; replay's own verdict stands.
+    rows["joint:epochs=auto"]["RMSE %"] = 11.0
+    rows["replay:weight=tasks:epochs=40"] = {**_row("replay:weight=tasks:epochs=40", 0.7, 0.1),
+                                             "RMSE %": 10.9, "RMSE BWT": 0.7}
+    targets = continual.targets(rows)
+    variant = "replay:weight=tasks:epochs=40 (variant)"
+    assert targets[f"{variant} RMSE within 0.5 points of the converged joint"]["met"]
+    assert targets[f"{variant} RMSE within 0.5 points of the converged joint"]["replay_minus_joint"] == \
+        pytest.approx(-0.1)
+    assert not targets[f"{variant} RMSE-BWT <= +0.5 points"]["met"]
+    assert not targets["replay RMSE within 0.5 points of the converged joint"]["met"]
 
 
 def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_forest():

@@ -209,6 +209,25 @@ def test_replay_settling_epochs_draw_both_batches_from_every_task_seen(tmp_path)
         build_strategy("replay:settle=-1")
 
 
+def test_replay_epochs_set_the_length_of_every_round_and_where_settling_begins(tmp_path):
+    _, setting = _setting(tmp_path, {"Br": 0.8, "I": 0.2, "Cl": 0.5}, epochs=3)
+    assert build_strategy("replay").round_epochs(setting, [0]) == 3
+    strategy = build_strategy("replay:epochs=5:settle=1")
+    assert strategy.spec == "replay:settle=1:epochs=5"
+    assert strategy.round_epochs(setting, [1]) == 5
+    state = strategy.end_round(setting, strategy.initial_state(setting), setting.initial, [0], 0)
+
+    def current_tasks(epoch):
+        return {int(t) for batch, _ in strategy.steps(setting, state, [1], 1, epoch)
+                for t in np.asarray(batch.task)[batch.weight > 0]}
+
+    # The run's 3 epochs would make epoch 2 the settling one; with 5, only epoch 4 settles.
+    assert current_tasks(2) == {1} and current_tasks(4) == {0, 1}
+    for bad in ("0", "many"):
+        with pytest.raises(InputError, match="epochs"):
+            build_strategy(f"replay:epochs={bad}")
+
+
 @pytest.mark.parametrize("name", ["replay", "agem"])
 def test_memory_batch_sets_the_size_of_every_remembered_batch(tmp_path, name):
     _, setting = _setting(tmp_path, {"Br": 0.8, "I": 0.2, "Cl": 0.5})

@@ -22,6 +22,11 @@ the same, as in joint training: loss = 2 (current + k remembered) / (1 + k). The
 keeps the total weight of the paper's sum (k = 1 is the paper's loss), so gradient clipping sees the
 same scale. `weight=W` (a number) fixes k = W.
 
+`replay:epochs=N` trains every round for N epochs instead of the run's (`--epochs`), so that one run
+can hold `replay` at the demo's length beside a longer one: balanced replay (`weight=tasks`) keeps
+improving with longer rounds where the run's other strategies would only cost more
+(docs/research-notes.md has the figures).
+
 `replay:settle=E` ends every round with E settling epochs: their steps draw *both* batches from every
 task seen so far (the memory and the current task alike), in the later, lower-lr part of the round's
 cosine schedule. The round still learns its task at full weight first, but its last updates see a balanced
@@ -104,9 +109,13 @@ class Replay(Rehearsal):
     memory_batch: int = 64
     weight: str = "1"
     settle: int = 0
+    epochs: str = "run"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.epochs != "run" and not (self.epochs.isdigit() and int(self.epochs) > 0):
+            raise InputError(f"{self.name}: epochs must be run or a positive number, got {self.epochs!r}",
+                             hint=f"e.g. `continual.strategies={self.name}:epochs=40`")
         if self.settle < 0:
             raise InputError(f"{self.name}: settle must be a number of epochs >= 0, got {self.settle}",
                              hint=f"e.g. `continual.strategies={self.name}:settle=3`")
@@ -120,9 +129,12 @@ class Replay(Rehearsal):
                                  f"{self.weight!r}",
                                  hint=f"e.g. `continual.strategies={self.name}:weight=tasks`")
 
+    def round_epochs(self, setting: Setting, tasks: Sequence[int]) -> int:
+        return setting.train.epochs if self.epochs == "run" else int(self.epochs)
+
     def steps(self, setting: Setting, state: StrategyState, tasks: Sequence[int], round_index: int,
               epoch: int) -> Steps:
-        if epoch < setting.train.epochs - self.settle:
+        if epoch < self.round_epochs(setting, tasks) - self.settle:
             yield from super().steps(setting, state, tasks, round_index, epoch)
             return
         # A settling epoch: as many steps as a plain one, both batches drawn from every task seen.
