@@ -1,15 +1,18 @@
 """How much replay has to remember: `replay` on the Suzuki–Miyaura stream for each memory size.
 
-    python benchmarks/memory_sweep.py [--memories 100,300,1000,all] [--seeds 0,1,2] [--out DIR]
-                                      [--resume] [-- OPTIONS]
+    python benchmarks/memory_sweep.py [--strategy SPEC] [--memories 100,300,1000,all] [--seeds 0,1,2]
+                                      [--out DIR] [--resume] [-- OPTIONS]
 
-For each memory (`reservoir:N`, at most N stored reactions, or `all`) and seed, runs `replay` with
-the command's defaults otherwise (the continual benchmark's machinery, one run directory each under
-`--out`; `--resume` continues them). Anything after `--` is passed to `mistral-cl continual`. Writes
-benchmarks/results/continual_memory_sweep.json (date, machine, commit, load; per memory the mean and
-sample sd over seeds of the final per-task RMSE, RMSE-BWT, per-task R² ACC and the wall and CPU
-seconds, and each seed's rows) and continual_memory_sweep.png: final RMSE and RMSE-BWT against the
-memory size, with the cumulative one-hot forest of `results/classical.json` (sorted order) as a line.
+For each memory (`reservoir:N`, at most N stored reactions, or `all`) and seed, runs the replay
+strategy `--strategy` (default `replay`; e.g. `replay:weight=tasks:epochs=40`) with the command's
+defaults otherwise (the continual benchmark's machinery, one run directory each under `--out`;
+`--resume` continues them). Anything after `--` is passed to `mistral-cl continual`. Writes
+benchmarks/results/continual_memory_sweep.json: per strategy and memory the mean and sample sd over
+seeds of the final per-task RMSE, RMSE-BWT, per-task R² ACC and the wall and CPU seconds, each seed's
+rows, and the date, commit and load of the sweep that ran it. A sweep replaces the rows of its own
+strategy and memories and keeps the others, so strategies swept on different days share one table.
+continual_memory_sweep.png plots the final RMSE and RMSE-BWT against the memory size, one line per
+strategy, with the cumulative one-hot forest of `results/classical.json` (sorted order) as a line.
 """
 
 from __future__ import annotations
@@ -59,21 +62,36 @@ def forest_bar() -> dict[str, float] | None:
     return None
 
 
+def strategy_of(row: dict[str, Any]) -> str:
+    return row.get("strategy", "replay")  # rows from before other strategies were swept
+
+
+def merged(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`old` rows with those of the same strategy and memory as a `new` row replaced by it, ordered by
+    strategy (as first seen) and then by memory size."""
+    fresh = {(strategy_of(r), r["memory"]) for r in new}
+    rows = [r for r in old if (strategy_of(r), r["memory"]) not in fresh] + new
+    order = list(dict.fromkeys(strategy_of(r) for r in rows))
+    return sorted(rows, key=lambda r: (order.index(strategy_of(r)), r["stored at most"]))
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     plt = _pyplot()
-    rows = result["rows"]
-    stored = [r["stored at most"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
-    for ax, key, label in ((axes[0], "RMSE %", "final per-task RMSE (yield points)"),
-                           (axes[1], "RMSE BWT", "RMSE-BWT (points; > 0: forgetting)")):
-        means = [r[key]["mean"] for r in rows]
-        sds = [r[key]["sd"] or 0.0 for r in rows]
-        ax.errorbar(stored, means, yerr=sds, marker="o", capsize=3, label="replay (mean ± sd over seeds)")
-        ax.set_xscale("log")
-        ax.set(xlabel="reactions stored at most", ylabel=label)
-        for x, r in zip(stored, rows, strict=True):
-            ax.annotate(r["memory"], (x, r[key]["mean"]), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points")
+    for strategy in dict.fromkeys(strategy_of(r) for r in result["rows"]):
+        rows = [r for r in result["rows"] if strategy_of(r) == strategy]
+        stored = [r["stored at most"] for r in rows]
+        for ax, key, label in ((axes[0], "RMSE %", "final per-task RMSE (yield points)"),
+                               (axes[1], "RMSE BWT", "RMSE-BWT (points; > 0: forgetting)")):
+            means = [r[key]["mean"] for r in rows]
+            sds = [r[key]["sd"] or 0.0 for r in rows]
+            ax.errorbar(stored, means, yerr=sds, marker="o", capsize=3,
+                        label=f"{strategy} (mean ± sd over seeds)")
+            ax.set_xscale("log")
+            ax.set(xlabel="reactions stored at most", ylabel=label)
+            for x, r in zip(stored, rows, strict=True):
+                ax.annotate(r["memory"], (x, r[key]["mean"]), fontsize=7, xytext=(4, 4),
+                            textcoords="offset points")
     bar = result.get("forest")
     if bar:
         axes[0].axhline(bar["mean"], color="grey", linestyle="--", label="cumulative one-hot forest")
@@ -87,6 +105,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategy", default="replay", help="the replay strategy to sweep (a spec)")
     parser.add_argument("--memories", default="100,300,1000,all")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default="runs/benchmark-memory-sweep", help="run directories")
@@ -101,28 +120,35 @@ def main(argv: list[str] | None = None) -> int:
     with LoadSampler() as load:
         for memory in memories:
             spec = memory_spec(memory)
-            run = argparse.Namespace(strategies="replay", resume=args.resume, match_joint=None,
+            run = argparse.Namespace(strategies=args.strategy, resume=args.resume, match_joint=None,
                                      options=[*args.options, "--memory", spec])
             per_seed, stored = {}, None
+            # `replay`'s directories keep their first names (memory-N) so that earlier sweeps resume.
+            prefix = "" if args.strategy == "replay" else args.strategy.replace(":", "_") + "-"
             for seed in seeds:
-                run_dir = seed_directory(Path(args.out) / f"memory-{memory}", seed)
+                run_dir = seed_directory(Path(args.out) / f"{prefix}memory-{memory}", seed)
                 seed_rows, config = run_seed(run, run_dir, seed)
                 per_seed[str(seed)] = seed_rows[0]
                 stream = json.loads((run_dir / "stream.json").read_text())
                 # `all` ends up holding every task's training reactions.
                 stored = int(memory) if memory != "all" else sum(t["train"] for t in stream["tasks"])
-            row = {"memory": spec, "stored at most": stored, **summarise(list(per_seed.values())),
-                   "per_seed": per_seed}
+            row = {"strategy": args.strategy, "memory": spec, "stored at most": stored,
+                   **summarise(list(per_seed.values())), "per_seed": per_seed,
+                   "date": started, "git_commit": commit}
             rows.append(row)
             print(f"{spec}: RMSE {row['RMSE %']['mean']:.2f} ± {row['RMSE %']['sd'] or 0:.2f}, "
                   f"RMSE-BWT {row['RMSE BWT']['mean']:+.2f}, ACC {row['ACC']['mean']:.3f}", flush=True)
+    for row in rows:
+        row["load_average_1min"] = load.summary()
+    path = RESULTS / "continual_memory_sweep.json"
+    previous = json.loads(path.read_text()) if path.exists() else {"rows": []}
     result = {
         "benchmark": "replay's memory size against its final error on the Suzuki-Miyaura stream",
         "date": started, "git_commit": commit, "machine": machine(), "load_average_1min": load.summary(),
-        "settings": {"command": "mistral-cl continual --strategies replay --memory M --seed N "
+        "settings": {"command": "mistral-cl continual --strategies S --memory M --seed N "
                                 + " ".join(args.options), "seeds": seeds,
                      "head": config.head.__dict__, "train": config.train.__dict__},
-        "rows": rows,
+        "rows": merged(previous["rows"], rows),
         "forest": forest_bar(),
     }
     RESULTS.mkdir(exist_ok=True)

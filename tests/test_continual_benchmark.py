@@ -106,8 +106,20 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
                            "seeds": [0, 1, 2]},
               "rows": rows, "forest": {"mean": 11.16, "sd": 0.26}}
     text = readme.memory_sweep_section(result)
-    assert "| `reservoir:100` | 100 | 12.00 ± 1.00 |" in text
-    assert "ends below it on the mean with memory `all`." in text
+    assert "| `replay` | `reservoir:100` | 100 | 12.00 ± 1.00 |" in text
+    assert "`replay` ends below it on the mean with memory `all`." in text
+    assert "the best such row, `replay` with `reservoir:100`, ends at 12.00 ± 1.00: missed." in text
+
+    # A sweep of another strategy replaces only its own rows, and rows keep strategy then memory order.
+    variant = {"strategy": "replay:weight=tasks", "memory": "reservoir:100", "stored at most": 100,
+               **memory_sweep.summarise([{**s, "RMSE %": 10.0} for s in seeds])}
+    rows = memory_sweep.merged(rows, [variant])
+    assert [(memory_sweep.strategy_of(r), r["memory"]) for r in rows] == [
+        ("replay", "reservoir:100"), ("replay", "all"), ("replay:weight=tasks", "reservoir:100")]
+    again = memory_sweep.merged(rows, [{**rows[1], "RMSE %": {"mean": 9.0, "sd": None}}])
+    assert len(again) == 3 and again[1]["RMSE %"]["mean"] == 9.0
+    text = readme.memory_sweep_section({**result, "rows": rows})
+    assert "`replay:weight=tasks` with `reservoir:100`, ends at 10.00: met." in text
 
 
 def memory_spec_pairs():
@@ -221,3 +233,20 @@ def test_the_orders_summary_pools_every_order_and_seed_and_sets_the_forest_of_ea
     text = readme.continual_orders_section({**summary, "date": "2026-12-06", "git_commit": "abc",
                                             "machine": "test", "sources": sources})
     assert "| **replay** | all (4 runs) | 12.00 ± 0.82 |" in text
+    assert "converged" not in text  # no joint:epochs=auto run to judge by
+
+    # The converged joint of the sorted order is every order's reference; a strategy missing from an
+    # order is left out of the pooled rows.
+    results["sorted"]["per_seed"]["0"].append({"strategy": "joint:epochs=auto", "RMSE %": 11.4, "ACC": 0.7})
+    results["sorted"]["per_seed"]["1"].append({"strategy": "joint:epochs=auto", "RMSE %": 11.6, "ACC": 0.7})
+    results["seed"]["per_seed"]["0"].append({"strategy": "replay:weight=tasks:epochs=40", "RMSE %": 11.0,
+                                             "RMSE BWT": 0.0, "ACC": 0.7})
+    summary = continual_orders.summarise(results, classical)
+    assert summary["reference"]["RMSE %"]["mean"] == pytest.approx(11.5) and summary["reference"]["runs"] == 2
+    assert set(summary["strategies"]) == {"naive", "replay"}
+    assert summary["strategies"]["replay"]["minus_converged_joint"] == pytest.approx(0.5)
+    assert summary["strategies"]["replay"]["within_half_a_point"]
+    assert "minus_converged_joint" not in summary["strategies"]["naive"]
+    text = readme.continual_orders_section({**summary, "date": "2026-12-06", "git_commit": "abc",
+                                            "machine": "test", "sources": sources})
+    assert "ends at RMSE 11.50 ± 0.14. The pooled replay rows against it: `replay` +0.50 points (within" in text
