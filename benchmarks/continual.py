@@ -247,6 +247,16 @@ def recollect(out: Path, seeds: list[int | None], path: Path) -> int:
     return 0
 
 
+def option_value(options: list[str], name: str) -> str | None:
+    """The value given to `name` in `mistral-cl continual` options (`--name V` or `--name=V`), if any."""
+    for i, option in enumerate(options):
+        if option == name and i + 1 < len(options):
+            return options[i + 1]
+        if option.startswith(name + "="):
+            return option.split("=", 1)[1]
+    return None
+
+
 def reactions_of(run_dir: Path, spec: str) -> int:
     """The reactions processed by the finished strategy `spec` of the run in `run_dir`: the budget of a
     compute-matched `joint`."""
@@ -307,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                      "continual": {**dataclasses.asdict(first.continual),
                                    "test_fraction": first.test_fraction},
                      "tasks": json.loads((run_dir / runner.STREAM_FILE).read_text())["arrivals"][-1],
+                     "task_order": option_value(args.options, "--task-order") or "sorted",
+                     "split": first.split,
                      "command": command.strip() + ("" if seeds[0] is None else " --seed N"),
                      "seeds": list(per_seed)},
         "rows": rows,

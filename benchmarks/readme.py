@@ -338,10 +338,15 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
     data = settings.get("data", "suzuki")
     stream = {"suzuki": "The 15 Suzuki–Miyaura reactant-pair tasks",
               "buchwald": "The 15 Buchwald–Hartwig aryl-halide tasks"}.get(data, f"The tasks of `{data}`")
+    order = settings.get("task_order", "sorted")
+    order = {"sorted": "sorted order", "seed": "the seed paper's order (`--task-order seed`)"}.get(
+        order, f"the order `{order}`")
+    split = ("held out by one 70/30 split of all reactions, then grouped by task (`--split global`)"
+             if settings.get("split") == "global" else "each split 70/30")
     return "\n\n".join([
         title,
         _meta(result),
-        f"{stream} in sorted order, each split 70/30, learned one after "
+        f"{stream} in {order}, {split}, learned one after "
         f"another by the `{settings['model']}` model in `{settings['mode']}` mode (MHAR head "
         f"{_head_words(settings.get('head', {}))}, {train['epochs']} epochs "
         f"per task, batch {train['batch_size']}, peak lr {train['learning_rate']:g}, replay memory "
@@ -752,6 +757,7 @@ SECTIONS: dict[str, Callable[[Any], str]] = {
     "continual_orders": continual_orders_section,
     "continual_buchwald": functools.partial(continual_section, name="continual_buchwald"),
     "continual_chem_small": functools.partial(continual_section, name="continual_chem_small"),
+    "continual_seed_recipe": functools.partial(continual_section, name="continual_seed_recipe"),
     "classical": classical_section,
     "throughput": throughput_section,
     "memory": memory_section,

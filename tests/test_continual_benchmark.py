@@ -166,6 +166,17 @@ def test_a_variant_section_is_named_by_its_results_file_and_says_how_its_head_po
     assert "pooling each molecule on its own" in text
     assert "pooling each molecule" not in readme.continual_section(
         {**result, "settings": {**result["settings"], "head": {"feature_layer": 0}}})
+    assert "tasks in sorted order, each split 70/30," in text  # files from before these were recorded
+    seed = readme.continual_section({**result, "settings": {**result["settings"], "task_order": "seed",
+                                                            "split": "global"}})
+    assert ("tasks in the seed paper's order (`--task-order seed`), held out by one 70/30 split of all "
+            "reactions, then grouped by task (`--split global`)," in seed)
+
+
+def test_the_benchmark_reads_the_task_order_from_the_command_options():
+    assert continual.option_value(["--recipe", "seed", "--task-order", "seed"], "--task-order") == "seed"
+    assert continual.option_value(["--task-order=random:1"], "--task-order") == "random:1"
+    assert continual.option_value(["--recipe", "seed"], "--task-order") is None
 
 
 def test_resuming_with_more_strategies_adds_them_to_the_run_and_keeps_its_settings(tmp_path):
