@@ -138,6 +138,8 @@ def collect(run_dir: Path) -> list[dict[str, Any]]:
         directory = runner.strategy_directory(run_dir, strategy)
         summary = json.loads((directory / "summary.json").read_text())
         timing = json.loads((directory / "timing.json").read_text())
+        rounds = json.loads((directory / "rounds.json").read_text()) if (directory / "rounds.json").exists() else []
+        lm_loss = rounds[-1].get("lm_loss") if rounds else None
         rows.append({
             "strategy": strategy.spec, "ACC": summary["r2_acc"], "BWT": summary.get("r2_bwt"),
             "FWT": summary.get("r2_fwt"), "forgetting": summary.get("r2_forgetting"),
@@ -147,6 +149,7 @@ def collect(run_dir: Path) -> list[dict[str, Any]]:
             "epochs chosen": (summary.get("epochs_chosen") or [None])[-1],
             "wall s": round(timing["seconds"], 1), "CPU s": round(timing.get("cpu_seconds", float("nan")), 1),
             "task-aware": strategy.task_aware, "stores reactions": strategy.stores_data,
+            **({"LM loss": lm_loss} if lm_loss is not None else {}),
         })
     return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
             for row in rows]
@@ -228,6 +231,16 @@ def seed_directory(out: Path, seed: int | None) -> Path:
     return out if seed is None else out / f"seed-{seed}"
 
 
+def record_retention(result: dict[str, Any], run_dir: Path, name: str) -> None:
+    """For a run that fine-tunes pretrained weights (`--mode lora/full`): what its retention was
+    measured on, and the pretrained model's loss, into `result`; its plot beside the results."""
+    retention = run_dir / "retention.json"
+    if retention.exists():
+        kept = json.loads(retention.read_text())
+        result["retention"] = {key: kept[key] for key in ("texts", "source", "pretrained_lm_loss")}
+        shutil.copyfile(run_dir / "retention.png", RESULTS / f"{name}_retention.png")
+
+
 def recollect(out: Path, seeds: list[int | None], path: Path) -> int:
     """`--recollect`: the rows, per-seed rows and targets of `path` rebuilt from the finished runs."""
     result = json.loads(path.read_text())
@@ -238,6 +251,7 @@ def recollect(out: Path, seeds: list[int | None], path: Path) -> int:
                          f"{[r['strategy'] for r in result['rows']]}")
     result.update(rows=rows, targets=targets({r["strategy"]: r for r in rows}))
     result["settings"]["data"] = load_run_config(seed_directory(out, seeds[0])).data.source
+    record_retention(result, seed_directory(out, seeds[0]), path.stem)
     if len(per_seed) > 1:
         result.update(per_seed={str(s): r for s, r in per_seed.items()},
                       targets_per_seed={str(s): targets({x["strategy"]: x for x in r})
@@ -329,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                               for seed, seed_rows in per_seed.items()} if len(per_seed) > 1 else None),
     }
     RESULTS.mkdir(exist_ok=True)
+    record_retention(result, run_dir, args.results)
     (RESULTS / f"{args.results}.json").write_text(json.dumps(result, indent=2) + "\n")
     for row in per_seed[first.train.seed]:  # the heatmaps of the first seed
         strategy = build_strategy(row["strategy"])

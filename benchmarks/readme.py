@@ -326,7 +326,7 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
     targets = [dict(target=name, **{k: v for k, v in t.items()}) for name, t in result["targets"].items()]
     for t in targets:
         t["figures"] = ", ".join(f"{k} {_cell(v)}" for k, v in t.items() if k not in ("target", "met"))
-    rows = [{**row, **{k: _score(row, k) for k in ("ACC", "BWT", "FWT", "forgetting", "pooled R²")},
+    rows = [{**row, **{k: _score(row, k) for k in ("ACC", "BWT", "FWT", "forgetting", "pooled R²", "LM loss")},
              **{k: _points(row, k) for k in ("RMSE %", "RMSE BWT", "RMSE forgetting", "MAE %")},
              **{k: "yes" if row.get(k) else "no" for k in ("task-aware", "stores reactions")},
              "reactions": None if row.get("reactions") is None else f"{row['reactions']:,.0f}"}
@@ -363,18 +363,32 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
         *_seed_notes(result),
         *([result["notes"]] if result.get("notes") else []),
         *_forest_line(result, data),
+        *_retention_words(result),
         _table(rows, [("strategy", "strategy"), ("ACC", "ACC"), ("BWT", "BWT"), ("FWT", "FWT"),
                                 ("forgetting", "forgetting"), ("RMSE %", "RMSE %"), ("RMSE BWT", "RMSE BWT"),
                                 ("RMSE forgetting", "RMSE forgetting"), ("MAE %", "MAE %"),
                                 ("pooled R²", "pooled R²"),
                                 ("reactions", "reactions"), ("wall s", "wall s"), ("CPU s", "CPU s"),
                                 ("task-aware", "task-aware"),
-                                ("stores reactions", "stores reactions")]),
+                                ("stores reactions", "stores reactions"),
+                                *([("LM loss", "LM loss")] if result.get("retention") else [])]),
+        *([f"![retention](results/{name}_retention.png)"] if result.get("retention") else []),
         "Targets:",
         _table(targets, [("target", "target"), ("met", "met"), ("figures", "figures")]),
         "R² heatmaps (row: after learning that task; column: the task scored):",
         "\n".join(images),
     ])
+
+
+def _retention_words(result: dict[str, Any]) -> list[str]:
+    """For a run that fine-tunes pretrained weights: what its LM loss column measures."""
+    kept = result.get("retention")
+    if not kept:
+        return []
+    return [f"LM loss: knowledge retention, the fine-tuned backbone's next-token loss (nats per predicted "
+            f"token, through the pretrained output layer) on {kept['texts']} held-out texts "
+            f"(`{kept['source']}`) after the last round; the pretrained model scores "
+            f"{kept['pretrained_lm_loss']:.3f}. The plot gives it after every round."]
 
 
 def _forest_line(result: dict[str, Any], data: str) -> list[str]:
@@ -758,6 +772,7 @@ SECTIONS: dict[str, Callable[[Any], str]] = {
     "continual_buchwald": functools.partial(continual_section, name="continual_buchwald"),
     "continual_chem_small": functools.partial(continual_section, name="continual_chem_small"),
     "continual_seed_recipe": functools.partial(continual_section, name="continual_seed_recipe"),
+    "continual_chem_small_lora": functools.partial(continual_section, name="continual_chem_small_lora"),
     "classical": classical_section,
     "throughput": throughput_section,
     "memory": memory_section,

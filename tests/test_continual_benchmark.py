@@ -173,6 +173,22 @@ def test_a_variant_section_is_named_by_its_results_file_and_says_how_its_head_po
             "reactions, then grouped by task (`--split global`)," in seed)
 
 
+def test_a_run_that_measures_retention_shows_its_lm_loss_column_and_plot():
+    rows = [{**row, "LM loss": 1.25 + i} for i, row in enumerate(continual.mean_rows({0: PER_SEED[0]}))]
+    result = {"date": "2026-12-06", "git_commit": "abc", "machine": "test",
+              "settings": {"model": "weights chem-small (shipped)", "mode": "lora", "seeds": [0],
+                           "train": {"epochs": 10, "batch_size": 16, "learning_rate": 1e-3},
+                           "continual": {"memory": "all"}, "command": "mistral-cl continual --mode lora"},
+              "rows": rows, "targets": {},
+              "retention": {"texts": 1000, "source": "heldout.txt", "pretrained_lm_loss": 0.8437}}
+    text = readme.continual_section(result, name="continual_chem_small_lora")
+    assert "| LM loss |" in text and "| 1.250 |" in text
+    assert "on 1000 held-out texts (`heldout.txt`) after the last round; the pretrained model scores 0.844" in text
+    assert "(results/continual_chem_small_lora_retention.png)" in text
+    del result["retention"]
+    assert "LM loss" not in readme.continual_section(result)
+
+
 def test_the_benchmark_reads_the_task_order_from_the_command_options():
     assert continual.option_value(["--recipe", "seed", "--task-order", "seed"], "--task-order") == "seed"
     assert continual.option_value(["--task-order=random:1"], "--task-order") == "random:1"
