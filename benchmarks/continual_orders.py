@@ -90,7 +90,9 @@ def main() -> int:
     summary.update(
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         sources={order: {"file": f"{ORDERS[order]}.json", "date": r["date"], "git_commit": r["git_commit"],
-                         "load_average_1min": r.get("load_average_1min")} for order, r in results.items()},
+                         "load_average_1min": r.get("load_average_1min"),
+                         **({"notes": r["notes"]} if r.get("notes") else {})}
+                 for order, r in results.items()},
         machine=results["sorted"]["machine"], git_commit=results["seed"]["git_commit"],
         load_average_1min=results["seed"].get("load_average_1min"),
         settings={"model": results["sorted"]["settings"].get("model"),

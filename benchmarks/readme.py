@@ -756,6 +756,8 @@ def continual_orders_section(result: dict[str, Any]) -> str:
         "per-task RMSE and RMSE-BWT in yield points, mean ± sd over seeds; the bold rows pool every "
         "order and seed, with the 95 % t-interval of the mean. The forest columns are the cumulative "
         f"forests of the same order (`results/classical.json`). Sources: {sources}.",
+        *[f"`{order}`: {source['notes']}" for order, source in result["sources"].items()
+          if source.get("notes") and order != "sorted"],
         _table(rows, columns),
         *verdict,
     ])
