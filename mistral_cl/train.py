@@ -78,9 +78,27 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
     if config.optimizer == "adamw":
         update = optax.adamw(schedule, weight_decay=config.weight_decay)
     else:
-        update = optax.adafactor(schedule, weight_decay_rate=config.weight_decay or None)
+        update = adafactor(schedule, config.weight_decay)
     parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
     return optax.chain(*parts, update)
+
+
+def adafactor(schedule: optax.ScalarOrSchedule, weight_decay: float) -> optax.GradientTransformation:
+    """Adafactor with optax's defaults (factored second moments, update clipping at block RMS 1, steps
+    relative to each parameter's RMS), its weight decay applied through the learning rate as AdamW
+    applies it: a step shrinks the weights by lr * weight_decay.
+
+    `optax.adafactor(weight_decay_rate=...)` adds the decay after the learning rate, so the same 0.01
+    would shrink every weight by 1 % a step whatever the rate: a thousand times AdamW's decay at lr
+    1e-3, enough to hold a whole continual run at its initial predictions.
+    """
+    return optax.chain(
+        optax.scale_by_factored_rms(),
+        optax.clip_by_block_rms(1.0),
+        optax.scale_by_param_block_rms(),
+        *([optax.add_decayed_weights(weight_decay)] if weight_decay else []),
+        optax.scale_by_learning_rate(schedule),
+    )
 
 
 def learning_rate_schedule(config: TrainConfig, total_steps: int) -> optax.Schedule:

@@ -86,3 +86,33 @@ def test_fit_with_ema_returns_the_moving_average_of_the_weights(few_suzuki_react
 def test_ema_decay_must_lie_between_zero_and_one():
     with pytest.raises(InputError, match="EMA decay"):
         TrainConfig(ema=1.0)
+
+
+@pytest.mark.parametrize("kind", ["adamw", "adafactor"])
+def test_weight_decay_shrinks_a_weight_by_lr_times_the_decay_with_either_optimizer(kind):
+    # With no gradient, a step is the decay alone: lr * weight_decay of each weight, as AdamW
+    # defines it. (optax.adafactor's own `weight_decay_rate` would shrink it by 1 % at any rate.)
+    import jax.numpy as jnp
+
+    from mistral_cl.train import make_optimizer
+
+    config = TrainConfig(learning_rate=1e-3, weight_decay=0.01, optimizer=kind, schedule="constant")
+    params = {"w": jnp.full((256, 256), 2.0), "b": jnp.full((8,), -1.0)}
+    optimizer = make_optimizer(config, total_steps=10)
+    updates, _ = optimizer.update(jax.tree.map(jnp.zeros_like, params), optimizer.init(params), params)
+    for name, value in params.items():
+        np.testing.assert_allclose(updates[name], -1e-5 * value, rtol=1e-5)
+
+
+def test_adafactor_takes_steps_relative_to_each_weights_scale():
+    import jax.numpy as jnp
+
+    from mistral_cl.train import make_optimizer
+
+    config = TrainConfig(learning_rate=1e-2, weight_decay=0.0, optimizer="adafactor", schedule="constant")
+    optimizer = make_optimizer(config, total_steps=10)
+    gradient = jnp.ones((4, 4))
+    for scale in (1.0, 10.0):
+        params = {"w": jnp.full((4, 4), scale)}
+        updates, _ = optimizer.update({"w": gradient}, optimizer.init(params), params)
+        np.testing.assert_allclose(updates["w"], -1e-2 * scale, rtol=1e-4)
