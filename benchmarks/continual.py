@@ -238,6 +238,9 @@ def record_retention(result: dict[str, Any], run_dir: Path, name: str) -> None:
     if retention.exists():
         kept = json.loads(retention.read_text())
         result["retention"] = {key: kept[key] for key in ("texts", "source", "pretrained_lm_loss")}
+        parts = Path(kept["source"]).parts  # the package's own held-out texts, named without the checkout
+        if "mistral_cl" in parts:
+            result["retention"]["source"] = "/".join(parts[parts.index("mistral_cl"):])
         shutil.copyfile(run_dir / "retention.png", RESULTS / f"{name}_retention.png")
 
 
