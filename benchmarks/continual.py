@@ -138,7 +138,8 @@ def collect(run_dir: Path) -> list[dict[str, Any]]:
         directory = runner.strategy_directory(run_dir, strategy)
         summary = json.loads((directory / "summary.json").read_text())
         timing = json.loads((directory / "timing.json").read_text())
-        rounds = json.loads((directory / "rounds.json").read_text()) if (directory / "rounds.json").exists() else []
+        rounds_file = directory / "rounds.json"
+        rounds = json.loads(rounds_file.read_text()) if rounds_file.exists() else []
         lm_loss = rounds[-1].get("lm_loss") if rounds else None
         rows.append({
             "strategy": strategy.spec, "ACC": summary["r2_acc"], "BWT": summary.get("r2_bwt"),

@@ -326,7 +326,8 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
     targets = [dict(target=name, **{k: v for k, v in t.items()}) for name, t in result["targets"].items()]
     for t in targets:
         t["figures"] = ", ".join(f"{k} {_cell(v)}" for k, v in t.items() if k not in ("target", "met"))
-    rows = [{**row, **{k: _score(row, k) for k in ("ACC", "BWT", "FWT", "forgetting", "pooled R²", "LM loss")},
+    scores = ("ACC", "BWT", "FWT", "forgetting", "pooled R²", "LM loss")
+    rows = [{**row, **{k: _score(row, k) for k in scores},
              **{k: _points(row, k) for k in ("RMSE %", "RMSE BWT", "RMSE forgetting", "MAE %")},
              **{k: "yes" if row.get(k) else "no" for k in ("task-aware", "stores reactions")},
              "reactions": None if row.get("reactions") is None else f"{row['reactions']:,.0f}"}
@@ -673,10 +674,12 @@ def memory_sweep_section(result: dict[str, Any]) -> str:
     def strategy(row: dict[str, Any]) -> str:
         return row.get("strategy", "replay")
 
-    rows = [{"strategy": f"`{strategy(r)}`", "memory": f"`{r['memory']}`", "stored": f"{r['stored at most']:,}",
+    rows = [{"strategy": f"`{strategy(r)}`", "memory": f"`{r['memory']}`",
+             "stored": f"{r['stored at most']:,}",
              **{key: _stat(r, key, 2) for key in ("RMSE %", "RMSE BWT")}, "ACC": _stat(r, "ACC", 3),
              **{key: _stat(r, key, 0) for key in ("wall s", "CPU s")},
-             "run": f"{r.get('date', result['date'])[:10]}, `{r.get('git_commit', result['git_commit'])[:7]}`"}
+             "run": (f"{r.get('date', result['date'])[:10]}, "
+                     f"`{r.get('git_commit', result['git_commit'])[:7]}`")}
             for r in result["rows"]]
     bar = result.get("forest")
     verdict = []
@@ -761,7 +764,8 @@ def continual_orders_section(result: dict[str, Any]) -> str:
         "## Task orders (`benchmarks/continual_orders.py`)",
         _meta(result),
         "`naive` and `replay` (the demo's settings), and where recorded `replay:weight=tasks:epochs=40` "
-        "(every task seen weighing the same, 40-epoch rounds), in four orders of the 15 Suzuki–Miyaura tasks: "
+        "(every task seen weighing the same, 40-epoch rounds), in four orders of the 15 Suzuki–Miyaura "
+        "tasks: "
         "`sorted`, `seed` (the seed paper's order) and two random orders, seeds 0-2 each. Final "
         "per-task RMSE and RMSE-BWT in yield points, mean ± sd over seeds; the bold rows pool every "
         "order and seed, with the 95 % t-interval of the mean. The forest columns are the cumulative "

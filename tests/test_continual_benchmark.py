@@ -183,7 +183,8 @@ def test_a_run_that_measures_retention_shows_its_lm_loss_column_and_plot():
               "retention": {"texts": 1000, "source": "heldout.txt", "pretrained_lm_loss": 0.8437}}
     text = readme.continual_section(result, name="continual_chem_small_lora")
     assert "| LM loss |" in text and "| 1.250 |" in text
-    assert "on 1000 held-out texts (`heldout.txt`) after the last round; the pretrained model scores 0.844" in text
+    assert ("on 1000 held-out texts (`heldout.txt`) after the last round; the pretrained model scores "
+            "0.844") in text
     assert "(results/continual_chem_small_lora_retention.png)" in text
     del result["retention"]
     assert "LM loss" not in readme.continual_section(result)
@@ -276,10 +277,12 @@ def test_the_orders_summary_pools_every_order_and_seed_and_sets_the_forest_of_ea
     assert "minus_converged_joint" not in summary["strategies"]["naive"]
     text = readme.continual_orders_section({**summary, "date": "2026-12-06", "git_commit": "abc",
                                             "machine": "test", "sources": sources})
-    assert "ends at RMSE 11.50 ± 0.14. The pooled replay rows against it: `replay` +0.50 points (within" in text
+    assert ("ends at RMSE 11.50 ± 0.14. The pooled replay rows against it: `replay` +0.50 points "
+            "(within") in text
 
 
-def test_the_bar_verdict_names_the_best_continual_row_and_the_best_row_storing_at_most_1000(tmp_path, monkeypatch):
+def test_the_bar_verdict_names_the_best_continual_row_and_the_best_storing_at_most_1000(tmp_path,
+                                                                                        monkeypatch):
     import json
 
     monkeypatch.setattr(readme, "RESULTS", tmp_path)
@@ -294,15 +297,19 @@ def test_the_bar_verdict_names_the_best_continual_row_and_the_best_row_storing_a
     classical = {"settings": {"seeds": [0, 1, 2]}, "rows": [bar]}
     rows = [{"strategy": "replay:weight=tasks:epochs=40", "RMSE %": 10.5, "RMSE % sd": 0.4, "ACC": 0.7,
              "wall s": 400.0, "CPU s": 380.0, "task-aware": False},
-            {"strategy": "adapters", "RMSE %": 9.0, "ACC": 0.8, "wall s": 40.0, "CPU s": 40.0, "task-aware": True}]
+            {"strategy": "adapters", "RMSE %": 9.0, "ACC": 0.8, "wall s": 40.0, "CPU s": 40.0,
+             "task-aware": True}]
     (tmp_path / "continual.json").write_text(json.dumps({"rows": rows, "settings": {
         "continual": {"memory": "all"}, "head": {"pool": "molecules", "context": "molecule"}}}))
     sweep = {"rows": [{"strategy": "replay", "memory": "reservoir:1000", "stored at most": 1000,
                        "RMSE %": {"mean": 13.4, "sd": 0.5}},
-                      {"strategy": "replay", "memory": "all", "stored at most": 4035, "RMSE %": {"mean": 10.0, "sd": 0.5}}]}
+                      {"strategy": "replay", "memory": "all", "stored at most": 4035,
+                       "RMSE %": {"mean": 10.0, "sd": 0.5}}]}
     (tmp_path / "continual_memory_sweep.json").write_text(json.dumps(sweep))
     text = " ".join(readme._classical_verdict(classical))
-    assert "`replay:weight=tasks:epochs=40` (MHAR head encoding each molecule on its own, replay memory `all`" in text
-    assert "ends at 10.50 ± 0.40 points (per-task R² ACC 0.700) in 400 s (380 CPU s): it **beats** the forest" in text
-    assert ("The best such row (`results/continual_memory_sweep.json`), `replay` with memory `reservoir:1000`, "
-            "ends at 13.40 ± 0.50 points: it **does not beat** the forest.") in text
+    assert ("`replay:weight=tasks:epochs=40` (MHAR head encoding each molecule on its own, replay memory "
+            "`all`") in text
+    assert ("ends at 10.50 ± 0.40 points (per-task R² ACC 0.700) in 400 s (380 CPU s): it **beats** the "
+            "forest") in text
+    assert ("The best such row (`results/continual_memory_sweep.json`), `replay` with memory "
+            "`reservoir:1000`, ends at 13.40 ± 0.50 points: it **does not beat** the forest.") in text
