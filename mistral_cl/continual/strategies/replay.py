@@ -23,9 +23,8 @@ keeps the total weight of the paper's sum (k = 1 is the paper's loss), so gradie
 same scale. `weight=W` (a number) fixes k = W.
 
 `replay:epochs=N` trains every round for N epochs instead of the run's (`--epochs`), so that one run
-can hold `replay` at the demo's length beside a longer one: balanced replay (`weight=tasks`) keeps
-improving with longer rounds where the run's other strategies would only cost more
-(docs/research-notes.md has the figures).
+can hold `replay` at the demo's length beside a longer one, such as the benchmark's
+`replay:weight=tasks:epochs=40` (docs/research-notes.md has the figures).
 
 `replay:settle=E` ends every round with E settling epochs: their steps draw *both* batches from every
 task seen so far (the memory and the current task alike), in the later, lower-lr part of the round's
