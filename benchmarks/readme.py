@@ -754,10 +754,10 @@ def continual_orders_section(result: dict[str, Any]) -> str:
             f"({'within' if stats['within_half_a_point'] else 'not within'} half a point)"
             for name, stats in result["strategies"].items() if "minus_converged_joint" in stats)
         verdict.append(
-            f"The converged joint (`{reference['strategy']}`, {reference['runs']} runs of the "
-            f"`{reference['order']}` order: it learns every task at once, and every order splits each task "
-            f"the same way) ends at RMSE {_stat(reference, 'RMSE %', 2)}. The pooled replay rows against "
-            f"it: {gaps}.")
+            f"The converged joint (`{reference['strategy']}`, {reference['runs']} runs in the orders "
+            f"{', '.join(f'`{o}`' for o in reference['orders'])}: it learns every task at once, and every "
+            f"order splits each task the same way, so these serve every order) ends at RMSE "
+            f"{_stat(reference, 'RMSE %', 2)}. The pooled replay rows against it: {gaps}.")
     sources = ", ".join(f"`{order}` {source['file']} (commit `{source['git_commit'][:10]}`)"
                         for order, source in result["sources"].items())
     return "\n\n".join([

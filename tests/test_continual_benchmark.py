@@ -263,14 +263,15 @@ def test_the_orders_summary_pools_every_order_and_seed_and_sets_the_forest_of_ea
     assert "| **replay** | all (4 runs) | 12.00 ± 0.82 |" in text
     assert "converged" not in text  # no joint:epochs=auto run to judge by
 
-    # The converged joint of the sorted order is every order's reference; a strategy missing from an
-    # order is left out of the pooled rows.
+    # The converged joint's runs, in whichever orders have them, are every order's reference; a strategy
+    # missing from an order is left out of the pooled rows.
     results["sorted"]["per_seed"]["0"].append({"strategy": "joint:epochs=auto", "RMSE %": 11.4, "ACC": 0.7})
     results["sorted"]["per_seed"]["1"].append({"strategy": "joint:epochs=auto", "RMSE %": 11.6, "ACC": 0.7})
     results["seed"]["per_seed"]["0"].append({"strategy": "replay:weight=tasks:epochs=40", "RMSE %": 11.0,
                                              "RMSE BWT": 0.0, "ACC": 0.7})
     summary = continual_orders.summarise(results, classical)
     assert summary["reference"]["RMSE %"]["mean"] == pytest.approx(11.5) and summary["reference"]["runs"] == 2
+    assert summary["reference"]["orders"] == ["sorted"]
     assert set(summary["strategies"]) == {"naive", "replay"}
     assert summary["strategies"]["replay"]["minus_converged_joint"] == pytest.approx(0.5)
     assert summary["strategies"]["replay"]["within_half_a_point"]
@@ -279,6 +280,10 @@ def test_the_orders_summary_pools_every_order_and_seed_and_sets_the_forest_of_ea
                                             "machine": "test", "sources": sources})
     assert ("ends at RMSE 11.50 ± 0.14. The pooled replay rows against it: `replay` +0.50 points "
             "(within") in text
+    results["seed"]["per_seed"]["1"].append({"strategy": "joint:epochs=auto", "RMSE %": 11.2, "ACC": 0.7})
+    reference = continual_orders.summarise(results, classical)["reference"]
+    assert reference["orders"] == ["sorted", "seed"] and reference["runs"] == 3
+    assert reference["RMSE %"]["mean"] == pytest.approx(11.4)
 
 
 def test_the_bar_verdict_names_the_best_continual_row_and_the_best_storing_at_most_1000(tmp_path,
