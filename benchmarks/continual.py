@@ -93,9 +93,9 @@ def targets(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out["naive BWT <= -0.10"] = {"met": rows["naive"]["BWT"] <= -0.10, "naive_BWT": rows["naive"]["BWT"]}
     # The issue's targets are on `replay` itself; its variants (`replay:settle=5`) are judged the same
     # way for comparison, each named as a variant.
-    replays = [s for s in rows if s.split(":")[0] == "replay"] if "joint" in rows else []
-    for spec in replays:
-        name = "replay" if spec == "replay" else f"{spec} (variant)"
+    replays = {spec: "replay" if spec == "replay" else f"{spec} (variant)"
+               for spec in rows if spec.split(":")[0] == "replay"}
+    for spec, name in replays.items() if "joint" in rows else ():
         gap = rows["joint"]["ACC"] - rows[spec]["ACC"]
         out[f"{name} ACC within 0.03 of joint"] = {"met": gap <= 0.03, "joint_minus_replay": gap}
         bwt = rows[spec]["BWT"]
@@ -110,8 +110,7 @@ def targets(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         out["naive RMSE-BWT >= +5 points"] = {"met": rows["naive"]["RMSE BWT"] >= 5,
                                               "naive_RMSE_BWT": rows["naive"]["RMSE BWT"]}
         converged = rows.get("joint:epochs=auto", {}).get("RMSE %")
-        for spec in (s for s in rows if s.split(":")[0] == "replay"):
-            name = "replay" if spec == "replay" else f"{spec} (variant)"
+        for spec, name in replays.items():
             if rows[spec].get("RMSE BWT") is not None:
                 out[f"{name} RMSE-BWT <= +0.5 points"] = {"met": rows[spec]["RMSE BWT"] <= 0.5,
                                                           "replay_RMSE_BWT": rows[spec]["RMSE BWT"]}
@@ -265,14 +264,9 @@ def recollect(out: Path, seeds: list[int | None], path: Path) -> int:
     return 0
 
 
-def option_value(options: list[str], name: str) -> str | None:
-    """The value given to `name` in `mistral-cl continual` options (`--name V` or `--name=V`), if any."""
-    for i, option in enumerate(options):
-        if option == name and i + 1 < len(options):
-            return options[i + 1]
-        if option.startswith(name + "="):
-            return option.split("=", 1)[1]
-    return None
+def task_order_of(options: list[str]) -> str:
+    """The task order that `mistral-cl continual` options ask for, as the command reads them."""
+    return parse_args(["continual", *options]).task_order
 
 
 def reactions_of(run_dir: Path, spec: str) -> int:
@@ -335,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                      "continual": {**dataclasses.asdict(first.continual),
                                    "test_fraction": first.test_fraction},
                      "tasks": json.loads((run_dir / runner.STREAM_FILE).read_text())["arrivals"][-1],
-                     "task_order": option_value(args.options, "--task-order") or "sorted",
+                     "task_order": task_order_of(args.options),
                      "split": first.split,
                      "command": command.strip() + ("" if seeds[0] is None else " --seed N"),
                      "seeds": list(per_seed)},

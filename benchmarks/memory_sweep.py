@@ -138,13 +138,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{spec}: RMSE {row['RMSE %']['mean']:.2f} ± {row['RMSE %']['sd'] or 0:.2f}, "
                   f"RMSE-BWT {row['RMSE BWT']['mean']:+.2f}, ACC {row['ACC']['mean']:.3f}", flush=True)
+    load_average = load.summary()
     for row in rows:
-        row["load_average_1min"] = load.summary()
+        row["load_average_1min"] = load_average
     path = RESULTS / "continual_memory_sweep.json"
     previous = json.loads(path.read_text()) if path.exists() else {"rows": []}
     result = {
         "benchmark": "replay's memory size against its final error on the Suzuki-Miyaura stream",
-        "date": started, "git_commit": commit, "machine": machine(), "load_average_1min": load.summary(),
+        "date": started, "git_commit": commit, "machine": machine(), "load_average_1min": load_average,
         "settings": {"command": "mistral-cl continual --strategies S --memory M --seed N "
                                 + " ".join(args.options), "seeds": seeds,
                      "head": config.head.__dict__, "train": config.train.__dict__},

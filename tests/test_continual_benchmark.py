@@ -191,9 +191,9 @@ def test_a_run_that_measures_retention_shows_its_lm_loss_column_and_plot():
 
 
 def test_the_benchmark_reads_the_task_order_from_the_command_options():
-    assert continual.option_value(["--recipe", "seed", "--task-order", "seed"], "--task-order") == "seed"
-    assert continual.option_value(["--task-order=random:1"], "--task-order") == "random:1"
-    assert continual.option_value(["--recipe", "seed"], "--task-order") is None
+    assert continual.task_order_of(["--recipe", "seed", "--task-order", "seed"]) == "seed"
+    assert continual.task_order_of(["--task-order=random:1"]) == "random:1"
+    assert continual.task_order_of(["--recipe", "seed"]) == "sorted"
 
 
 def test_resuming_with_more_strategies_adds_them_to_the_run_and_keeps_its_settings(tmp_path):
