@@ -2,7 +2,7 @@
 
     python benchmarks/classical.py [--data suzuki,buchwald] [--seeds 0,1,2]
                                    [--orders sorted,seed,random:1,random:2] [--features onehot,drfp]
-                                   [--protocols naive,cumulative] [--cache DIR] [--out FILE]
+                                   [--protocols naive,cumulative,memory:POLICY] [--cache DIR] [--out FILE]
 
 Not strategies of the LLM: the bar a continual learner has to clear. A scikit-learn random forest
 (100 trees, its defaults) reads one of two representations of a reaction:
@@ -14,10 +14,15 @@ Not strategies of the LLM: the bar a continual learner has to clear. A scikit-le
 - `molecules` (not run by default): every molecule a component, for any data. On the Suzuki screen it
   is a weaker encoding than `onehot`: "no ligand" and "no base" are not columns of their own, and water
   or potassium belong to several chemicals.
-Two protocols, over exactly the tasks the LLM benchmark sees (`TaskStream.from_dataset`, the same
+Protocols, over exactly the tasks the LLM benchmark sees (`TaskStream.from_dataset`, the same
 test fraction, split seed = run seed, the same orders):
 - `naive`: after each task, a forest trained on that task's training reactions only;
-- `cumulative`: after each task, a forest trained from scratch on every task seen so far.
+- `cumulative`: after each task, a forest trained from scratch on every task seen so far;
+- `memory:POLICY` (not run by default; e.g. `memory:reservoir:1000`): after each task, a forest trained
+  from scratch on that task's training reactions and a memory of earlier ones kept by the replay
+  strategies' own policy (`all`, `reservoir:N`, `quota:N`; `mistral_cl.continual.buffer`), with draws
+  seeded as theirs are. It is the forest at the LLM's storage: `memory:reservoir:1000` stores what
+  `replay --memory reservoir:1000` does, so the memory sweep can set the two side by side.
 After every round every task's test set is scored, so each row has the LLM rows' matrices (R², RMSE,
 MAE per round x task), their summaries and pooled scores (`mistral_cl.continual.metrics`). There is
 no untrained forest, so FWT is NaN and the zero-shot error stands for forward transfer.
@@ -53,7 +58,9 @@ from typing import Any
 
 import numpy as np
 
+from mistral_cl.continual.buffer import MemoryPolicy, ReplayMemory
 from mistral_cl.continual.metrics import ScoreBoard, pooled_round
+from mistral_cl.continual.strategies.base import seed_for
 from mistral_cl.data.reactions import ReactionDataset
 from mistral_cl.data.smiles import reaction_components
 from mistral_cl.data.sources import load_dataset
@@ -64,7 +71,7 @@ from mistral_cl.scores import regression_scores
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CACHE = HERE.parent / "runs" / "classical-cache"
-PROTOCOLS: tuple[str, ...] = ("naive", "cumulative")
+PROTOCOLS: tuple[str, ...] = ("naive", "cumulative")  # the default ones; `memory:POLICY` on request
 FEATURES: tuple[str, ...] = ("onehot", "drfp")  # the default ones; `molecules` on request
 DRFP_BITS = 2048
 N_TREES = 100
@@ -173,22 +180,45 @@ class ReferenceRun:
                 "cpu_seconds": self.cpu_seconds, "reactions_fitted": float(self.reactions_fitted)}
 
 
+def memory_policy(protocol: str) -> MemoryPolicy | None:
+    """The memory of a `memory:POLICY` protocol; None for `naive` and `cumulative`."""
+    if protocol in PROTOCOLS:
+        return None
+    kind, _, policy = protocol.partition(":")
+    if kind != "memory" or not policy:
+        raise ValueError(f"unknown protocol {protocol!r}; use {', '.join(PROTOCOLS)} or memory:POLICY "
+                         "(e.g. memory:reservoir:1000)")
+    return MemoryPolicy.parse(policy)
+
+
 def run_reference(stream: TaskStream, featurize: Callable[[ReactionDataset], np.ndarray], protocol: str,
                   seed: int, make_model: Callable[[int], Any] = default_forest) -> ReferenceRun:
     """After each task of `stream`, fit a fresh model (`naive`: on that task's training reactions;
-    `cumulative`: on every task's so far) and score it on every task's test set."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
+    `cumulative`: on every task's so far; `memory:POLICY`: on that task's and the memory's) and score
+    it on every task's test set."""
+    policy = memory_policy(protocol)
     test_x = [featurize(task.test) for task in stream]
     truths = [np.asarray(task.test.yields, np.float64) for task in stream]
+    train_x = [featurize(task.train) for task in stream]
+    train_y = [np.asarray(task.train.yields, np.float64) for task in stream]
+    # Memory positions index the training reactions of all tasks, concatenated in stream order.
+    starts = np.cumsum([0, *(len(y) for y in train_y)])
+    all_x, all_y = np.concatenate(train_x), np.concatenate(train_y)
+    memory = ReplayMemory(policy) if policy is not None else None
     nan = np.full(len(stream), math.nan)
     board = ScoreBoard(list(stream.keys), {"r2": nan.copy(), "rmse": nan.copy(), "mae": nan.copy()})
     clock, cpu_clock = time.perf_counter(), time.process_time()
     fitted = scored = 0
     for r in range(len(stream)):
-        trained = [stream[r]] if protocol == "naive" else list(stream.tasks[: r + 1])
-        x = np.concatenate([featurize(task.train) for task in trained])
-        y = np.concatenate([task.train.yields for task in trained])
+        if memory is not None:
+            x = np.concatenate([train_x[r], all_x[memory.positions]])
+            y = np.concatenate([train_y[r], all_y[memory.positions]])
+            rng = np.random.default_rng(seed_for(seed, "memory", r))
+            memory = memory.add_task(np.arange(starts[r], starts[r + 1]), rng)
+        else:
+            trained = [r] if protocol == "naive" else range(r + 1)
+            x = np.concatenate([train_x[t] for t in trained])
+            y = np.concatenate([train_y[t] for t in trained])
         model = make_model(seed).fit(x, y)
         predictions = [model.predict(features) for features in test_x]
         fitted += len(y)
@@ -287,7 +317,11 @@ class Record:
     def write(self) -> None:
         loads = [row["load_average_1min"] for row in self.rows.values() if "load_average_1min" in row]
         load = {"mean": float(np.mean(loads)), "max": float(np.max(loads))} if loads else {}
-        result = {**self.header, "load_average": load,
+        # The rows may come from several commands: the settings list what the rows hold.
+        held = {name: list(dict.fromkeys(row[key] for row in self.rows.values()))
+                for name, key in (("orders", "order"), ("features", "features"), ("protocols", "protocol"))}
+        header = {**self.header, "settings": {**self.header["settings"], **held}}
+        result = {**header, "load_average": load,
                   "featurisation_seconds": self.featurisation, "rows": list(self.rows.values())}
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps(_rounded(result), indent=1) + "\n")
@@ -358,6 +392,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     for name in ("data", "orders", "features", "protocols"):
         setattr(args, name, [part.strip() for part in getattr(args, name).split(",") if part.strip()])
+    for protocol in args.protocols:
+        try:
+            memory_policy(protocol)
+        except ValueError as error:  # InputError is one
+            parser.error(str(error))
     commit = _git_commit()
     header = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -2,6 +2,7 @@
 
     python benchmarks/memory_sweep.py [--strategy SPEC] [--memories 100,300,1000,all] [--seeds 0,1,2]
                                       [--out DIR] [--resume] [-- OPTIONS]
+    python benchmarks/memory_sweep.py --replot
 
 For each memory (`reservoir:N`, at most N stored reactions, or `all`) and seed, runs the replay
 strategy `--strategy` (default `replay`; e.g. `replay:weight=tasks:epochs=40`) with the command's
@@ -12,7 +13,11 @@ seeds of the final per-task RMSE, RMSE-BWT, per-task R² ACC and the wall and CP
 rows, and the date, commit and load of the sweep that ran it. A sweep replaces the rows of its own
 strategy and memories and keeps the others, so strategies swept on different days share one table.
 continual_memory_sweep.png plots the final RMSE and RMSE-BWT against the memory size, one line per
-strategy, with the cumulative one-hot forest of `results/classical.json` (sorted order) as a line.
+strategy, with the cumulative one-hot forest of `results/classical.json` (sorted order) as a line and,
+where `benchmarks/classical.py --protocols memory:reservoir:N` recorded it, the one-hot forest that
+stores what replay stores (the current task and the same memory policy) at each size: the comparison at
+equal storage. `--replot` runs nothing: it takes both forests from `results/classical.json` again and
+redraws the plot.
 """
 
 from __future__ import annotations
@@ -50,16 +55,29 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def forest_bar() -> dict[str, float] | None:
-    """The cumulative one-hot forest's final per-task RMSE (sorted order), if recorded."""
+def _forest_rows() -> list[dict[str, Any]]:
+    """The one-hot forests of the Suzuki stream in sorted order (`results/classical.json`)."""
     path = RESULTS / "classical.json"
     if not path.exists():
-        return None
-    for row in json.loads(path.read_text())["rows"]:
-        if (row["data"], row["features"], row["protocol"], row["order"]) == ("suzuki", "onehot", "cumulative",
-                                                                              "sorted"):
-            return row["rmse_acc"]
-    return None
+        return []
+    return [row for row in json.loads(path.read_text())["rows"]
+            if (row["data"], row["features"], row["order"]) == ("suzuki", "onehot", "sorted")]
+
+
+def forest_bar() -> dict[str, float] | None:
+    """The cumulative one-hot forest's final per-task RMSE (sorted order), if recorded."""
+    return next((row["rmse_acc"] for row in _forest_rows() if row["protocol"] == "cumulative"), None)
+
+
+def forests_with_memory() -> dict[str, dict[str, float]]:
+    """Per memory (`reservoir:N`, `all`), the final per-task RMSE of the one-hot forest fitted after each
+    task on that task and that memory (`all`: the cumulative forest), where recorded."""
+    forests = {row["protocol"].removeprefix("memory:"): row["rmse_acc"] for row in _forest_rows()
+               if row["protocol"].startswith("memory:")}
+    bar = forest_bar()
+    if bar is not None:
+        forests.setdefault("all", bar)
+    return forests
 
 
 def strategy_of(row: dict[str, Any]) -> str:
@@ -95,6 +113,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     bar = result.get("forest")
     if bar:
         axes[0].axhline(bar["mean"], color="grey", linestyle="--", label="cumulative one-hot forest")
+    sizes = {r["memory"]: r["stored at most"] for r in result["rows"]}
+    same = sorted((sizes[m], f["mean"]) for m, f in result.get("forests", {}).items() if m in sizes)
+    if len(same) > 1:
+        axes[0].plot(*zip(*same, strict=True), color="grey", marker="s", linestyle=":",
+                     label="one-hot forest, same memory")
     axes[1].axhline(0.0, color="grey", linewidth=0.8)
     axes[0].legend(fontsize=7, frameon=False)
     fig.suptitle("replay on the Suzuki–Miyaura stream: memory against final error", fontsize=10)
@@ -110,8 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default="runs/benchmark-memory-sweep", help="run directories")
     parser.add_argument("--resume", action="store_true", help="continue the run directories under --out")
+    parser.add_argument("--replot", action="store_true",
+                        help="run nothing: take the forests from results/classical.json again and replot")
     parser.add_argument("options", nargs="*", help="options for `mistral-cl continual` (after --)")
     args = parser.parse_args(argv)
+    path = RESULTS / "continual_memory_sweep.json"
+    if args.replot:
+        result = json.loads(path.read_text())
+        result.update({"forest": forest_bar(), "forests": forests_with_memory()})
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        plot(result, RESULTS / "continual_memory_sweep.png")
+        print(f"rewrote the forests of {path} and replotted continual_memory_sweep.png")
+        return 0
     hostmem.configure()
     seeds = [int(s) for s in args.seeds.split(",")]
     memories = [m.strip() for m in args.memories.split(",")]
@@ -141,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     load_average = load.summary()
     for row in rows:
         row["load_average_1min"] = load_average
-    path = RESULTS / "continual_memory_sweep.json"
     previous = json.loads(path.read_text()) if path.exists() else {"rows": []}
     result = {
         "benchmark": "replay's memory size against its final error on the Suzuki-Miyaura stream",
@@ -151,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                      "head": config.head.__dict__, "train": config.train.__dict__},
         "rows": merged(previous["rows"], rows),
         "forest": forest_bar(),
+        "forests": forests_with_memory(),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "continual_memory_sweep.json").write_text(json.dumps(result, indent=2) + "\n")

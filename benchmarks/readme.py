@@ -688,6 +688,9 @@ def memory_sweep_section(result: dict[str, Any]) -> str:
              "run": (f"{r.get('date', result['date'])[:10]}, "
                      f"`{r.get('git_commit', result['git_commit'])[:7]}`")}
             for r in result["rows"]]
+    same = result.get("forests", {})
+    for row, r in zip(rows, result["rows"], strict=True):
+        row["forest"] = _stat({"f": same[r["memory"]]}, "f", 2) if r["memory"] in same else "–"
     bar = result.get("forest")
     verdict = []
     if bar:
@@ -704,6 +707,7 @@ def memory_sweep_section(result: dict[str, Any]) -> str:
                 f"Issue #19's bar (at most 1000 stored reactions, below the forest): the best such row, "
                 f"`{_swept(best)}` with `{best['memory']}`, ends at {_stat(best, 'RMSE %', 2)}: "
                 f"{'met' if best['RMSE %']['mean'] < bar['mean'] else 'missed'}.")
+    verdict.extend(_equal_storage(result["rows"], same))
     return "\n\n".join([
         "## Replay's memory against its final error (`benchmarks/memory_sweep.py`)",
         _meta(result),
@@ -715,11 +719,27 @@ def memory_sweep_section(result: dict[str, Any]) -> str:
         "`replay:weight=tasks:epochs=40` weighs every task seen the same and trains 40-epoch rounds. "
         "Each row gives the date and commit it ran at.",
         _table(rows, [("strategy", "strategy"), ("memory", "memory"), ("reactions stored at most", "stored"),
-                      ("RMSE %", "RMSE %"), ("RMSE BWT", "RMSE BWT"), ("R² ACC", "ACC"), ("wall s", "wall s"),
+                      ("RMSE %", "RMSE %"), ("RMSE BWT", "RMSE BWT"), ("R² ACC", "ACC"),
+                      ("one-hot forest, same memory: RMSE %", "forest"), ("wall s", "wall s"),
                       ("CPU s", "CPU s"), ("run", "run")]),
         *verdict,
         "![memory sweep](results/continual_memory_sweep.png)",
     ])
+
+
+def _equal_storage(rows: Sequence[dict[str, Any]], forests: dict[str, dict[str, float]]) -> list[str]:
+    """At each bounded memory, the best swept strategy against the one-hot forest that stores the same
+    (the current task and the same memory policy, `classical.py --protocols memory:POLICY`)."""
+    lines = []
+    for memory in dict.fromkeys(r["memory"] for r in rows if r["memory"] != "all"):
+        if memory not in forests:
+            continue
+        best = min((r for r in rows if r["memory"] == memory), key=lambda r: r["RMSE %"]["mean"])
+        forest = forests[memory]["mean"]
+        lines.append(f"`{memory}`: `{_swept(best)}` {best['RMSE %']['mean']:.2f}, the forest with the same "
+                     f"memory {forest:.2f} ({'LLM' if best['RMSE %']['mean'] < forest else 'forest'} lower)")
+    return (["At equal storage (sorted order, means over seeds): " + "; ".join(lines) + "."]
+            if lines else [])
 
 
 def continual_orders_section(result: dict[str, Any]) -> str:

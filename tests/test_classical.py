@@ -66,6 +66,27 @@ def test_forests_on_one_hot_data_fit_and_score_every_task_after_every_round(conf
     assert math.isnan(cumulative_summary["rmse_fwt"])  # no untrained forest
 
 
+def test_a_forest_with_a_bounded_memory_fits_the_current_task_and_what_the_policy_kept(conflicting):
+    stream = TaskStream.from_dataset(conflicting, test_fraction=0.25)
+    featurize = classical.Featurized.of(conflicting, classical.one_hot_features(conflicting, "csv"))
+    runs = {protocol: classical.run_reference(stream, featurize, protocol, seed=0, make_model=small_forest)
+            for protocol in ("naive", "memory:reservoir:10", "memory:all")}
+    assert runs["memory:reservoir:10"].reactions_fitted == 48 + (48 + 10)
+    assert runs["memory:all"].reactions_fitted == 48 + (48 + 48)  # what `cumulative` fits
+    # Ten remembered reactions of the first task (85 %) keep much of its level; all of them keep it.
+    naive, kept, every = (runs[p].board.summary()["rmse_bwt"]
+                          for p in ("naive", "memory:reservoir:10", "memory:all"))
+    assert naive > 50 and kept < naive / 2 and abs(every) < 3
+
+
+def test_an_unknown_protocol_is_refused_before_anything_runs(capsys):
+    for protocol in ("greedy", "memory:reservoir:0", "memory:"):
+        with pytest.raises(SystemExit) as stop:
+            classical.main(["--protocols", f"naive,{protocol}"])
+        assert stop.value.code == 2
+        assert "protocol" in capsys.readouterr().err or protocol.startswith("memory:r")
+
+
 def test_interval_is_the_mean_sd_and_t_interval_over_seeds():
     stat = classical.interval([1.0, 2.0, 3.0, math.nan])
     assert (stat["mean"], stat["sd"], stat["n"]) == (2.0, 1.0, 3)

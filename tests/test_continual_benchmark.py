@@ -107,6 +107,11 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
               "rows": rows, "forest": {"mean": 11.16, "sd": 0.26}}
     text = readme.memory_sweep_section(result)
     assert "| `replay` | `reservoir:100` | 100 | 12.00 ± 1.00 |" in text
+    assert "At equal storage" not in text  # no forest with a bounded memory recorded
+    with_forests = {**result, "forests": {"reservoir:100": {"mean": 12.5, "sd": 0.3}}}
+    text = readme.memory_sweep_section(with_forests)
+    assert "| 0.600 | 12.50 ± 0.30 |" in text
+    assert "`reservoir:100`: `replay` 12.00, the forest with the same memory 12.50 (LLM lower)." in text
     assert "`replay` ends below it on the mean with memory `all`." in text
     assert "the best such row, `replay` with `reservoir:100`, ends at 12.00 ± 1.00: missed." in text
 
