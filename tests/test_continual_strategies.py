@@ -20,6 +20,7 @@ from continual_fixtures import (
 from optax.tree_utils import tree_vdot
 
 from mistral_cl.continual import learner, runner
+from mistral_cl.continual.buffer import MemoryPolicy
 from mistral_cl.continual.learner import run_strategy
 from mistral_cl.continual.strategies import STRATEGIES, build_strategy, parse_strategies
 from mistral_cl.continual.strategies.base import StrategyState
@@ -207,6 +208,39 @@ def test_replay_settling_epochs_draw_both_batches_from_every_task_seen(tmp_path)
     assert settle_steps == plain_steps and first == second == {0, 1, 2}
     with pytest.raises(InputError, match="settle"):
         build_strategy("replay:settle=-1")
+
+
+def test_replay_distill_replays_a_blend_of_measured_yields_and_predictions_kept_at_storage(tmp_path):
+    _, setting = _setting(tmp_path, {"Br": 0.8, "I": 0.2, "Cl": 0.5})
+    setting = dataclasses.replace(setting, memory=MemoryPolicy.parse("reservoir:20"))
+    pool, model = setting.pool, setting.model(setting.initial)
+    for share in (1.0, 0.25):
+        strategy = build_strategy(f"replay:distill={share}")
+        state = strategy.initial_state(setting)
+        first = strategy.steps(setting, state, [0], 0, 0)  # no memory yet: weight-0 stand-ins
+        assert all(remembered.weight.sum() == 0 for _, remembered in first)
+        for task in (0, 1):
+            state = strategy.end_round(setting, state, setting.initial, [task], task)
+        runner.json.dumps(state.values)  # checkpoint metadata
+        kept = np.asarray(state.values["predicted"]["positions"])
+        np.testing.assert_array_equal(kept, state.values["memory"]["positions"])
+        assert len(kept) == 20 and set(pool.encoded.task[kept]) == {0, 1}
+        # The untrained model's predictions, made when each task ended (nothing trained in between).
+        predicted = predict(model, pool.source(kept), 32)
+        np.testing.assert_allclose(state.values["predicted"]["values"], predicted, rtol=1e-5, atol=1e-6)
+        expected = share * predicted + (1 - share) * pool.encoded.yields[kept]
+        seen = {}
+        for _, remembered in strategy.steps(setting, state, [2], 2, 0):
+            real = remembered.weight > 0
+            seen.update(zip(np.asarray(kept)[np.asarray(remembered.index)[real]],
+                            np.asarray(remembered.yields)[real], strict=True))
+        assert seen and all(np.isclose(y, expected[list(kept).index(p)], atol=1e-6) for p, y in seen.items())
+    plain = build_strategy("replay")
+    assert "predicted" not in plain.end_round(setting, plain.initial_state(setting), setting.initial, [0],
+                                              0).values
+    for bad in ("1.5", "-0.1", "nan", "half"):
+        with pytest.raises(InputError, match="distill"):
+            build_strategy(f"replay:distill={bad}")
 
 
 def test_replay_epochs_set_the_length_of_every_round_and_where_settling_begins(tmp_path):

@@ -81,12 +81,17 @@ class TaskPool:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def source(self, positions: np.ndarray | Sequence[int]) -> BatchSource:
-        """The reactions at `positions`, as batches of token ids or of cached features."""
+    def source(self, positions: np.ndarray | Sequence[int], yields: np.ndarray | None = None) -> BatchSource:
+        """The reactions at `positions`, as batches of token ids or of cached features; `yields`
+        (one per position) replaces their targets."""
         positions = np.asarray(positions, np.int64)
-        if self.features is None:
-            return self.encoded.subset(positions)
-        return self.features.subset(positions)
+        source = self.encoded.subset(positions) if self.features is None else self.features.subset(positions)
+        if yields is None:
+            return source
+        if isinstance(source, EncodedReactions):
+            return dataclasses.replace(source, yields=np.asarray(yields, np.float32))
+        return dataclasses.replace(source, encoded=dataclasses.replace(
+            source.encoded, yields=np.asarray(yields, np.float32)))
 
     def train_positions(self, tasks: Sequence[int]) -> np.ndarray:
         return np.concatenate([self.train[i] for i in tasks]) if tasks else np.zeros(0, np.int64)

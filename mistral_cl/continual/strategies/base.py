@@ -198,14 +198,15 @@ def endless(source: BatchSource, batch_size: int, seed: int) -> Iterator[Any]:
 
 
 def paired_with_memory(setting: Setting, current: Steps, memory: np.ndarray, round_index: int,
-                       epoch: int, size: int | None = None) -> Steps:
+                       epoch: int, size: int | None = None, targets: np.ndarray | None = None) -> Steps:
     """`(current, remembered)` pairs: each current batch with the next batch of `size` reactions of
-    the memory (default: the current batch's size), cycled in a seeded order, both padded to the
+    the memory (default: the current batch's size; `targets`, one per memory position, replace their
+    yields), cycled in a seeded order, both padded to the
     wider of the two (so only one shape per bucket compiles). With an empty memory (the first round)
     the second batch is `size` repeats of the current one's rows with weight 0: it adds nothing, and
     the step has the shape of the later rounds' steps, so it compiles once for the whole stream."""
     size = size or setting.train.batch_size
-    remembered = (endless(setting.pool.source(memory), size, seed_for(setting.seed, "memory",
+    remembered = (endless(setting.pool.source(memory, targets), size, seed_for(setting.seed, "memory",
                                                                           round_index, epoch))
                   if len(memory) else None)
     for (batch,) in current:

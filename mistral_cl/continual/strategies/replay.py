@@ -26,6 +26,16 @@ same scale. `weight=W` (a number) fixes k = W.
 can hold `replay` at the demo's length beside a longer one, such as the benchmark's
 `replay:weight=tasks:epochs=40` (docs/research-notes.md has the figures).
 
+`replay:distill=A` replays remembered reactions against a blend of their measured yields and what the
+model predicted for them when their task had just been learned: target = A * prediction + (1 - A) *
+yield. This is dark experience replay (DER++, Buzzega et al., NeurIPS 2020) for a regression head:
+with squared error, DER++'s two memory terms a (f - p)^2 + b (f - y)^2 equal (a + b) (f - t)^2 up to a
+constant, with t = (a p + b y) / (a + b), so one loss on blended targets is the same objective (exactly
+for `--loss mse`; with Huber it is the blend's own loss). The predictions are those of the model at the
+end of the task's round, on all of that task's training reactions (the memory keeps the ones of the
+reactions it keeps); they anchor the remembered tasks to the function that was fitted on every one of
+their reactions, not only on the few a bounded memory keeps. Settling epochs use measured yields.
+
 `replay:settle=E` ends every round with E settling epochs: their steps draw *both* batches from every
 task seen so far (the memory and the current task alike), in the later, lower-lr part of the round's
 cosine schedule. The round still learns its task at full weight first, but its last updates see a balanced
@@ -55,7 +65,7 @@ from mistral_cl.continual.strategies.base import (
     seed_for,
 )
 from mistral_cl.errors import InputError
-from mistral_cl.inference import forward
+from mistral_cl.inference import forward, predict
 from mistral_cl.predictor import YieldModel
 from mistral_cl.train import Objective, regression_loss
 
@@ -85,8 +95,14 @@ class Rehearsal(Strategy):
     def steps(self, setting: Setting, state: StrategyState, tasks: Sequence[int], round_index: int,
               epoch: int) -> Steps:
         current = super().steps(setting, state, tasks, round_index, epoch)
-        return paired_with_memory(setting, current, memory_of(state).positions, round_index, epoch,
-                                  self.memory_batch)
+        positions = memory_of(state).positions
+        return paired_with_memory(setting, current, positions, round_index, epoch, self.memory_batch,
+                                  self.remembered_targets(setting, state, positions))
+
+    def remembered_targets(self, setting: Setting, state: StrategyState,
+                           positions: np.ndarray) -> np.ndarray | None:
+        """The targets of the remembered reactions at `positions` (None: their measured yields)."""
+        return None
 
     def end_round(self, setting: Setting, state: StrategyState, trainable: YieldModel,
                   tasks: Sequence[int], round_index: int) -> StrategyState:
@@ -109,9 +125,13 @@ class Replay(Rehearsal):
     weight: str = "1"
     settle: int = 0
     epochs: str = "run"
+    distill: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0.0 <= self.distill <= 1.0:
+            raise InputError(f"{self.name}: distill must be a share between 0 and 1, got {self.distill}",
+                             hint=f"e.g. `continual.strategies={self.name}:distill=0.5`")
         if self.epochs != "run" and not (self.epochs.isdigit() and int(self.epochs) > 0):
             raise InputError(f"{self.name}: epochs must be run or a positive number, got {self.epochs!r}",
                              hint=f"e.g. `continual.strategies={self.name}:epochs=40`")
@@ -143,6 +163,32 @@ class Replay(Rehearsal):
         draws = endless(setting.pool.source(seen), size, seed_for(setting.seed, "settle", round_index, epoch))
         yield from paired_with_memory(setting, ((next(draws),) for _ in range(count)), seen, round_index,
                                       epoch, self.memory_batch)
+
+    def remembered_targets(self, setting: Setting, state: StrategyState,
+                           positions: np.ndarray) -> np.ndarray | None:
+        if not self.distill or not len(positions):  # the first round has no memory
+            return None
+        stored = dict(zip(state.values["predicted"]["positions"], state.values["predicted"]["values"],
+                          strict=True))
+        predicted = np.asarray([stored[int(p)] for p in positions], np.float32)
+        measured = setting.pool.encoded.yields[positions]
+        return self.distill * predicted + (1.0 - self.distill) * measured
+
+    def end_round(self, setting: Setting, state: StrategyState, trainable: YieldModel,
+                  tasks: Sequence[int], round_index: int) -> StrategyState:
+        state = super().end_round(setting, state, trainable, tasks, round_index)
+        if not self.distill:
+            return state
+        # What the model predicts for the round's training reactions now, kept for those the memory
+        # keeps (a reservoir may drop older ones, whose predictions go with them).
+        learned = setting.pool.train_positions(tasks)
+        now = predict(setting.model(trainable), setting.pool.source(learned), 128, mesh=setting.mesh)
+        earlier = state.values.get("predicted", {"positions": [], "values": []})
+        table = dict(zip(earlier["positions"], earlier["values"], strict=True))
+        table.update(zip(learned.tolist(), np.asarray(now, np.float64).tolist(), strict=True))
+        kept = [int(p) for p in memory_of(state).positions]
+        return dataclasses.replace(state, values={**state.values, "predicted": {
+            "positions": kept, "values": [table[p] for p in kept]}})
 
     def memory_weight(self, setting: Setting, memory: ReplayMemory) -> float:
         """k, the weight of the remembered batch relative to the current one."""
