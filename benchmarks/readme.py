@@ -716,7 +716,9 @@ def memory_sweep_section(result: dict[str, Any]) -> str:
         f"command's defaults otherwise (`{result['settings']['command'].strip()}`, S the strategy), seeds "
         f"{', '.join(map(str, result['settings']['seeds']))}: mean ± sd over seeds of the final per-task "
         "RMSE, RMSE-BWT (yield points; positive: the error of earlier tasks grew) and per-task R² ACC. "
-        "`replay:weight=tasks:epochs=40` weighs every task seen the same and trains 40-epoch rounds. "
+        "`replay:weight=tasks:epochs=40` weighs every task seen the same and trains 40-epoch rounds; "
+        "`distill=0.5` replays each remembered reaction against the mean of its measured yield and the "
+        "model's prediction when its task had just been learned (DER++ for regression, `docs/continual.md`). "
         "Each row gives the date and commit it ran at.",
         _table(rows, [("strategy", "strategy"), ("memory", "memory"), ("reactions stored at most", "stored"),
                       ("RMSE %", "RMSE %"), ("RMSE BWT", "RMSE BWT"), ("R² ACC", "ACC"),
