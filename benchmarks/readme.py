@@ -817,6 +817,7 @@ SECTIONS: dict[str, Callable[[Any], str]] = {
     "continual_chem_small": functools.partial(continual_section, name="continual_chem_small"),
     "continual_seed_recipe": functools.partial(continual_section, name="continual_seed_recipe"),
     "continual_chem_small_lora": functools.partial(continual_section, name="continual_chem_small_lora"),
+    "continual_chem_small_full": functools.partial(continual_section, name="continual_chem_small_full"),
     "classical": classical_section,
     "throughput": throughput_section,
     "memory": memory_section,
