@@ -201,8 +201,8 @@ def paired_with_memory(setting: Setting, current: Steps, memory: np.ndarray, rou
                        epoch: int, size: int | None = None, targets: np.ndarray | None = None) -> Steps:
     """`(current, remembered)` pairs: each current batch with the next batch of `size` reactions of
     the memory (default: the current batch's size; `targets`, one per memory position, replace their
-    yields), cycled in a seeded order, both padded to the
-    wider of the two (so only one shape per bucket compiles). With an empty memory (the first round)
+    yields), cycled in a seeded order, both padded to the wider of the two (so only one shape per
+    bucket compiles). With an empty memory (the first round)
     the second batch is `size` repeats of the current one's rows with weight 0: it adds nothing, and
     the step has the shape of the later rounds' steps, so it compiles once for the whole stream."""
     size = size or setting.train.batch_size
