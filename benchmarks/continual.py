@@ -343,10 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     record_retention(result, run_dir, args.results)
     (RESULTS / f"{args.results}.json").write_text(json.dumps(result, indent=2) + "\n")
-    for row in per_seed[first.train.seed]:  # the heatmaps of the first seed
-        strategy = build_strategy(row["strategy"])
-        heatmap = runner.strategy_directory(run_dir, strategy) / "r2_heatmap.png"
-        name = runner.strategy_directory(Path(""), strategy).name
+    # The heatmaps of the first seed, named by the table's rows (a compute-matched joint is
+    # `joint:budget=matched` there, whatever its budget in this seed).
+    for row, own in zip(rows, per_seed[first.train.seed], strict=True):
+        heatmap = runner.strategy_directory(run_dir, build_strategy(own["strategy"])) / "r2_heatmap.png"
+        name = row["strategy"].replace(":", "_")
         shutil.copyfile(heatmap, RESULTS / f"{args.results}_{name}_r2_heatmap.png")
     if len(per_seed) > 1:
         print(f"mean over seeds {list(per_seed)}:")
