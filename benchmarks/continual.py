@@ -168,12 +168,27 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _row_key(strategy: str) -> str:
+    """What pairs rows across seeds: the strategy, a compute-matched joint whatever its budget."""
+    return "joint:budget=" if strategy.startswith("joint:budget=") else strategy
+
+
+def in_order_of(reference: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` ordered as the strategies of `reference` (a strategy added to one seed's run later
+    may sit elsewhere in another's); unchanged where the two hold different strategies."""
+    order = {_row_key(r["strategy"]): i for i, r in enumerate(reference)}
+    if sorted(order) != sorted(_row_key(r["strategy"]) for r in rows):
+        return rows
+    return sorted(rows, key=lambda r: order[_row_key(r["strategy"])])
+
+
 def mean_rows(per_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per strategy: the mean over seeds of every number, and `NAME sd` (sample sd) beside
     each score. With a single seed the rows are that seed's and no sd is given."""
     seeds = list(per_seed)
     if len(seeds) == 1:
         return per_seed[seeds[0]]
+    per_seed = {seed: in_order_of(per_seed[seeds[0]], rows) for seed, rows in per_seed.items()}
     out = []
     for i, first in enumerate(per_seed[seeds[0]]):
         row = dict(first)

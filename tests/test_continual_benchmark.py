@@ -33,6 +33,11 @@ def test_mean_rows_average_each_score_and_give_its_sample_sd():
     assert rows["joint"]["BWT"] is None and "BWT sd" not in rows["joint"]
     assert rows["replay"]["stores reactions"] is True  # flags are kept, not averaged
     assert continual.mean_rows({0: PER_SEED[0]}) == PER_SEED[0]
+    # A strategy added to one seed's run later may sit elsewhere in another's: rows pair by strategy.
+    shuffled = {0: PER_SEED[0], 1: PER_SEED[1][::-1]}
+    assert [r["strategy"] for r in continual.mean_rows(shuffled)] == [r["strategy"] for r in PER_SEED[0]]
+    assert {r["strategy"]: r["ACC"] for r in continual.mean_rows(shuffled)} == pytest.approx(
+        {s: r["ACC"] for s, r in rows.items()})
 
 
 def test_a_compute_matched_joint_is_one_row_over_seeds_whose_budgets_differ():
