@@ -194,7 +194,7 @@ def mean_rows(per_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]
         row = dict(first)
         names = {per_seed[s][i]["strategy"] for s in seeds}
         if len(names) > 1:  # only a compute-matched joint differs, by its budget: each seed's own count
-            if not all(name.startswith("joint:budget=") for name in names):
+            if len({_row_key(name) for name in names}) > 1:
                 raise SystemExit(f"the seeds' runs hold different strategies at row {i}: {sorted(names)}")
             row["strategy"] = "joint:budget=matched"
         for key, value in first.items():

@@ -72,11 +72,12 @@ def forest_bar() -> dict[str, float] | None:
 def forests_with_memory() -> dict[str, dict[str, float]]:
     """Per memory (`reservoir:N`, `all`), the final per-task RMSE of the one-hot forest fitted after each
     task on that task and that memory (`all`: the cumulative forest), where recorded."""
-    forests = {row["protocol"].removeprefix("memory:"): row["rmse_acc"] for row in _forest_rows()
+    rows = _forest_rows()
+    forests = {row["protocol"].removeprefix("memory:"): row["rmse_acc"] for row in rows
                if row["protocol"].startswith("memory:")}
-    bar = forest_bar()
-    if bar is not None:
-        forests.setdefault("all", bar)
+    for row in rows:
+        if row["protocol"] == "cumulative":
+            forests.setdefault("all", row["rmse_acc"])
     return forests
 
 

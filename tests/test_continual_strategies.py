@@ -222,12 +222,12 @@ def test_replay_distill_replays_a_blend_of_measured_yields_and_predictions_kept_
         for task in (0, 1):
             state = strategy.end_round(setting, state, setting.initial, [task], task)
         runner.json.dumps(state.values)  # checkpoint metadata
-        kept = np.asarray(state.values["predicted"]["positions"])
-        np.testing.assert_array_equal(kept, state.values["memory"]["positions"])
+        kept = np.asarray(state.values["memory"]["positions"])
+        assert len(state.values["predicted"]) == len(kept)  # one prediction per remembered reaction
         assert len(kept) == 20 and set(pool.encoded.task[kept]) == {0, 1}
         # The untrained model's predictions, made when each task ended (nothing trained in between).
         predicted = predict(model, pool.source(kept), 32)
-        np.testing.assert_allclose(state.values["predicted"]["values"], predicted, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(state.values["predicted"], predicted, rtol=1e-5, atol=1e-6)
         expected = share * predicted + (1 - share) * pool.encoded.yields[kept]
         seen = {}
         for _, remembered in strategy.steps(setting, state, [2], 2, 0):

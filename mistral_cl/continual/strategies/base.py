@@ -202,9 +202,9 @@ def paired_with_memory(setting: Setting, current: Steps, memory: np.ndarray, rou
     """`(current, remembered)` pairs: each current batch with the next batch of `size` reactions of
     the memory (default: the current batch's size; `targets`, one per memory position, replace their
     yields), cycled in a seeded order, both padded to the wider of the two (so only one shape per
-    bucket compiles). With an empty memory (the first round)
-    the second batch is `size` repeats of the current one's rows with weight 0: it adds nothing, and
-    the step has the shape of the later rounds' steps, so it compiles once for the whole stream."""
+    bucket compiles). With an empty memory (the first round) the second batch is `size` repeats of the
+    current one's rows with weight 0: it adds nothing, and the step has the shape of the later rounds'
+    steps, so it compiles once for the whole stream."""
     size = size or setting.train.batch_size
     remembered = (endless(setting.pool.source(memory, targets), size, seed_for(setting.seed, "memory",
                                                                           round_index, epoch))

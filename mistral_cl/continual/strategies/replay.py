@@ -168,27 +168,25 @@ class Replay(Rehearsal):
                            positions: np.ndarray) -> np.ndarray | None:
         if not self.distill or not len(positions):  # the first round has no memory
             return None
-        stored = dict(zip(state.values["predicted"]["positions"], state.values["predicted"]["values"],
-                          strict=True))
-        predicted = np.asarray([stored[int(p)] for p in positions], np.float32)
+        # `predicted` holds one prediction per memory position, in the memory's order.
+        predicted = np.asarray(state.values["predicted"], np.float32)
         measured = setting.pool.encoded.yields[positions]
         return self.distill * predicted + (1.0 - self.distill) * measured
 
     def end_round(self, setting: Setting, state: StrategyState, trainable: YieldModel,
                   tasks: Sequence[int], round_index: int) -> StrategyState:
-        state = super().end_round(setting, state, trainable, tasks, round_index)
         if not self.distill:
-            return state
+            return super().end_round(setting, state, trainable, tasks, round_index)
+        earlier = dict(zip(memory_of(state).positions.tolist(), state.values.get("predicted", []),
+                           strict=True))
+        state = super().end_round(setting, state, trainable, tasks, round_index)
         # What the model predicts for the round's training reactions now, kept for those the memory
         # keeps (a reservoir may drop older ones, whose predictions go with them).
         learned = setting.pool.train_positions(tasks)
         now = predict(setting.model(trainable), setting.pool.source(learned), 128, mesh=setting.mesh)
-        earlier = state.values.get("predicted", {"positions": [], "values": []})
-        table = dict(zip(earlier["positions"], earlier["values"], strict=True))
-        table.update(zip(learned.tolist(), np.asarray(now, np.float64).tolist(), strict=True))
-        kept = [int(p) for p in memory_of(state).positions]
-        return dataclasses.replace(state, values={**state.values, "predicted": {
-            "positions": kept, "values": [table[p] for p in kept]}})
+        table = {**earlier, **dict(zip(learned.tolist(), np.asarray(now, np.float64).tolist(), strict=True))}
+        kept = [table[p] for p in memory_of(state).positions.tolist()]
+        return dataclasses.replace(state, values={**state.values, "predicted": kept})
 
     def memory_weight(self, setting: Setting, memory: ReplayMemory) -> float:
         """k, the weight of the remembered batch relative to the current one."""
