@@ -52,13 +52,15 @@ from mistral_cl.cli import parse_args, run_config, task_order
 from mistral_cl.continual import runner
 from mistral_cl.continual.runner import ContinualRun
 from mistral_cl.continual.strategies import build_strategy
+from mistral_cl.data.tasks import ordered_keys
 from mistral_cl.models import weights_name
 from mistral_cl.runs import load_run_config, save_run_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = "joint,naive,replay,replay:settle=5,replay-avg-grad,ewc,lwf,agem,adapters"
 # Given with their sd over seeds.
-SCORES = ("ACC", "BWT", "FWT", "forgetting", "RMSE %", "RMSE BWT", "RMSE forgetting", "MAE %", "pooled R²")
+SCORES = ("ACC", "BWT", "FWT", "forgetting", "RMSE %", "RMSE BWT", "RMSE forgetting", "MAE %", "pooled R²",
+          "zero-shot R²", "zero-shot RMSE")
 
 
 class LoadSampler:
@@ -145,7 +147,8 @@ def collect(run_dir: Path) -> list[dict[str, Any]]:
             "FWT": summary.get("r2_fwt"), "forgetting": summary.get("r2_forgetting"),
             "RMSE %": summary["rmse_acc"], "RMSE BWT": summary.get("rmse_bwt"),
             "RMSE forgetting": summary.get("rmse_forgetting"), "MAE %": summary["mae_acc"],
-            "pooled R²": summary.get("pooled_all_r2"), "reactions": summary.get("reactions"),
+            "pooled R²": summary.get("pooled_all_r2"), "zero-shot R²": summary.get("r2_zero_shot"),
+            "zero-shot RMSE": summary.get("rmse_zero_shot"), "reactions": summary.get("reactions"),
             "epochs chosen": (summary.get("epochs_chosen") or [None])[-1],
             "wall s": round(timing["seconds"], 1), "CPU s": round(timing.get("cpu_seconds", float("nan")), 1),
             "task-aware": strategy.task_aware, "stores reactions": strategy.stores_data,
@@ -230,6 +233,7 @@ def run_seed(args: argparse.Namespace, run_dir: Path, seed: int | None) -> tuple
     cli = parse_args(["continual", "--strategies", args.strategies, "--out", str(run_dir), "--no-progress",
                       *options])
     if args.resume and run_dir.exists():
+        check_order(run_dir, cli.task_order)
         add_strategies(run_dir, cli.strategies)
         run = ContinualRun.open(run_dir)
     else:
@@ -239,6 +243,16 @@ def run_seed(args: argparse.Namespace, run_dir: Path, seed: int | None) -> tuple
         add_strategies(run_dir, f"joint:budget={reactions_of(run_dir, args.match_joint)}")
         ContinualRun.open(run_dir).train(show=False)
     return collect(run_dir), load_run_config(run_dir)
+
+
+def check_order(run_dir: Path, order: str) -> None:
+    """Stops a `--resume` whose options name another task order than the run learned in: the run
+    would go on in its own order, and the results would record the options' order."""
+    recorded = [task["key"] for task in json.loads((run_dir / runner.STREAM_FILE).read_text())["tasks"]]
+    seed = load_run_config(run_dir).train.seed
+    if ordered_keys(recorded, task_order(order), seed) != recorded:
+        raise SystemExit(f"{run_dir} learned its tasks in another order than --task-order {order}; pass "
+                         "the run's own --task-order after -- when resuming it")
 
 
 def seed_directory(out: Path, seed: int | None) -> Path:

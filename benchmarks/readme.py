@@ -326,9 +326,10 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
     targets = [dict(target=name, **{k: v for k, v in t.items()}) for name, t in result["targets"].items()]
     for t in targets:
         t["figures"] = ", ".join(f"{k} {_cell(v)}" for k, v in t.items() if k not in ("target", "met"))
-    scores = ("ACC", "BWT", "FWT", "forgetting", "pooled R²", "LM loss")
+    scores = ("ACC", "BWT", "FWT", "forgetting", "pooled R²", "zero-shot R²", "LM loss")
     rows = [{**row, **{k: _score(row, k) for k in scores},
-             **{k: _points(row, k) for k in ("RMSE %", "RMSE BWT", "RMSE forgetting", "MAE %")},
+             **{k: _points(row, k)
+                for k in ("RMSE %", "RMSE BWT", "RMSE forgetting", "MAE %", "zero-shot RMSE")},
              **{k: "yes" if row.get(k) else "no" for k in ("task-aware", "stores reactions")},
              "reactions": None if row.get("reactions") is None else f"{row['reactions']:,.0f}"}
             for row in result["rows"]]
@@ -356,11 +357,13 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
         "spread of yields, so a model that predicts the wrong yield level for a task scores far below "
         "0). RMSE and MAE are the mean over tasks after the last one, in yield %; RMSE BWT is the mean over "
         "earlier tasks of the final RMSE minus the RMSE just after learning the task (positive: the error "
-        "grew, forgetting), RMSE forgetting the final RMSE minus the lowest since, and pooled R² the R² of "
-        "all tasks' test reactions as one set after the last round (where recorded). `adapters` keeps one "
-        "adapter and head per task and picks it by task id (task-aware), so it cannot forget. Reactions: "
-        "the compute of each row, reactions processed (forward and backward) over all rounds, current and "
-        "remembered rows alike (a `joint` that chose its epochs on validation includes its trial run).",
+        "grew, forgetting), RMSE forgetting the final RMSE minus the lowest since, pooled R² the R² of "
+        "all tasks' test reactions as one set after the last round, and zero-shot R² and RMSE the mean "
+        "score on each task from the second on just before it is trained (where recorded). `adapters` "
+        "keeps one adapter and head per task and picks it by task id (task-aware), so it cannot forget. "
+        "Reactions: the compute of each row, reactions processed (forward and backward) over all rounds, "
+        "current and remembered rows alike (a `joint` that chose its epochs on validation includes its trial "
+        "run).",
         *_seed_notes(result),
         *([result["notes"]] if result.get("notes") else []),
         *_forest_line(result, data),
@@ -369,6 +372,8 @@ def continual_section(result: dict[str, Any], name: str = "continual") -> str:
                                 ("forgetting", "forgetting"), ("RMSE %", "RMSE %"), ("RMSE BWT", "RMSE BWT"),
                                 ("RMSE forgetting", "RMSE forgetting"), ("MAE %", "MAE %"),
                                 ("pooled R²", "pooled R²"),
+                                *([("zero-shot R²", "zero-shot R²"), ("zero-shot RMSE", "zero-shot RMSE")]
+                                  if any("zero-shot R²" in row for row in result["rows"]) else []),
                                 ("reactions", "reactions"), ("wall s", "wall s"), ("CPU s", "CPU s"),
                                 ("task-aware", "task-aware"),
                                 ("stores reactions", "stores reactions"),
@@ -805,7 +810,85 @@ def continual_orders_section(result: dict[str, Any]) -> str:
     ])
 
 
-SECTIONS: dict[str, Callable[[Any], str]] = {
+def _per_seed_rows(result: dict[str, Any]) -> dict[int, dict[str, dict[str, Any]]]:
+    """seed -> strategy -> row of a continual result (a one-seed result's rows are its seed's)."""
+    if result.get("per_seed"):
+        return {int(seed): {r["strategy"]: r for r in rows} for seed, rows in result["per_seed"].items()}
+    seeds = result["settings"].get("seeds") or [result["settings"]["train"]["seed"]]
+    return {int(seeds[0]): {r["strategy"]: r for r in result["rows"]}}
+
+
+def _same_stream(result: dict[str, Any], reference: dict[str, Any]) -> bool:
+    """Whether two continual results ran the same tasks, order and split (so seeds pair up)."""
+    keys = ("data", "task_order", "split", "tasks")
+    return all(result["settings"].get(k) == reference["settings"].get(k) for k in keys)
+
+
+def zero_shot_rows(reference: dict[str, Any], variants: dict[str, dict[str, Any]],
+                   strategies: Sequence[str] = ("naive", "replay")) -> list[dict[str, Any]]:
+    """Each pretrained variant's zero-shot R² and RMSE (the score on each next task before it is
+    trained) beside the reference's (`continual.json`, the random `tiny`) on the same seeds."""
+    ours = _per_seed_rows(reference)
+    rows = []
+    for name, result in variants.items():
+        theirs = _per_seed_rows(result)
+        for strategy in strategies:
+            seeds = [s for s in sorted(theirs) if s in ours and strategy in theirs[s] and strategy in ours[s]
+                     and theirs[s][strategy].get("zero-shot R²") is not None]
+            if not seeds:
+                continue
+            pick = {key: ([theirs[s][strategy][key] for s in seeds], [ours[s][strategy][key] for s in seeds])
+                    for key in ("zero-shot R²", "zero-shot RMSE")}
+            r2, r2_random = (float(sum(v) / len(v)) for v in pick["zero-shot R²"])
+            rmse, rmse_random = (float(sum(v) / len(v)) for v in pick["zero-shot RMSE"])
+            rows.append({"variant": f"`{name}`", "name": name, "strategy": strategy,
+                         "mode": result["settings"]["mode"],
+                         "layer": result["settings"].get("head", {}).get("feature_layer"),
+                         "seeds": ", ".join(map(str, seeds)), "n": len(seeds),
+                         "r2": r2, "r2 random": r2_random, "rmse": rmse, "rmse random": rmse_random,
+                         "higher": r2 > r2_random,
+                         "per seed": sum(a > b for a, b in zip(*pick["zero-shot R²"], strict=True))})
+    return rows
+
+
+def zero_shot_section() -> str:
+    """Issue #21's forward view: zero-shot R² on each next reactant pair, pretrained against random."""
+    reference = json.loads((RESULTS / "continual.json").read_text())
+    variants = {}
+    for path in sorted(RESULTS.glob("continual_*.json")):
+        result = json.loads(path.read_text())
+        if "weights" in str(result.get("settings", {}).get("model", "")) and _same_stream(result, reference):
+            variants[path.stem] = result
+    rows = zero_shot_rows(reference, variants)
+    for row in rows:
+        row.update(layer="final" if row["layer"] is None else row["layer"],
+                   **{k: f"{row[k]:.2f}" for k in ("r2", "r2 random", "rmse", "rmse random")},
+                   wins=f"{row['per seed']} of {row['n']}", higher="yes" if row["higher"] else "no")
+    settled = [r for r in rows if r["n"] >= 3]
+    met = [r for r in settled if r["higher"] == "yes"]
+    verdict = ("No pretrained variant has three seeds yet: the target is not judged." if not settled else
+               "Target (zero-shot R² higher with the pretrained model than with the random one, on the mean "
+               "over three or more seeds): " + ("**met** by " + ", ".join(
+                   f"{r['variant']} `{r['strategy']}`" for r in met) if met else "**missed**")
+               + "; " + ", ".join(f"{r['variant']} `{r['strategy']}` {r['r2']} against {r['r2 random']} "
+                                  f"(zero-shot RMSE {r['rmse']} against {r['rmse random']})"
+                                  for r in settled) + ".")
+    return "\n\n".join([
+        "## Zero-shot on the next reactant pair: pretrained against random backbones",
+        "From the continual results above: the R² and RMSE (yield points) on each task from the second "
+        "on, just before it is trained, averaged over tasks (the seed paper's forward view), for every "
+        "variant that loads pretrained weights, beside the main table's random `tiny` on the same seeds "
+        "(same tasks, order and splits: a seed draws the same 70/30 split of every task in both). "
+        "Layer: the backbone states the head reads (0: the token embeddings).",
+        _table(rows, [("variant", "variant"), ("mode", "mode"), ("layer", "layer"), ("strategy", "strategy"),
+                      ("seeds", "seeds"), ("zero-shot R²", "r2"), ("random `tiny`", "r2 random"),
+                      ("zero-shot RMSE", "rmse"), ("random `tiny` RMSE", "rmse random"),
+                      ("higher on the mean", "higher"), ("higher by seed", "wins")]),
+        verdict,
+    ])
+
+
+SECTIONS: dict[str, Callable[..., str]] = {
     "accuracy": accuracy_section,
     "pretrained": pretrained_section,
     "pretrain": pretrain_section,
@@ -818,6 +901,8 @@ SECTIONS: dict[str, Callable[[Any], str]] = {
     "continual_seed_recipe": functools.partial(continual_section, name="continual_seed_recipe"),
     "continual_chem_small_lora": functools.partial(continual_section, name="continual_chem_small_lora"),
     "continual_chem_small_full": functools.partial(continual_section, name="continual_chem_small_full"),
+    "continual_chem_small_l0": functools.partial(continual_section, name="continual_chem_small_l0"),
+    "zero_shot": zero_shot_section,
     "classical": classical_section,
     "throughput": throughput_section,
     "memory": memory_section,
@@ -826,6 +911,8 @@ SECTIONS: dict[str, Callable[[Any], str]] = {
 }
 # Sections with something to say before their benchmark has run.
 OPTIONAL = {"gpu_check"}
+# Sections read from other sections' results, with no file of their own.
+DERIVED = {"zero_shot"}
 # The continual benchmark's result files whose LLM rows meet the classical bar.
 CONTINUAL_RESULTS = ("continual", "continual_molecules")
 
@@ -834,7 +921,9 @@ def render() -> str:
     parts = [INTRO]
     for name, section in SECTIONS.items():
         path = RESULTS / f"{name}.json"
-        if path.exists():
+        if name in DERIVED:
+            parts.append(section())
+        elif path.exists():
             parts.append(section(json.loads(path.read_text())))
         elif name in OPTIONAL:
             parts.append(section(None))

@@ -228,6 +228,26 @@ def test_resuming_with_more_strategies_adds_them_to_the_run_and_keeps_its_settin
     assert (run_dir / "run.json").stat().st_mtime_ns == stamp
 
 
+def test_resuming_refuses_options_that_name_another_task_order_than_the_run_learned_in(tmp_path):
+    import json
+
+    from continual_fixtures import coupling_tasks_csv, micro_config
+
+    from mistral_cl.continual import runner
+
+    data = coupling_tasks_csv(tmp_path / "tasks.csv", {"Br": 0.8, "I": 0.2, "Cl": 0.5})
+    run_dir = runner.create_run(tmp_path / "run", runner.with_continual(micro_config(data), "naive"))
+    keys = [task["key"] for task in json.loads((run_dir / "stream.json").read_text())["tasks"]]
+    assert keys == sorted(keys)
+    continual.check_order(run_dir, "sorted")
+    continual.check_order(run_dir, ",".join(keys))
+    with pytest.raises(SystemExit, match="another order than --task-order"):
+        continual.check_order(run_dir, ",".join(reversed(keys)))
+    assert continual.ordered_keys(keys, "random:2") == [keys[2], keys[0], keys[1]]
+    with pytest.raises(SystemExit, match="--task-order random:2"):
+        continual.check_order(run_dir, "random:2")
+
+
 def test_a_second_stream_names_its_tasks_and_sets_its_best_row_beside_its_own_forest():
     rows = continual.mean_rows(PER_SEED)
     result = {"date": "2026-12-06", "git_commit": "abc", "machine": "test",
@@ -328,3 +348,29 @@ def test_the_bar_verdict_names_the_best_continual_row_and_the_best_storing_at_mo
             "forest") in text
     assert ("The best such row (`results/continual_memory_sweep.json`), `replay` with memory "
             "`reservoir:1000`, ends at 13.40 ± 0.50 points: it **does not beat** the forest.") in text
+
+
+def test_the_zero_shot_view_pairs_each_pretrained_variant_with_the_random_model_on_the_same_seeds():
+    def rows(naive, replay):
+        return [{"strategy": "naive", "zero-shot R²": naive, "zero-shot RMSE": 30.0},
+                {"strategy": "replay", "zero-shot R²": replay, "zero-shot RMSE": 20.0 - replay},
+                {"strategy": "joint", "zero-shot R²": None, "zero-shot RMSE": None}]
+
+    reference = {"per_seed": {"0": rows(-3.0, -1.0), "1": rows(-3.5, -0.5), "2": rows(-2.0, -0.9)}}
+    three = {"per_seed": {"0": rows(-2.0, -0.8), "1": rows(-4.0, -0.6), "2": rows(-2.5, -0.7)},
+             "settings": {"mode": "head", "head": {"feature_layer": 0}}}
+    one = {"per_seed": None, "rows": rows(-1.0, -2.0),
+           "settings": {"mode": "lora", "head": {"feature_layer": None}, "seeds": [1]}}
+    variants = {"three": three, "one": one}
+    got = {(r["name"], r["strategy"]): r for r in readme.zero_shot_rows(reference, variants)}
+    assert set(got) == {("three", "naive"), ("three", "replay"), ("one", "naive"), ("one", "replay")}
+    replay = got["three", "replay"]
+    assert replay["r2"] == pytest.approx(-0.7) and replay["r2 random"] == pytest.approx(-0.8)
+    assert replay["higher"] and replay["per seed"] == 2 and replay["n"] == 3 and replay["layer"] == 0
+    assert replay["rmse"] == pytest.approx(20.7) and replay["rmse random"] == pytest.approx(20.8)
+    naive = got["three", "naive"]
+    assert naive["r2"] == pytest.approx(-2.8333, abs=1e-4) and naive["per seed"] == 1
+    assert not naive["higher"]  # a tie is not higher
+    # a one-seed variant is paired with the reference's same seed only
+    assert got["one", "replay"]["seeds"] == "1" and got["one", "replay"]["r2 random"] == pytest.approx(-0.5)
+    assert not got["one", "replay"]["higher"] and got["one", "naive"]["higher"]

@@ -327,3 +327,26 @@ def test_ligand_splits_hold_out_every_reaction_of_the_named_ligands_and_only_tho
     assert "`chem-small L0`" in text and "+0.200" in text and "+0.150" in text and "is met" in text
     results["rows"]["onehot-rf"]["means"]["ligand"]["r2"] = 0.45
     assert "is missed" in pretrained.verdict(results)
+
+
+def test_random_split_verdict_takes_the_best_row_over_every_random_split_and_its_time():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import pretrained
+
+    def row(r2, splits, seconds):
+        return {"means": {"random": {"r2": r2, "splits": splits, "seconds": seconds}}}
+
+    results = {"rows": {"tiny": row(0.90, 3, 100), "chem-small L6": row(0.95, 1, 100),
+                        "chem-small L0": row(0.861, 3, 500), "chem-small L3": row(0.85, 3, 100)}}
+    # the pretrained row with the best mean over all three splits; a one-split row and `tiny` do not count
+    assert pretrained.random_verdict(results) == [
+        "Best pretrained row on the random splits (3 scored): `chem-small L0`, mean R² 0.861, 8.3 min per "
+        "split (target 0.86 within 10 min per split: met)."]
+    results["rows"]["chem-small L0"]["means"]["random"]["seconds"] = 700
+    assert pretrained.random_verdict(results)[0].endswith("11.7 min per split (target 0.86 within 10 min "
+                                                          "per split: missed).")
+    results["rows"]["chem-small L0"]["means"]["random"].update(seconds=500, r2=0.859)
+    assert "`chem-small L0`, mean R² 0.859" in pretrained.random_verdict(results)[0]
+    assert "missed" in pretrained.random_verdict(results)[0]

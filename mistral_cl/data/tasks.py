@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import numpy as np
@@ -179,6 +179,23 @@ def _checked_keys(keys: list[str], valid: list[str]) -> list[str]:
     return keys
 
 
+def ordered_keys(keys: Iterable[str], order: TaskOrder = "sorted", seed: int = 0) -> list[str]:
+    """Task keys in learning order (see `TaskStream.from_tasks`); what a run's stream.json records."""
+    valid = sorted(keys)
+    if isinstance(order, str) and order.startswith("random:") and order[7:].isdigit():
+        order, seed = "random", int(order[7:])
+    if order == "sorted":
+        return valid
+    if order == "random":
+        return [valid[i] for i in np.random.default_rng(seed).permutation(len(valid))]
+    if order == "seed":
+        return seed_order(valid)
+    if isinstance(order, str):
+        raise InputError(f"unknown task order {order!r}",
+                         hint="use 'sorted', 'random', 'random:K', 'seed' or a list of task keys")
+    return _checked_keys(list(order), valid)
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskStream:
     """Tasks in the order they are learned; `tasks[i].index == i`."""
@@ -192,20 +209,7 @@ class TaskStream:
         (seeded by K), 'seed' (see `seed_order`), or an explicit list of keys (a subset is allowed;
         unknown or repeated keys are errors)."""
         by_key = {task.key: task for task in tasks}
-        valid = sorted(by_key)
-        if isinstance(order, str) and order.startswith("random:") and order[7:].isdigit():
-            order, seed = "random", int(order[7:])
-        if order == "sorted":
-            keys = valid
-        elif order == "random":
-            keys = [valid[i] for i in np.random.default_rng(seed).permutation(len(valid))]
-        elif order == "seed":
-            keys = seed_order(valid)
-        elif isinstance(order, str):
-            raise InputError(f"unknown task order {order!r}",
-                             hint="use 'sorted', 'random', 'random:K', 'seed' or a list of task keys")
-        else:
-            keys = _checked_keys(list(order), valid)
+        keys = ordered_keys(by_key, order, seed)
         return cls(tuple(dataclasses.replace(by_key[k], index=i) for i, k in enumerate(keys)))
 
     @classmethod
