@@ -248,7 +248,9 @@ def run_seed(args: argparse.Namespace, run_dir: Path, seed: int | None) -> tuple
 def check_order(run_dir: Path, order: str) -> None:
     """Stops a `--resume` whose options name another task order than the run learned in: the run
     would go on in its own order, and the results would record the options' order."""
-    recorded = [task["key"] for task in json.loads((run_dir / runner.STREAM_FILE).read_text())["tasks"]]
+    stream = json.loads((run_dir / runner.STREAM_FILE).read_text())
+    # the stream as created: tasks ingested later come in their own order, after it
+    recorded = [task["key"] for task in stream["tasks"][: stream["arrivals"][0]]]
     seed = load_run_config(run_dir).train.seed
     if ordered_keys(recorded, task_order(order), seed) != recorded:
         raise SystemExit(f"{run_dir} learned its tasks in another order than --task-order {order}; pass "
