@@ -53,6 +53,7 @@ from mistral_cl.continual import runner
 from mistral_cl.continual.runner import ContinualRun
 from mistral_cl.continual.strategies import build_strategy
 from mistral_cl.data.tasks import ordered_keys
+from mistral_cl.errors import InputError
 from mistral_cl.models import weights_name
 from mistral_cl.runs import load_run_config, save_run_config
 
@@ -203,7 +204,8 @@ def mean_rows(per_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]
         for key, value in first.items():
             if isinstance(value, float | int) and not isinstance(value, bool):
                 values = [per_seed[s][i].get(key) for s in seeds]
-                if any(v is None for v in values):
+                if any(v is None for v in values):  # not recorded in every seed: no mean to give
+                    row[key] = None
                     continue
                 row[key] = float(np.mean(values))
                 if key in SCORES:
@@ -247,12 +249,19 @@ def run_seed(args: argparse.Namespace, run_dir: Path, seed: int | None) -> tuple
 
 def check_order(run_dir: Path, order: str) -> None:
     """Stops a `--resume` whose options name another task order than the run learned in: the run
-    would go on in its own order, and the results would record the options' order."""
+    would go on in its own order, and the results would record the options' order. A named order
+    (`sorted`, `random:K`, ...) covers every task of the run's data; a list, the tasks it names."""
     stream = json.loads((run_dir / runner.STREAM_FILE).read_text())
     # the stream as created: tasks ingested later come in their own order, after it
     recorded = [task["key"] for task in stream["tasks"][: stream["arrivals"][0]]]
-    seed = load_run_config(run_dir).train.seed
-    if ordered_keys(recorded, task_order(order), seed) != recorded:
+    config = load_run_config(run_dir)
+    wanted = task_order(order)
+    keys = config.data.read().task_keys() if isinstance(wanted, str) else recorded
+    try:
+        expected = ordered_keys(keys, wanted, config.train.seed)
+    except InputError as err:
+        raise SystemExit(f"--task-order {order}: {err}") from None
+    if expected != recorded:
         raise SystemExit(f"{run_dir} learned its tasks in another order than --task-order {order}; pass "
                          "the run's own --task-order after -- when resuming it")
 

@@ -141,8 +141,9 @@ def group_means(cells: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]
 
 
 def verdict(results: dict[str, Any], pretrained: str = "chem-small", baseline: str = "tiny") -> str | None:
-    """The issue's targets read off the table: the best pretrained row against the random backbone and
-    the forests on the ligand splits (mean R², by at least 0.10), and on the random splits (>= 0.86)."""
+    """The issue's targets read off the table: the best pretrained row on the ligand splits against the
+    random backbone and the forests (mean R², by at least 0.10), then the random-split target on its own
+    best row (`random_verdict`)."""
     rows = results["rows"]
     means = {label: row.get("means", {}) for label, row in rows.items()}
     if baseline not in rows:
@@ -166,20 +167,25 @@ def verdict(results: dict[str, Any], pretrained: str = "chem-small", baseline: s
 
 def random_verdict(results: dict[str, Any], pretrained: str = "chem-small") -> list[str]:
     """The random-split target on its own: the pretrained row with the highest mean R² over the random
-    splits (among rows scored on the most of them), >= 0.86 within 10 minutes per split."""
+    splits (among rows scored on the most of them), >= 0.86 with no split over 10 minutes. The mean is
+    given to 4 decimals with its margin, and the splits below 0.86 are counted."""
     rows = {label: row for label, row in results["rows"].items()
             if label.startswith(pretrained) and "random" in row.get("means", {})}
     if not rows:
         return []
     most = max(row["means"]["random"].get("splits", 1) for row in rows.values())
-    full = {label: row["means"]["random"] for label, row in rows.items()
-            if row["means"]["random"].get("splits", 1) == most}
-    best = max(full, key=lambda label: full[label]["r2"])
-    r2, seconds = full[best]["r2"], full[best].get("seconds")
-    met = r2 >= RANDOM_TARGET and (seconds is None or seconds <= RANDOM_SECONDS)
-    timing = "" if seconds is None else f", {seconds / 60:.1f} min per split"
-    return [f"Best pretrained row on the random splits ({most} scored): `{best}`, mean R² {r2:.3f}{timing} "
-            f"(target {RANDOM_TARGET} within {RANDOM_SECONDS // 60} min per split: "
+    full = {label: row for label, row in rows.items() if row["means"]["random"].get("splits", 1) == most}
+    best = max(full, key=lambda label: full[label]["means"]["random"]["r2"])
+    mean = full[best]["means"]["random"]
+    cells = [c for split, c in full[best].get("cells", {}).items() if split.startswith("random:")]
+    slowest = max((c["seconds"] for c in cells), default=mean.get("seconds"))
+    met = mean["r2"] >= RANDOM_TARGET and (slowest is None or slowest <= RANDOM_SECONDS)
+    timing = "" if slowest is None else f", the slowest split {slowest / 60:.1f} min"
+    below = sum(c["r2"] < RANDOM_TARGET for c in cells)
+    spread = f" ± {mean['r2_sd']:.4f}" if "r2_sd" in mean else ""
+    return [f"Best pretrained row on the random splits ({most} scored): `{best}`, mean R² {mean['r2']:.4f}"
+            f"{spread} ({mean['r2'] - RANDOM_TARGET:+.4f} against {RANDOM_TARGET}; {below} of {len(cells)} "
+            f"splits below it){timing} (target {RANDOM_TARGET} within {RANDOM_SECONDS // 60} min per split: "
             f"{'met' if met else 'missed'})."]
 
 

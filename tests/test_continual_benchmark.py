@@ -234,18 +234,37 @@ def test_resuming_refuses_options_that_name_another_task_order_than_the_run_lear
     from continual_fixtures import coupling_tasks_csv, micro_config
 
     from mistral_cl.continual import runner
+    from mistral_cl.data.tasks import ordered_keys
+
+    def keys_of(run_dir):
+        return [task["key"] for task in json.loads((run_dir / "stream.json").read_text())["tasks"]]
 
     data = coupling_tasks_csv(tmp_path / "tasks.csv", {"Br": 0.8, "I": 0.2, "Cl": 0.5})
     run_dir = runner.create_run(tmp_path / "run", runner.with_continual(micro_config(data), "naive"))
-    keys = [task["key"] for task in json.loads((run_dir / "stream.json").read_text())["tasks"]]
+    keys = keys_of(run_dir)
     assert keys == sorted(keys)
     continual.check_order(run_dir, "sorted")
     continual.check_order(run_dir, ",".join(keys))
     with pytest.raises(SystemExit, match="another order than --task-order"):
         continual.check_order(run_dir, ",".join(reversed(keys)))
-    assert continual.ordered_keys(keys, "random:2") == [keys[2], keys[0], keys[1]]
+    assert ordered_keys(keys, "random:2") == [keys[2], keys[0], keys[1]]
     with pytest.raises(SystemExit, match="--task-order random:2"):
         continual.check_order(run_dir, "random:2")
+    with pytest.raises(SystemExit, match="unknown task key"):
+        continual.check_order(run_dir, "Xx-coupling")
+    # `random` without K is drawn from the run's own seed (3 here, a permutation that is not sorted)
+    config = runner.with_continual(micro_config(data, seed=3), "naive")
+    seeded = runner.create_run(tmp_path / "seeded", config, "random")
+    assert keys_of(seeded) == ordered_keys(keys, "random", 3) != keys
+    continual.check_order(seeded, "random")
+    with pytest.raises(SystemExit, match="another order"):
+        continual.check_order(seeded, "sorted")
+    # a run of some of the tasks, in sorted order, is not the named order `sorted` of all of them
+    subset = runner.create_run(tmp_path / "subset", runner.with_continual(micro_config(data), "naive"),
+                               keys[:2])
+    continual.check_order(subset, ",".join(keys[:2]))
+    with pytest.raises(SystemExit, match="another order"):
+        continual.check_order(subset, "sorted")
 
 
 def test_a_second_stream_names_its_tasks_and_sets_its_best_row_beside_its_own_forest():
@@ -374,3 +393,41 @@ def test_the_zero_shot_view_pairs_each_pretrained_variant_with_the_random_model_
     # a one-seed variant is paired with the reference's same seed only
     assert got["one", "replay"]["seeds"] == "1" and got["one", "replay"]["r2 random"] == pytest.approx(-0.5)
     assert not got["one", "replay"]["higher"] and got["one", "naive"]["higher"]
+
+
+def test_the_zero_shot_verdict_is_judged_on_three_seeds_and_says_what_goes_the_other_way():
+    def row(name, strategy, n, r2, r2_random, rmse, rmse_random, wins, rmse_wins):
+        return {"variant": f"`{name}`", "name": name, "strategy": strategy, "n": n, "r2": r2,
+                "r2 random": r2_random, "rmse": rmse, "rmse random": rmse_random, "higher": r2 > r2_random,
+                "per seed": wins, "rmse per seed": rmse_wins}
+
+    settled = row("l0", "replay", 3, -0.71, -0.84, 22.97, 23.73, 2, 2)
+    thin = row("lora", "replay", 2, -1.28, -0.75, 24.66, 22.77, 0, 0)
+    text = readme.zero_shot_verdict([settled, thin])
+    assert "**met on the mean** by 1 of 1 rows" in text
+    assert "R² -0.710 against -0.840, higher on 2 of 3 seeds" in text
+    assert "RMSE is lower on the mean (22.97 against 23.73) and lower on 2 of 3 seeds" in text
+    assert text.endswith("Variants with fewer seeds, not judged: 0 of 1 rows higher on the mean.")
+    worse = row("l0", "naive", 3, -3.5, -3.38, 30.99, 30.64, 1, 1)
+    assert "**missed**" in readme.zero_shot_verdict([worse])
+    assert "not judged" in readme.zero_shot_verdict([thin]) and "**" not in readme.zero_shot_verdict([thin])
+
+
+def test_only_results_on_the_main_tables_stream_and_memory_pair_with_it():
+    reference = {"settings": {"data": "suzuki", "task_order": "sorted", "split": "task", "tasks": 15,
+                              "continual": {"test_fraction": 0.3, "memory": "all"}}}
+    same = {"settings": {**reference["settings"], "model": "weights chem-small (shipped)"}}
+    assert readme._same_stream(same, reference)
+    for key, value in (("task_order", "random:1"), ("split", "global"), ("data", "buchwald")):
+        assert not readme._same_stream({"settings": {**same["settings"], key: value}}, reference)
+    bounded = {"settings": {**same["settings"],
+                            "continual": {"test_fraction": 0.3, "memory": "reservoir:1000"}}}
+    assert not readme._same_stream(bounded, reference)
+
+
+def test_a_score_missing_in_one_seed_gets_no_mean():
+    per_seed = {0: [{**_row("replay", 0.1, 0.0), "zero-shot R²": -0.5}],
+                1: [{**_row("replay", 0.2, 0.0), "zero-shot R²": None}]}
+    (row,) = continual.mean_rows(per_seed)
+    assert row["zero-shot R²"] is None and "zero-shot R² sd" not in row
+    assert row["ACC"] == pytest.approx(0.15)
