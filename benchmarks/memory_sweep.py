@@ -64,9 +64,11 @@ def _forest_rows() -> list[dict[str, Any]]:
             if (row["data"], row["features"], row["order"]) == ("suzuki", "onehot", "sorted")]
 
 
-def forest_bar() -> dict[str, float] | None:
-    """The cumulative one-hot forest's final per-task RMSE (sorted order), if recorded."""
-    return next((row["rmse_acc"] for row in _forest_rows() if row["protocol"] == "cumulative"), None)
+def forest_bar(rows: list[dict[str, Any]] | None = None) -> dict[str, float] | None:
+    """The cumulative one-hot forest's final per-task RMSE (sorted order), if recorded; `rows`: the
+    forests already read (`_forest_rows`)."""
+    rows = _forest_rows() if rows is None else rows
+    return next((row["rmse_acc"] for row in rows if row["protocol"] == "cumulative"), None)
 
 
 def forests_with_memory() -> dict[str, dict[str, float]]:
@@ -75,9 +77,9 @@ def forests_with_memory() -> dict[str, dict[str, float]]:
     rows = _forest_rows()
     forests = {row["protocol"].removeprefix("memory:"): row["rmse_acc"] for row in rows
                if row["protocol"].startswith("memory:")}
-    for row in rows:
-        if row["protocol"] == "cumulative":
-            forests.setdefault("all", row["rmse_acc"])
+    bar = forest_bar(rows)
+    if bar is not None:
+        forests.setdefault("all", bar)
     return forests
 
 
