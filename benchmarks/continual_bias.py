@@ -19,7 +19,7 @@ import numpy as np
 from mistral_cl import hostmem
 from mistral_cl.continual import learner, runner
 from mistral_cl.continual.strategies import build_strategy
-from mistral_cl.inference import predict
+from mistral_cl.inference import predict_mean
 from mistral_cl.scores import regression_scores
 
 
@@ -41,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         if progress is None:
             print(f"{spec}: no checkpoint in {args.run_dir}")
             continue
-        owner = {j: model for model, group in strategy.predictors(setting, progress.state,
-                                                                  progress.trainable, len(pool))
+        owner = {j: members for members, group in strategy.predictors(setting, progress.state,
+                                                                      progress.trainable, len(pool))
                  for j in group}
         for j, key in enumerate(pool.keys):
-            trainable = owner[j]
+            models = [setting.model(trainable) for trainable in owner[j]]
             positions = pool.test_positions([j])
             truth = pool.encoded.yields[positions].astype(np.float64)
-            predicted = np.asarray(predict(setting.model(trainable), pool.source(positions), 128), np.float64)
+            predicted = np.asarray(predict_mean(models, pool.source(positions), 128), np.float64)
             bias = predicted.mean() - truth.mean()
             r2 = regression_scores(truth, predicted)["r2"]
             unbiased = regression_scores(truth, predicted - bias)["r2"]

@@ -7,7 +7,8 @@
 For each memory (`reservoir:N`, at most N stored reactions, or `all`) and seed, runs the replay
 strategy `--strategy` (default `replay`; e.g. `replay:weight=tasks:epochs=40`) with the command's
 defaults otherwise (the continual benchmark's machinery, one run directory each under `--out`;
-`--resume` continues them). Anything after `--` is passed to `mistral-cl continual`. Writes
+`--resume` continues them). Anything after `--` is passed to `mistral-cl continual` and recorded with
+the rows (`options`), which are kept apart from the rows swept without them. Writes
 benchmarks/results/continual_memory_sweep.json: per strategy and memory the mean and sample sd over
 seeds of the final per-task RMSE, RMSE-BWT, per-task R² ACC and the wall and CPU seconds, each seed's
 rows, and the date, commit and load of the sweep that ran it. A sweep replaces the rows of its own
@@ -84,7 +85,9 @@ def forests_with_memory() -> dict[str, dict[str, float]]:
 
 
 def strategy_of(row: dict[str, Any]) -> str:
-    return row.get("strategy", "replay")  # rows from before other strategies were swept
+    """A row's strategy with the options it was swept with, e.g. `replay-snapshot --head-members 3`
+    (rows from before other strategies were swept are `replay`'s)."""
+    return " ".join([row.get("strategy", "replay"), *row.get("options", [])])
 
 
 def merged(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     memories = [m.strip() for m in args.memories.split(",")]
     started, commit = datetime.now(UTC).isoformat(timespec="seconds"), git_commit()
+    label = strategy_of({"strategy": args.strategy, "options": args.options})
     rows = []
     with LoadSampler() as load:
         for memory in memories:
@@ -160,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                                      options=[*args.options, "--memory", spec])
             per_seed, stored = {}, None
             # `replay`'s directories keep their first names (memory-N) so that earlier sweeps resume.
-            prefix = "" if args.strategy == "replay" else args.strategy.replace(":", "_") + "-"
+            prefix = "" if label == "replay" else "_".join(
+                [args.strategy.replace(":", "_"), *(o.lstrip("-") for o in args.options)]) + "-"
             for seed in seeds:
                 run_dir = seed_directory(Path(args.out) / f"{prefix}memory-{memory}", seed)
                 seed_rows, config = run_seed(run, run_dir, seed)
@@ -168,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 stream = json.loads((run_dir / "stream.json").read_text())
                 # `all` ends up holding every task's training reactions.
                 stored = int(memory) if memory != "all" else sum(t["train"] for t in stream["tasks"])
-            row = {"strategy": args.strategy, "memory": spec, "stored at most": stored,
+            row = {"strategy": args.strategy, **({"options": args.options} if args.options else {}),
+                   "memory": spec, "stored at most": stored,
                    **summarise(list(per_seed.values())), "per_seed": per_seed,
                    "date": started, "git_commit": commit}
             rows.append(row)
@@ -178,12 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         row["load_average_1min"] = load_average
     previous = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    # The settings are those of the rows swept without options; a row's own options change them.
+    settings = ({"command": "mistral-cl continual --strategies S --memory M --seed N O", "seeds": seeds,
+                 "head": config.head.__dict__, "train": config.train.__dict__}
+                if not args.options or "settings" not in previous else previous["settings"])
+    settings["command"] = "mistral-cl continual --strategies S --memory M --seed N O"
     result = {
         "benchmark": "replay's memory size against its final error on the Suzuki-Miyaura stream",
         "date": started, "git_commit": commit, "machine": machine(), "load_average_1min": load_average,
-        "settings": {"command": "mistral-cl continual --strategies S --memory M --seed N "
-                                + " ".join(args.options), "seeds": seeds,
-                     "head": config.head.__dict__, "train": config.train.__dict__},
+        "settings": settings,
         "rows": merged(previous["rows"], rows),
         "forest": forest_bar(),
         "forests": forests_with_memory(),

@@ -224,8 +224,8 @@ def build_parser(continual_recipe: str = "continual") -> argparse.ArgumentParser
                            "--split global); `--recipe seed --help` shows its defaults")
     cont.add_argument("--strategies", default=",".join(recipe.continual.strategies),
                       help="comma-separated, each NAME or NAME:SETTING=VALUE (e.g. ewc:lam=3e4): joint, "
-                           "cumulative, naive, replay, replay-avg-grad, ewc, lwf, agem, adapters (default "
-                           f"{','.join(recipe.continual.strategies)})")
+                           "cumulative, naive, replay, replay-avg-grad, replay-snapshot, ewc, lwf, agem, "
+                           f"adapters (default {','.join(recipe.continual.strategies)})")
     cont.add_argument("--task-order", default="sorted",
                       help="sorted (default), random (drawn with --seed), random:K (drawn with K), seed "
                            "(the seed repository's order of the Suzuki pairs), or comma-separated task keys")
@@ -233,7 +233,7 @@ def build_parser(continual_recipe: str = "continual") -> argparse.ArgumentParser
                       help="task: 70/30 within every task; global: one 70/30 split of all reactions, then "
                            f"grouped by task (the seed repository's protocol) (default {recipe.split})")
     cont.add_argument("--memory", default=recipe.continual.memory,
-                      help="replay memory of replay, replay-avg-grad and agem: all | reservoir:N (at most N "
+                      help="replay memory of the replay strategies and agem: all | reservoir:N (at most N "
                            f"reactions) | quota:N (N per task) (default {recipe.continual.memory})")
     cont.add_argument("--carry-optimizer", action=argparse.BooleanOptionalAction,
                       default=recipe.continual.carry_optimizer,

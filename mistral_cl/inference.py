@@ -6,7 +6,7 @@ their objectives; `predict` scores a whole source, on one device or on a mesh.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import equinox as eqx
@@ -79,3 +79,14 @@ def predict(model: YieldModel, data: BatchSource, batch_size: int = 64, *, mesh:
         real = np.asarray(batch.weight) > 0
         out[np.asarray(batch.index)[real]] = pred[real]
     return out
+
+
+def predict_mean(models: Sequence[YieldModel], data: BatchSource, batch_size: int = 64, *,
+                 mesh: Mesh | None = None) -> np.ndarray:
+    """The mean of `models`' predicted yields for every reaction of `data` (one model: its own
+    predictions, unchanged). A task-aware strategy may predict a task with several models, e.g.
+    `replay-snapshot` with the current one and the one saved when the task had just been learned."""
+    predicted = [predict(model, data, batch_size, mesh=mesh) for model in models]
+    if len(predicted) == 1:
+        return predicted[0]
+    return np.mean(predicted, axis=0, dtype=np.float64).astype(np.float32)

@@ -30,7 +30,7 @@ from mistral_cl.data.reactions import canonical_column, raise_problems
 from mistral_cl.data.tables import SMILES_NAMES, named_column, read_cells, spreadsheet_rows
 from mistral_cl.errors import InputError, warn
 from mistral_cl.predictor import YieldModel
-from mistral_cl.runs import RunConfig, load_model, load_run_config, trainable_like
+from mistral_cl.runs import RunConfig, load_model, load_models, load_run_config, trainable_like
 
 PREDICTION_COLUMN = "predicted_yield_percent"
 
@@ -39,21 +39,22 @@ PREDICTION_COLUMN = "predicted_yield_percent"
 
 
 def restore_predictor(run_dir: str | Path, strategy: str | None = None, task: str | None = None, *,
-                      mesh: Mesh | None = None) -> tuple[RunConfig, YieldModel]:
-    """The run's configuration and the model that predicts: a `train` run's, or the final model of a
-    `continual` run's `strategy` (for a task-aware one, the model of `task`), placed on `mesh`."""
+                      mesh: Mesh | None = None) -> tuple[RunConfig, tuple[YieldModel, ...]]:
+    """The run's configuration and the models whose mean predicts: a `train` run's one, or the final
+    model of a `continual` run's `strategy` (for a task-aware one, the models of `task`: its adapter,
+    or `replay-snapshot`'s current model and snapshot), each placed on `mesh`."""
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     if config.kind == "continual":
-        model = _continual_predictor(run_dir, config, strategy, task)
+        models = _continual_predictor(run_dir, config, strategy, task)
     else:
         for option, value in (("strategy", strategy), ("task", task)):
             if value is not None:
                 raise InputError(f"a `train` run has one model for every reaction: `{option}` does not "
                                  f"apply", file=str(run_dir), hint=f"leave `{option}` unset")
         state, _ = checkpoint.restore(run_dir / "checkpoints", {"trainable": trainable_like(config)})
-        model = load_model(run_dir, config, state["trainable"])
-    return config, model if mesh is None else sharding.place(model, mesh)
+        models = (load_model(run_dir, config, state["trainable"]),)
+    return config, tuple(model if mesh is None else sharding.place(model, mesh) for model in models)
 
 
 def _chosen_spec(run_dir: Path, specs: list[str], wanted: str | None) -> str:
@@ -72,7 +73,7 @@ def _chosen_spec(run_dir: Path, specs: list[str], wanted: str | None) -> str:
 
 
 def _continual_predictor(run_dir: Path, config: RunConfig, wanted: str | None, task: str | None
-                         ) -> YieldModel:
+                         ) -> tuple[YieldModel, ...]:
     spec = _chosen_spec(run_dir, list(continual_settings(config).strategies), wanted)
     strategy = build_strategy(spec)
     directory = strategy_directory(run_dir, strategy) / CHECKPOINTS
@@ -102,16 +103,16 @@ def _continual_predictor(run_dir: Path, config: RunConfig, wanted: str | None, t
                       frozen=None, initial=like)
     saved = {"trainable": like, "state": strategy.state_like(setting, done), "key": jax.random.key(0)}
     tree, meta = checkpoint.restore(directory, saved, step=done)
-    trainable = tree["trainable"]
+    members = (tree["trainable"],)
     if task is not None:
         j = keys.index(task)
         if j >= len(ScoreBoard.from_json(meta["board"]).learned_at):
             raise InputError(f"strategy {spec!r} has not learned task {task!r} yet", file=str(run_dir),
                              hint=f"finish the run first: mistral-cl continual --resume {run_dir}")
         state = StrategyState(tree["state"], meta["values"])
-        trainable = next(t for t, group in strategy.predictors(setting, state, trainable, len(keys))
-                         if j in group)
-    return load_model(run_dir, config, trainable)
+        members = next(m for m, group in strategy.predictors(setting, state, tree["trainable"], len(keys))
+                       if j in group)
+    return load_models(run_dir, config, members)
 
 
 # -------------------------------------------------------------------------- input and output

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -258,15 +259,21 @@ def save_frozen(run_dir: Path, model: YieldModel, config: RunConfig) -> None:
 
 def load_model(run_dir: Path, config: RunConfig, trainable: YieldModel) -> YieldModel:
     """The full model of a run, given its trainable half (restored from a checkpoint)."""
+    return load_models(run_dir, config, [trainable])[0]
+
+
+def load_models(run_dir: Path, config: RunConfig, trainables: Sequence[YieldModel]
+                ) -> tuple[YieldModel, ...]:
+    """The full model of a run for each of `trainables`, all sharing one frozen half, loaded once."""
     like = abstract_model(config)
     if not jax.tree.leaves(split_model(like, config)[1]):
-        return trainable
+        return tuple(trainables)
     if config.weights is None:
         _, frozen_like = split_model(like, config)
         frozen, _ = checkpoint.restore(Path(run_dir) / "base", frozen_like)
     else:
         _, frozen = split_model(initial_model(config, jax.random.key(0)), config)
-    return eqx.combine(trainable, frozen)
+    return tuple(eqx.combine(trainable, frozen) for trainable in trainables)
 
 
 def trainable_like(config: RunConfig) -> YieldModel:

@@ -26,7 +26,7 @@ from mistral_cl.data.sources import describe
 from mistral_cl.data.tables import spreadsheet_rows
 from mistral_cl.data.tasks import random_split, split_by_task
 from mistral_cl.features import cache_features
-from mistral_cl.inference import BatchSource, predict
+from mistral_cl.inference import BatchSource, predict, predict_mean
 from mistral_cl.prediction import (
     PREDICTION_COLUMN,
     output_path,
@@ -149,12 +149,12 @@ def predict_file(run_dir: str | Path, file: str | Path, *, output: str | Path | 
     Returns where the predictions went and how many there are."""
     path = output_path(file, output, run_dir)
     frame, smiles, column = read_queries(file, smiles_column)
-    config, model = restore_predictor(run_dir, strategy, task, mesh=mesh)
+    config, models = restore_predictor(run_dir, strategy, task, mesh=mesh)
     dataset = ReactionDataset.build(smiles, np.zeros(len(smiles)), ["all"] * len(smiles),
                                     rows=spreadsheet_rows(frame), source=str(file), smiles_column=column)
     encoded = encode_reactions(dataset, tokenizer_for(config), max_len=config.model.max_seq_len)
     batch = 64 if mesh is None else 64 * mesh.shape["data"] * mesh.shape["fsdp"]
-    predicted = predict(model, encoded, batch_size=batch, mesh=mesh)
+    predicted = predict_mean(models, encoded, batch_size=batch, mesh=mesh)
     if sharding.is_reporting_process():
         report.write_csv(path, with_predictions(frame, predicted).to_dict("records"))
     return path, len(predicted)

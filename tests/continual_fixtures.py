@@ -78,7 +78,7 @@ def micro_setting(tmp_path: Path, levels: dict[str, float], strategies: str = "n
 
 # The small stream of the mesh tests (test_continual_mesh.py), also the one on which every strategy is
 # shown to learn in every mode (test_continual_strategies.py): the same programs, compiled once a session.
-STATEFUL_STRATEGIES = ("replay", "ewc", "lwf", "agem", "adapters")  # each keeps a state of its own
+STATEFUL_STRATEGIES = ("replay", "replay-snapshot", "ewc", "lwf", "agem", "adapters")  # each has a state
 # Two KV heads, so tensor parallelism of 2 splits whole heads.
 MESH_MODEL = ModelConfig(vocab_size=32000, dim=32, n_layers=1, n_heads=2, n_kv_heads=2, head_dim=16,
                          hidden_dim=64, sliding_window=64)

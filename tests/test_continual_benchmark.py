@@ -118,7 +118,8 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
     assert "| 0.600 | 12.50 ± 0.30 |" in text
     assert "`reservoir:100`: `replay` 12.00, the forest with the same memory 12.50 (LLM lower)." in text
     assert "`replay` ends below it on the mean with memory `all`." in text
-    assert "the best such row, `replay` with `reservoir:100`, ends at 12.00 ± 1.00: missed." in text
+    assert ("the best such row, `replay` with `reservoir:100`, ends at 12.00 ± 1.00 points: the bar is "
+            "**missed**.") in text
 
     # A sweep of another strategy replaces only its own rows, and rows keep strategy then memory order.
     variant = {"strategy": "replay:weight=tasks", "memory": "reservoir:100", "stored at most": 100,
@@ -129,7 +130,22 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
     again = memory_sweep.merged(rows, [{**rows[1], "RMSE %": {"mean": 9.0, "sd": None}}])
     assert len(again) == 3 and again[1]["RMSE %"]["mean"] == 9.0
     text = readme.memory_sweep_section({**result, "rows": rows})
-    assert "`replay:weight=tasks` with `reservoir:100`, ends at 10.00: met." in text
+    assert "`replay:weight=tasks` with `reservoir:100`, ends at 10.00 points: the bar is **met**." in text
+    assert "task-aware" not in text
+
+    # Options swept with a strategy are its own rows, named with them; a task-aware best row is said
+    # to be one, beside the best row that is not.
+    aware = [{**s, "RMSE %": 9.5, "task-aware": True} for s in seeds]
+    snapshot = {"strategy": "replay-snapshot", "options": ["--head-members", "3"],
+                "memory": "reservoir:100", "stored at most": 100, **memory_sweep.summarise(aware),
+                "per_seed": dict(enumerate(aware))}
+    rows = memory_sweep.merged(rows, [snapshot])
+    assert memory_sweep.strategy_of(rows[-1]) == "replay-snapshot --head-members 3" and len(rows) == 4
+    text = readme.memory_sweep_section({**result, "rows": rows})
+    assert ("the best such row, `replay-snapshot --head-members 3` with `reservoir:100`, ends at 9.50 "
+            "points: the bar is **met**.") in text and "That row is task-aware" in text
+    assert ("The best row that predicts without the task, `replay:weight=tasks` with `reservoir:100`, "
+            "ends at 10.00 points") in text
 
 
 def memory_spec_pairs():
@@ -365,8 +381,8 @@ def test_the_bar_verdict_names_the_best_continual_row_and_the_best_storing_at_mo
             "`all`") in text
     assert ("ends at 10.50 ± 0.40 points (per-task R² ACC 0.700) in 400 s (380 CPU s): it **beats** the "
             "forest") in text
-    assert ("The best such row (`results/continual_memory_sweep.json`), `replay` with memory "
-            "`reservoir:1000`, ends at 13.40 ± 0.50 points: it **does not beat** the forest.") in text
+    assert ("the best such row (`results/continual_memory_sweep.json`), `replay` with `reservoir:1000`, "
+            "ends at 13.40 ± 0.50 points: the bar is **missed**.") in text
 
 
 def test_the_zero_shot_view_pairs_each_pretrained_variant_with_the_random_model_on_the_same_seeds():

@@ -2,12 +2,12 @@
 scores of the same run on one device, and a run resumed on another mesh continues exactly.
 
 Eight simulated CPU devices (conftest.py). Every strategy that keeps state of its own (replay's
-memory, EWC's Fisher and anchor, LwF's teacher, A-GEM's reference batches, one adapter per task) runs
-on a mesh in both modes and meets both meshes: in `full` mode on 1x8x1 (data split over fsdp, weights
-sharded ZeRO-3) or 2x2x2 (data, fsdp and tensor parallelism at once); in `lora` mode all five start on
-1x8x1 and are resumed on 2x2x2 after the first task, which checks the scores of both meshes and the
-move between them in one run. Each step compiles once per strategy, mode and mesh, which is what
-these tests cost.
+memory, EWC's Fisher and anchor, LwF's teacher, A-GEM's reference batches, one adapter or snapshot
+per task) runs on a mesh in both modes and meets both meshes: in `full` mode on 1x8x1 (data split
+over fsdp, weights sharded ZeRO-3) or 2x2x2 (data, fsdp and tensor parallelism at once); in `lora`
+mode all six start on 1x8x1 and are resumed on 2x2x2 after the first task, which checks the scores
+of both meshes and the move between them in one run. Each step compiles once per strategy, mode and
+mesh, which is what these tests cost.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from mistral_cl.data.sources import DataConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 # Which strategies run on which mesh in `full` mode: each on one of them, and both meshes used. In
-# `lora` mode the resumed run takes all five over both meshes (MESHES_OF_THE_RESUMED_RUN).
-ON_MESH = {("1x8x1", "full"): ("replay", "lwf", "adapters"), ("2x2x2", "full"): ("ewc", "agem")}
+# `lora` mode the resumed run takes all six over both meshes (MESHES_OF_THE_RESUMED_RUN).
+ON_MESH = {("1x8x1", "full"): ("replay", "lwf", "adapters"),
+           ("2x2x2", "full"): ("ewc", "agem", "replay-snapshot")}
 MESHES_OF_THE_RESUMED_RUN = ("1x8x1", "2x2x2")
 
 

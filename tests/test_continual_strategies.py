@@ -1,5 +1,6 @@
 """What each strategy promises: naive forgets a conflicting task, replay keeps it, adapters never
-change an earlier task's predictions, A-GEM's step never raises the memory loss to first order, and
+change an earlier task's predictions, replay-snapshot averages a task's snapshot with the current
+model, A-GEM's step never raises the memory loss to first order, and
 EWC's Fisher is the mean squared per-reaction gradient."""
 
 import dataclasses
@@ -26,7 +27,8 @@ from mistral_cl.continual.strategies import STRATEGIES, build_strategy, parse_st
 from mistral_cl.continual.strategies.base import StrategyState
 from mistral_cl.continual.strategies.ewc import EWC, diagonal_fisher
 from mistral_cl.errors import InputError
-from mistral_cl.inference import forward, predict
+from mistral_cl.inference import forward, predict, predict_mean
+from mistral_cl.scores import regression_scores
 from mistral_cl.train import regression_loss
 
 
@@ -81,8 +83,8 @@ def test_adapters_never_change_an_earlier_tasks_predictions(tmp_path):
     before = {k: np.zeros(2) for k in ("r2", "rmse", "mae")}
 
     def first_task_predictions(progress):
-        (model, _), = [(m, g) for m, g in adapters.predictors(setting, progress.state, progress.trainable, 2)
-                       if g == [0]]
+        groups = adapters.predictors(setting, progress.state, progress.trainable, 2)
+        ((model,), _), = [(m, g) for m, g in groups if g == [0]]
         return predict(setting.model(model), setting.pool.source(setting.pool.test[0]), 32)
 
     directory = run_dir / "adapters"
@@ -93,6 +95,39 @@ def test_adapters_never_change_an_earlier_tasks_predictions(tmp_path):
     np.testing.assert_array_equal(first_task_predictions(after_first), first_task_predictions(after_second))
     r2 = after_second.board.matrices["r2"]
     assert r2[0, 0] == r2[1, 0]
+
+
+def test_replay_snapshot_predicts_a_learned_task_with_the_mean_of_its_snapshot_and_the_current(tmp_path):
+    run_dir, setting = _setting(tmp_path, {"Br": 0.8, "I": 0.2}, epochs=2)
+    snapshot, replay = (build_strategy(f"{name}:memory_batch=8") for name in ("replay-snapshot", "replay"))
+    assert snapshot.task_aware and not replay.task_aware
+    before = {k: np.zeros(2) for k in ("r2", "rmse", "mae")}
+    runs = {}
+    for strategy in (snapshot, replay):
+        directory = run_dir / strategy.name
+        directory.mkdir()
+        runs[strategy.name] = [run_strategy(strategy, setting, directory, [2], before, eval_batch_size=32,
+                                            stop_after=stop) for stop in (1, None)]
+    (first, final), replay_final = runs["replay-snapshot"], runs["replay"][1]
+    # Training is replay's: the same trainable half after every round.
+    for a, b in zip(jax.tree.leaves(final.trainable), jax.tree.leaves(replay_final.trainable), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert set(final.state.arrays) == {"task_0000", "task_0001"}  # restored from the checkpoint after round 1
+    groups = dict((tuple(g), m) for m, g in snapshot.predictors(setting, final.state, final.trainable, 2))
+    assert len(groups[(0,)]) == 2 and len(groups[(1,)]) == 2
+    source = setting.pool.source(setting.pool.test[0])
+    kept, current = (predict(setting.model(t), source, 32) for t in (first.trainable, final.trainable))
+    assert not np.allclose(kept, current)
+    mean = predict_mean([setting.model(t) for t in groups[(0,)]], source, 32)
+    np.testing.assert_allclose(mean, (kept.astype(np.float64) + current) / 2, rtol=1e-6)
+    truth = setting.pool.encoded.yields[setting.pool.test[0]]
+    assert final.board.matrices["rmse"][1, 0] == pytest.approx(regression_scores(truth, mean)["rmse"])
+    assert final.board.matrices["rmse"][1, 0] != replay_final.board.matrices["rmse"][1, 0]
+    # The task learned last is predicted by its snapshot, which is the current model: replay's score.
+    assert final.board.matrices["rmse"][1, 1] == pytest.approx(replay_final.board.matrices["rmse"][1, 1])
+    # Before the second task is learned, the current model alone predicts it.
+    assert [g for _, g in snapshot.predictors(setting, first.state, first.trainable, 2)] == [[0], [1]]
+    assert len(snapshot.predictors(setting, first.state, first.trainable, 2)[1][0]) == 1
 
 
 def test_agem_step_never_raises_the_memory_loss_to_first_order(tmp_path):
@@ -144,8 +179,8 @@ def test_ewc_fisher_is_the_mean_squared_gradient_of_each_reactions_squared_error
 
 
 def test_strategies_are_named_with_their_settings_and_checked_against_the_mode():
-    assert set(STRATEGIES) == {"joint", "cumulative", "naive", "replay", "replay-avg-grad", "ewc", "lwf",
-                               "agem", "adapters"}
+    assert set(STRATEGIES) == {"joint", "cumulative", "naive", "replay", "replay-avg-grad", "replay-snapshot",
+                               "ewc", "lwf", "agem", "adapters"}
     ewc = build_strategy("ewc:lam=300")
     assert ewc.lam == 300.0 and ewc.spec == "ewc:lam=300.0" and build_strategy(ewc.spec) == ewc
     assert [s.spec for s in parse_strategies("naive, replay,adapters", "lora")] == [

@@ -48,7 +48,7 @@ from mistral_cl.continual.pool import TaskPool
 from mistral_cl.continual.strategies import Setting, Strategy, StrategyState
 from mistral_cl.continual.strategies.base import EpochChoice, copy_tree, seed_for
 from mistral_cl.errors import InputError
-from mistral_cl.inference import predict
+from mistral_cl.inference import predict, predict_mean
 from mistral_cl.predictor import YieldModel
 from mistral_cl.scores import regression_scores
 from mistral_cl.train import LoopResult, init_opt_state, make_optimizer, make_train_step, train_epochs
@@ -78,14 +78,15 @@ class Progress:
 def predictions(strategy: Strategy, setting: Setting, state: StrategyState, trainable: YieldModel,
                 tasks: Sequence[int], batch_size: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Measured and predicted yields of the test set of each of `tasks`, each predicted by the
-    strategy's choice of model (one prediction pass over all tasks that share a model)."""
+    strategy's choice of models (one prediction pass over all tasks that share them)."""
     pool, wanted, out = setting.pool, set(tasks), {}
-    for predictor, group in strategy.predictors(setting, state, trainable, len(pool)):
+    for members, group in strategy.predictors(setting, state, trainable, len(pool)):
         group = [j for j in group if j in wanted]
         if not group:
             continue
         positions = pool.test_positions(group)
-        predicted = predict(setting.model(predictor), pool.source(positions), batch_size, mesh=setting.mesh)
+        predicted = predict_mean([setting.model(m) for m in members], pool.source(positions), batch_size,
+                                 mesh=setting.mesh)
         truth = pool.encoded.yields[positions]
         ends = np.cumsum([len(pool.test[j]) for j in group])
         for j, end in zip(group, ends, strict=True):

@@ -17,11 +17,12 @@ from mistral_cl.continual.strategies.ewc import EWC
 from mistral_cl.continual.strategies.joint import Joint
 from mistral_cl.continual.strategies.lwf import LwF
 from mistral_cl.continual.strategies.naive import Naive
-from mistral_cl.continual.strategies.replay import AveragedReplay, Replay
+from mistral_cl.continual.strategies.replay import AveragedReplay, Replay, SnapshotReplay
 from mistral_cl.errors import InputError
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Joint, Cumulative, Naive, Replay, AveragedReplay, EWC, LwF, AGEM, Adapters)
+    cls.name: cls
+    for cls in (Joint, Cumulative, Naive, Replay, AveragedReplay, SnapshotReplay, EWC, LwF, AGEM, Adapters)
 }
 
 __all__ = ["STRATEGIES", "Setting", "Strategy", "StrategyState", "build_strategy", "parse_strategies"]

@@ -14,12 +14,15 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from mistral_cl.continual.strategies.base import Setting, Strategy, StrategyState, copy_tree
+from mistral_cl.continual.strategies.base import (
+    Members,
+    Setting,
+    Strategy,
+    StrategyState,
+    copy_tree,
+    task_slot,
+)
 from mistral_cl.predictor import YieldModel
-
-
-def _slot(task: int) -> str:
-    return f"task_{task:04d}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +34,7 @@ class Adapters(Strategy):
     restarts: ClassVar[bool] = True
 
     def state_like(self, setting: Setting, rounds_done: int) -> dict[str, Any]:
-        return {_slot(task): setting.initial for task in range(rounds_done)}
+        return {task_slot(task): setting.initial for task in range(rounds_done)}
 
     def begin_round(self, setting: Setting, state: StrategyState, trainable: YieldModel) -> YieldModel:
         return copy_tree(setting.initial)
@@ -40,12 +43,12 @@ class Adapters(Strategy):
                   tasks: Sequence[int], round_index: int) -> StrategyState:
         arrays = dict(state.arrays)
         for task in tasks:
-            arrays[_slot(task)] = copy_tree(trainable)
+            arrays[task_slot(task)] = copy_tree(trainable)
         return StrategyState(arrays=arrays, values=state.values)
 
     def predictors(self, setting: Setting, state: StrategyState, trainable: YieldModel,
-                   n_tasks: int) -> list[tuple[YieldModel, list[int]]]:
-        learned = [task for task in range(n_tasks) if _slot(task) in state.arrays]
-        unseen = [task for task in range(n_tasks) if _slot(task) not in state.arrays]
-        groups = [(state.arrays[_slot(task)], [task]) for task in learned]
-        return groups + ([(setting.initial, unseen)] if unseen else [])
+                   n_tasks: int) -> list[tuple[Members, list[int]]]:
+        learned = [task for task in range(n_tasks) if task_slot(task) in state.arrays]
+        unseen = [task for task in range(n_tasks) if task_slot(task) not in state.arrays]
+        groups = [((state.arrays[task_slot(task)],), [task]) for task in learned]
+        return groups + ([((setting.initial,), unseen)] if unseen else [])

@@ -8,7 +8,8 @@ A strategy never owns a training loop or a train step: the runner builds one ste
 - the **extra** arrays the step reads but does not train (a previous model, a Fisher diagonal);
 - what to do when a round **begins** (start a fresh adapter) and **ends** (update a memory, a Fisher
   diagonal, a snapshot), returning its new **state**;
-- which trainable half **predicts** each task (one per task for task-aware strategies);
+- which trainable halves **predict** each task (one per task for task-aware strategies; the mean of
+  several, e.g. `replay-snapshot`'s);
 - how many **epochs** a round takes (the run's, unless the strategy sets its own or has them chosen on
   a validation part of the round's training reactions, see `EpochChoice`).
 
@@ -38,6 +39,7 @@ from mistral_cl.predictor import MODES, YieldModel
 from mistral_cl.train import GradientTransform, Objective, TrainConfig, supervised_objective
 
 Steps = Iterator[tuple[Any, ...]]
+Members = tuple[YieldModel, ...]  # trainable halves whose predictions are averaged
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -152,9 +154,15 @@ class Strategy:
         return state
 
     def predictors(self, setting: Setting, state: StrategyState, trainable: YieldModel,
-                   n_tasks: int) -> list[tuple[YieldModel, list[int]]]:
-        """Which trainable half predicts which tasks (default: the current one predicts all)."""
-        return [(trainable, list(range(n_tasks)))]
+                   n_tasks: int) -> list[tuple[Members, list[int]]]:
+        """Which trainable halves predict which tasks: each entry's tasks are predicted by the mean of
+        its members' predictions (default: the current half alone predicts all)."""
+        return [((trainable,), list(range(n_tasks)))]
+
+
+def task_slot(task: int) -> str:
+    """The key of a per-task pytree in `StrategyState.arrays` (`adapters`, `replay-snapshot`)."""
+    return f"task_{task:04d}"
 
 
 def seed_for(*parts: int | str) -> int:

@@ -1,4 +1,5 @@
-"""`replay` and `replay-avg-grad`: experience replay from a memory of past tasks' reactions.
+"""`replay`, `replay-avg-grad` and `replay-snapshot`: experience replay from a memory of past tasks'
+reactions.
 
 As in the seed paper, every step pairs a batch of the current task with a batch drawn from the memory
 (`--memory all | reservoir:N | quota:N`, see `buffer.py`) and minimises the **sum** of the two losses.
@@ -42,13 +43,24 @@ cosine schedule. The round still learns its task at full weight first, but its l
 mixture instead of the newest task, the recency bias that balanced fine-tuning (Castro et al.,
 End-to-End Incremental Learning, 2018) removes in classification. Settling epochs keep the round's
 step count and the step itself, so nothing recompiles. E >= epochs makes every epoch a settling one.
+
+`replay-snapshot` trains exactly as `replay` (with every setting above) and also keeps, for every
+task, the trainable half as it was when that task's round ended: its *snapshot*. A learned task is
+predicted by the mean of its snapshot's prediction and the current half's; a task not learned yet by
+the current half alone. The two disagree in useful ways: the snapshot was fitted on every training
+reaction of the task, the current half on only the few a bounded memory keeps but on every later
+task too, and averaging the two cancels part of each one's error, as a two-member ensemble does. It
+is **task-aware** (prediction needs the task, as `adapters`' does) and it stores one trainable half
+per task besides the memory: a head per task in `head` mode, an adapter and head in `lora` mode, a
+whole model in `full` mode (costly for large backbones). Training is untouched, so its training
+scores and compute are `replay`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -56,13 +68,16 @@ import numpy as np
 
 from mistral_cl.continual.buffer import ReplayMemory
 from mistral_cl.continual.strategies.base import (
+    Members,
     Setting,
     Steps,
     Strategy,
     StrategyState,
+    copy_tree,
     endless,
     paired_with_memory,
     seed_for,
+    task_slot,
 )
 from mistral_cl.errors import InputError
 from mistral_cl.inference import forward, predict
@@ -217,3 +232,28 @@ class AveragedReplay(Replay):
 
     name: ClassVar[str] = "replay-avg-grad"
     average: ClassVar[bool] = True
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotReplay(Replay):
+    """`replay` that predicts a learned task with the mean of the current trainable half and the one
+    saved when that task's round ended (see the module docstring); task-aware."""
+
+    name: ClassVar[str] = "replay-snapshot"
+    task_aware: ClassVar[bool] = True
+
+    def state_like(self, setting: Setting, rounds_done: int) -> dict[str, Any]:
+        return {task_slot(task): setting.initial for task in range(rounds_done)}
+
+    def end_round(self, setting: Setting, state: StrategyState, trainable: YieldModel,
+                  tasks: Sequence[int], round_index: int) -> StrategyState:
+        state = super().end_round(setting, state, trainable, tasks, round_index)
+        snapshots = {task_slot(task): copy_tree(trainable) for task in tasks}
+        return dataclasses.replace(state, arrays={**state.arrays, **snapshots})
+
+    def predictors(self, setting: Setting, state: StrategyState, trainable: YieldModel,
+                   n_tasks: int) -> list[tuple[Members, list[int]]]:
+        learned = [task for task in range(n_tasks) if task_slot(task) in state.arrays]
+        unseen = [task for task in range(n_tasks) if task_slot(task) not in state.arrays]
+        groups = [((state.arrays[task_slot(task)], trainable), [task]) for task in learned]
+        return groups + ([((trainable,), unseen)] if unseen else [])
