@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         row["load_average_1min"] = load_average
     previous = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    for row in previous["rows"]:  # a kept row keeps the date, commit and load it was swept with
+        for key in ("date", "git_commit", "load_average_1min"):
+            row.setdefault(key, previous.get(key))
     # The settings are those of the rows swept without options; a row's own options change them.
     settings = ({"command": "mistral-cl continual --strategies S --memory M --seed N O", "seeds": seeds,
                  "head": config.head.__dict__, "train": config.train.__dict__}

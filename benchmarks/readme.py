@@ -747,7 +747,10 @@ def memory_sweep_section(result: dict[str, Any]) -> str:
         "`replay:weight=tasks:epochs=40` weighs every task seen the same and trains 40-epoch rounds; "
         "`distill=0.5` replays each remembered reaction against the mean of its measured yield and the "
         "model's prediction when its task had just been learned (DER++ for regression, `docs/continual.md`). "
-        "Each row gives the date and commit it ran at.",
+        "`replay-snapshot` trains as `replay` does and predicts each learned task with the mean of the "
+        "current model and the one saved when that task's round ended (task-aware: it needs the task, and "
+        "it keeps one trainable half, here a head, per task). Each row gives the date and commit it ran at "
+        "(wall and CPU seconds under the load recorded with it).",
         _table(rows, [("strategy", "strategy"), ("memory", "memory"), ("reactions stored at most", "stored"),
                       ("RMSE %", "RMSE %"), ("RMSE BWT", "RMSE BWT"), ("R² ACC", "ACC"),
                       ("one-hot forest, same memory: RMSE %", "forest"), ("wall s", "wall s"),

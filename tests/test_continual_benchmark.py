@@ -131,7 +131,7 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
     assert len(again) == 3 and again[1]["RMSE %"]["mean"] == 9.0
     text = readme.memory_sweep_section({**result, "rows": rows})
     assert "`replay:weight=tasks` with `reservoir:100`, ends at 10.00 points: the bar is **met**." in text
-    assert "task-aware" not in text
+    assert "That row is task-aware" not in text
 
     # Options swept with a strategy are its own rows, named with them; a task-aware best row is said
     # to be one, beside the best row that is not.
