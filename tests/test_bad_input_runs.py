@@ -76,7 +76,8 @@ def trained(folder, micro, tasks_csv) -> tuple[Path, str]:
 def continual_run(folder, micro, tasks_csv) -> Path:
     run = folder / "continual"
     code, _, err = run_cli(["continual", "--data", tasks_csv, "--task-columns", "task", "--model", micro,
-                            "--mode", "head", "--strategies", "naive,adapters", "--out", run, *RUN_OPTIONS])
+                            "--mode", "head", "--strategies", "naive,adapters,replay-snapshot", "--out", run,
+                            *RUN_OPTIONS])
     assert code == 0, err
     return run
 
@@ -197,7 +198,13 @@ def test_predict_with_a_continual_run_uses_a_strategys_final_model(continual_run
     first, second = predicted("--strategy", "adapters", "--task", "Br-coupling"), predicted(
         "--strategy", "adapters", "--task", "I-coupling")
     assert not np.allclose(first, second)  # one model per task
-    for options, message in ((["--task", "Br-coupling"], "trained 2 strategies (naive, adapters)"),
+    # replay-snapshot: the first task with its snapshot and the final model, the last with the final one.
+    first, second = (predicted("--strategy", "replay-snapshot", "--task", task)
+                     for task in ("Br-coupling", "I-coupling"))
+    assert first.shape == (2,) and not np.allclose(first, second)
+    three = "trained 3 strategies (naive, adapters, replay-snapshot)"
+    for options, message in ((["--task", "Br-coupling"], three),
+                             (["--strategy", "replay-snapshot"], "--task, one of: Br-coupling, I-coupling"),
                              (["--strategy", "adapters"], "--task, one of: Br-coupling, I-coupling"),
                              (["--strategy", "naive", "--task", "Br-coupling"], "--task does not apply"),
                              (["--strategy", "adapters", "--task", "Cl"], "the run has no task 'Cl'"),
