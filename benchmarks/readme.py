@@ -687,12 +687,30 @@ def _best_bounded(rows: Sequence[dict[str, Any]], *, task_aware: bool | None = N
     return min(bounded, key=lambda r: r["RMSE %"]["mean"]) if bounded else None
 
 
+def _sweep_order(row: dict[str, Any]) -> str:
+    """The task order a memory-sweep row ran in: its `--task-order` option, or the sweep's sorted order."""
+    options = row.get("options", [])
+    return options[options.index("--task-order") + 1] if "--task-order" in options else "sorted"
+
+
+def _order_forests() -> dict[str, dict[str, float]]:
+    """The cumulative one-hot forest's final per-task RMSE on the Suzuki–Miyaura stream, per task order
+    (`results/classical.json`)."""
+    path = RESULTS / "classical.json"
+    if not path.exists():
+        return {}
+    return {r["order"]: r["rmse_acc"] for r in json.loads(path.read_text())["rows"]
+            if (r["data"], r["features"], r["protocol"]) == ("suzuki", "onehot", "cumulative")}
+
+
 def _bar_verdicts(rows: Sequence[dict[str, Any]], forest: float, source: str | None = None) -> list[str]:
-    """Issue #19's bar on the memory-sweep rows: the best row storing at most 1000 reactions against the
-    cumulative forest's final RMSE, and, when that row is task-aware, the best row that is not."""
-    best = _best_bounded(rows)
+    """Issue #19's bar on the memory-sweep rows of the sorted order: the best row storing at most 1000
+    reactions against the cumulative forest's final RMSE, and, when that row is task-aware, the best row
+    that is not; then the best such row of every other order against the forest of that order."""
+    lines = _other_orders(rows)
+    best = _best_bounded([r for r in rows if _sweep_order(r) == "sorted"])
     if best is None:
-        return []
+        return lines
     where = f" (`results/{source}`)" if source else ""
 
     def sentence(row: dict[str, Any], lead: str) -> str:
@@ -700,15 +718,31 @@ def _bar_verdicts(rows: Sequence[dict[str, Any]], forest: float, source: str | N
         return (f"{lead}{where}, `{_swept(row)}` with `{row['memory']}`, ends at {_stat(row, 'RMSE %', 2)} "
                 f"points: the bar is **{'met' if met else 'missed'}**.")
 
-    lines = [sentence(best, "Issue #19's bar (at most 1000 stored reactions, below the forest): the best "
-                            "such row")]
+    verdicts = [sentence(best, "Issue #19's bar (at most 1000 stored reactions, below the forest): the "
+                               "best such row")]
     if _task_aware(best):
-        lines.append("That row is task-aware: it predicts each learned task with the mean of the current "
-                     "model and the one saved when the task had just been learned, so prediction needs the "
-                     "task (here the reactant pair, which every reaction names).")
-        agnostic = _best_bounded(rows, task_aware=False)
+        verdicts.append("That row is task-aware: it predicts each learned task with the mean of the current "
+                        "model and the one saved when the task had just been learned, so prediction needs "
+                        "the task (here the reactant pair, which every reaction names).")
+        agnostic = _best_bounded([r for r in rows if _sweep_order(r) == "sorted"], task_aware=False)
         if agnostic is not None:
-            lines.append(sentence(agnostic, "The best row that predicts without the task"))
+            verdicts.append(sentence(agnostic, "The best row that predicts without the task"))
+    return verdicts + lines
+
+
+def _other_orders(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """For each task order other than sorted that the sweep ran in, its best row storing at most 1000
+    reactions against the cumulative one-hot forest of the same order."""
+    forests, lines = _order_forests(), []
+    for order in dict.fromkeys(_sweep_order(r) for r in rows if _sweep_order(r) != "sorted"):
+        best = _best_bounded([r for r in rows if _sweep_order(r) == order])
+        if best is None or order not in forests:
+            continue
+        below = best["RMSE %"]["mean"] < forests[order]["mean"]
+        lines.append(f"In the `{order}` task order, the best such row, `{_swept(best)}` with "
+                     f"`{best['memory']}`, ends at {_stat(best, 'RMSE %', 2)} points, "
+                     f"{'below' if below else 'above'} the cumulative one-hot forest's "
+                     f"{_stat({'f': forests[order]}, 'f', 2)} in that order.")
     return lines
 
 
@@ -720,25 +754,28 @@ def memory_sweep_section(result: dict[str, Any]) -> str:
              "run": (f"{r.get('date', result['date'])[:10]}, "
                      f"`{r.get('git_commit', result['git_commit'])[:7]}`")}
             for r in result["rows"]]
-    same = result.get("forests", {})
+    same = result.get("forests", {})  # the forests of the sorted order
+    in_order = [r for r in result["rows"] if _sweep_order(r) == "sorted"]
     for row, r in zip(rows, result["rows"], strict=True):
-        row["forest"] = _stat({"f": same[r["memory"]]}, "f", 2) if r["memory"] in same else "–"
+        row["forest"] = (_stat({"f": same[r["memory"]]}, "f", 2)
+                         if r["memory"] in same and _sweep_order(r) == "sorted" else "–")
     bar = result.get("forest")
     verdict = []
     if bar:
         verdict.append(f"The cumulative one-hot forest (sorted order, `results/classical.json`) ends at RMSE "
                        f"{bar['mean']:.2f} ± {bar['sd']:.2f} points.")
-        for name in dict.fromkeys(_swept(r) for r in result["rows"]):
-            beaten = ", ".join(f"`{r['memory']}`" for r in result["rows"]
+        for name in dict.fromkeys(_swept(r) for r in in_order):
+            beaten = ", ".join(f"`{r['memory']}`" for r in in_order
                                if _swept(r) == name and r["RMSE %"]["mean"] < bar["mean"])
             verdict.append(f"`{name}` ends below it on the mean with memory {beaten}." if beaten
                            else f"`{name}` ends below it with none of its memories here.")
         verdict.extend(_bar_verdicts(result["rows"], bar["mean"]))
-    verdict.extend(_equal_storage(result["rows"], same))
+    verdict.extend(_equal_storage(in_order, same))
     return "\n\n".join([
         "## Replay's memory against its final error (`benchmarks/memory_sweep.py`)",
         _meta(result),
-        "Replay on the 15 Suzuki–Miyaura tasks in sorted order with each memory (`reservoir:N`: at most "
+        "Replay on the 15 Suzuki–Miyaura tasks in sorted order (or the order a row's `--task-order` option "
+        "names) with each memory (`reservoir:N`: at most "
         "N stored reactions, drawn uniformly from all seen; `all`: every training reaction), the "
         f"command's defaults otherwise (`{result['settings']['command'].strip()}`, S the strategy, O its "
         "options), seeds "

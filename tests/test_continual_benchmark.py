@@ -95,7 +95,7 @@ def test_replay_is_judged_against_the_converged_joint_in_yield_points():
     assert not targets["replay RMSE within 0.5 points of the converged joint"]["met"]
 
 
-def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_forest():
+def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_forest(monkeypatch):
     import memory_sweep
 
     seeds = [{"RMSE %": 11.0 + s, "RMSE BWT": 0.1 * s, "ACC": 0.6, "wall s": 60.0, "CPU s": 90.0}
@@ -146,6 +146,17 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
             "points: the bar is **met**.") in text and "That row is task-aware" in text
     assert ("The best row that predicts without the task, `replay:weight=tasks` with `reservoir:100`, "
             "ends at 10.00 points") in text
+
+    # A row run in another task order is judged against the forest of that order, never the sorted one.
+    monkeypatch.setattr(readme, "_order_forests", lambda: {"sorted": {"mean": 11.16, "sd": 0.26},
+                                                           "seed": {"mean": 9.0, "sd": 0.2}})
+    other = {**snapshot, "options": ["--head-members", "3", "--task-order", "seed"],
+             **memory_sweep.summarise([{**s, "RMSE %": 9.2} for s in aware])}
+    text = readme.memory_sweep_section({**result, "rows": memory_sweep.merged(rows, [other])})
+    assert ("In the `seed` task order, the best such row, `replay-snapshot --head-members 3 --task-order "
+            "seed` with `reservoir:100`, ends at 9.20 points, above the cumulative one-hot forest's 9.00 ± "
+            "0.20 in that order.") in text
+    assert "ends at 9.50 points: the bar is **met**." in text  # the sorted order's verdict is its own
 
 
 def memory_spec_pairs():
