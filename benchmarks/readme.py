@@ -715,8 +715,9 @@ def _bar_verdicts(rows: Sequence[dict[str, Any]], forest: float, source: str | N
 
     def sentence(row: dict[str, Any], lead: str) -> str:
         met = row["RMSE %"]["mean"] < forest
+        cpu = f" in {row['CPU s']['mean']:,.0f} CPU s a run" if "CPU s" in row else ""
         return (f"{lead}{where}, `{_swept(row)}` with `{row['memory']}`, ends at {_stat(row, 'RMSE %', 2)} "
-                f"points: the bar is **{'met' if met else 'missed'}**.")
+                f"points{cpu}: the bar is **{'met' if met else 'missed'}**.")
 
     verdicts = [sentence(best, "Issue #19's bar (at most 1000 stored reactions, below the forest): the "
                                "best such row")]

@@ -118,8 +118,8 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
     assert "| 0.600 | 12.50 ± 0.30 |" in text
     assert "`reservoir:100`: `replay` 12.00, the forest with the same memory 12.50 (LLM lower)." in text
     assert "`replay` ends below it on the mean with memory `all`." in text
-    assert ("the best such row, `replay` with `reservoir:100`, ends at 12.00 ± 1.00 points: the bar is "
-            "**missed**.") in text
+    assert ("the best such row, `replay` with `reservoir:100`, ends at 12.00 ± 1.00 points in 90 CPU s a "
+            "run: the bar is **missed**.") in text
 
     # A sweep of another strategy replaces only its own rows, and rows keep strategy then memory order.
     variant = {"strategy": "replay:weight=tasks", "memory": "reservoir:100", "stored at most": 100,
@@ -130,7 +130,8 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
     again = memory_sweep.merged(rows, [{**rows[1], "RMSE %": {"mean": 9.0, "sd": None}}])
     assert len(again) == 3 and again[1]["RMSE %"]["mean"] == 9.0
     text = readme.memory_sweep_section({**result, "rows": rows})
-    assert "`replay:weight=tasks` with `reservoir:100`, ends at 10.00 points: the bar is **met**." in text
+    assert ("`replay:weight=tasks` with `reservoir:100`, ends at 10.00 points in 90 CPU s a run: the bar is "
+            "**met**.") in text
     assert "That row is task-aware" not in text
 
     # Options swept with a strategy are its own rows, named with them; a task-aware best row is said
@@ -143,7 +144,7 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
     assert memory_sweep.strategy_of(rows[-1]) == "replay-snapshot --head-members 3" and len(rows) == 4
     text = readme.memory_sweep_section({**result, "rows": rows})
     assert ("the best such row, `replay-snapshot --head-members 3` with `reservoir:100`, ends at 9.50 "
-            "points: the bar is **met**.") in text and "That row is task-aware" in text
+            "points in 90 CPU s a run: the bar is **met**.") in text and "That row is task-aware" in text
     assert ("The best row that predicts without the task, `replay:weight=tasks` with `reservoir:100`, "
             "ends at 10.00 points") in text
 
@@ -156,7 +157,7 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
     assert ("In the `seed` task order, the best such row, `replay-snapshot --head-members 3 --task-order "
             "seed` with `reservoir:100`, ends at 9.20 points, above the cumulative one-hot forest's 9.00 ± "
             "0.20 in that order.") in text
-    assert "ends at 9.50 points: the bar is **met**." in text  # the sorted order's verdict is its own
+    assert "ends at 9.50 points in 90 CPU s a run: the bar is **met**." in text  # the sorted order's own
 
 
 def memory_spec_pairs():
