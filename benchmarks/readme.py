@@ -13,6 +13,7 @@ import argparse
 import functools
 import json
 import math
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -717,7 +718,7 @@ def _bar_verdicts(rows: Sequence[dict[str, Any]], forest: float, source: str | N
         met = row["RMSE %"]["mean"] < forest
         cpu = f" in {row['CPU s']['mean']:,.0f} CPU s a run" if "CPU s" in row else ""
         return (f"{lead}{where}, `{_swept(row)}` with `{row['memory']}`, ends at {_stat(row, 'RMSE %', 2)} "
-                f"points{cpu}: the bar is **{'met' if met else 'missed'}**.")
+                f"points{_interval(row)}{cpu}: the bar is **{'met' if met else 'missed'}**.")
 
     verdicts = [sentence(best, "Issue #19's bar (at most 1000 stored reactions, below the forest): the "
                                "best such row")]
@@ -729,6 +730,19 @@ def _bar_verdicts(rows: Sequence[dict[str, Any]], forest: float, source: str | N
         if agnostic is not None:
             verdicts.append(sentence(agnostic, "The best row that predicts without the task"))
     return verdicts + lines
+
+
+def _interval(row: dict[str, Any]) -> str:
+    """` (95 % interval LOW to HIGH)` of a memory-sweep row's mean final RMSE over its seeds (a t-interval),
+    or nothing for fewer than two seeds."""
+    from scipy import stats
+
+    values = [seed["RMSE %"] for seed in row.get("per_seed", {}).values()]
+    if len(values) < 2:
+        return ""
+    mean = statistics.fmean(values)
+    half = float(stats.t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+    return f" (95 % interval {mean - half:.2f} to {mean + half:.2f})"
 
 
 def _other_orders(rows: Sequence[dict[str, Any]]) -> list[str]:

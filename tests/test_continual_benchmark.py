@@ -136,15 +136,15 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
 
     # Options swept with a strategy are its own rows, named with them; a task-aware best row is said
     # to be one, beside the best row that is not.
-    aware = [{**s, "RMSE %": 9.5, "task-aware": True} for s in seeds]
+    aware = [{**s, "RMSE %": 9.0 + 0.5 * k, "task-aware": True} for k, s in enumerate(seeds)]
     snapshot = {"strategy": "replay-snapshot", "options": ["--head-members", "3"],
                 "memory": "reservoir:100", "stored at most": 100, **memory_sweep.summarise(aware),
                 "per_seed": dict(enumerate(aware))}
     rows = memory_sweep.merged(rows, [snapshot])
     assert memory_sweep.strategy_of(rows[-1]) == "replay-snapshot --head-members 3" and len(rows) == 4
     text = readme.memory_sweep_section({**result, "rows": rows})
-    assert ("the best such row, `replay-snapshot --head-members 3` with `reservoir:100`, ends at 9.50 "
-            "points in 90 CPU s a run: the bar is **met**.") in text and "That row is task-aware" in text
+    assert ("the best such row, `replay-snapshot --head-members 3` with `reservoir:100`, ends at 9.50 ± "
+            "0.50 points (95 % interval 8.26 to 10.74) in 90 CPU s a run: the bar is **met**.") in text and "That row is task-aware" in text
     assert ("The best row that predicts without the task, `replay:weight=tasks` with `reservoir:100`, "
             "ends at 10.00 points") in text
 
@@ -157,7 +157,7 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
     assert ("In the `seed` task order, the best such row, `replay-snapshot --head-members 3 --task-order "
             "seed` with `reservoir:100`, ends at 9.20 points, above the cumulative one-hot forest's 9.00 ± "
             "0.20 in that order.") in text
-    assert "ends at 9.50 points in 90 CPU s a run: the bar is **met**." in text  # the sorted order's own
+    assert "ends at 9.50 ± 0.50 points (95 % interval" in text  # the sorted order's verdict is its own
 
 
 def memory_spec_pairs():
