@@ -144,7 +144,8 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
     assert memory_sweep.strategy_of(rows[-1]) == "replay-snapshot --head-members 3" and len(rows) == 4
     text = readme.memory_sweep_section({**result, "rows": rows})
     assert ("the best such row, `replay-snapshot --head-members 3` with `reservoir:100`, ends at 9.50 ± "
-            "0.50 points (95 % interval 8.26 to 10.74) in 90 CPU s a run: the bar is **met**.") in text and "That row is task-aware" in text
+            "0.50 points (95 % interval 8.26 to 10.74) in 90 CPU s a run: the bar is **met**.") in text
+    assert "That row is task-aware" in text
     assert ("The best row that predicts without the task, `replay:weight=tasks` with `reservoir:100`, "
             "ends at 10.00 points") in text
 
