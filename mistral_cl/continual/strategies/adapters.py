@@ -20,6 +20,8 @@ from mistral_cl.continual.strategies.base import (
     Strategy,
     StrategyState,
     copy_tree,
+    learned_and_unseen,
+    per_task_like,
     task_slot,
 )
 from mistral_cl.predictor import YieldModel
@@ -34,7 +36,7 @@ class Adapters(Strategy):
     restarts: ClassVar[bool] = True
 
     def state_like(self, setting: Setting, rounds_done: int) -> dict[str, Any]:
-        return {task_slot(task): setting.initial for task in range(rounds_done)}
+        return per_task_like(setting, rounds_done)
 
     def begin_round(self, setting: Setting, state: StrategyState, trainable: YieldModel) -> YieldModel:
         return copy_tree(setting.initial)
@@ -48,7 +50,6 @@ class Adapters(Strategy):
 
     def predictors(self, setting: Setting, state: StrategyState, trainable: YieldModel,
                    n_tasks: int) -> list[tuple[Members, list[int]]]:
-        learned = [task for task in range(n_tasks) if task_slot(task) in state.arrays]
-        unseen = [task for task in range(n_tasks) if task_slot(task) not in state.arrays]
+        learned, unseen = learned_and_unseen(state, n_tasks)
         groups = [((state.arrays[task_slot(task)],), [task]) for task in learned]
         return groups + ([((setting.initial,), unseen)] if unseen else [])

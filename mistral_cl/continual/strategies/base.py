@@ -165,6 +165,18 @@ def task_slot(task: int) -> str:
     return f"task_{task:04d}"
 
 
+def per_task_like(setting: Setting, rounds_done: int) -> dict[str, Any]:
+    """The shapes of one trainable half per task learned in `rounds_done` one-task rounds (`state_like`
+    of the strategies that keep one, restored into `task_slot` keys)."""
+    return {task_slot(task): setting.initial for task in range(rounds_done)}
+
+
+def learned_and_unseen(state: StrategyState, n_tasks: int) -> tuple[list[int], list[int]]:
+    """The tasks with a trainable half of their own in `state` (`task_slot`), and those without."""
+    learned = [task for task in range(n_tasks) if task_slot(task) in state.arrays]
+    return learned, [task for task in range(n_tasks) if task_slot(task) not in state.arrays]
+
+
 def seed_for(*parts: int | str) -> int:
     """A seed determined by `parts` alone (run seed, round, epoch, purpose), never by process state."""
     words = [zlib.crc32(p.encode()) if isinstance(p, str) else int(p) & 0xFFFFFFFF for p in parts]

@@ -75,7 +75,9 @@ from mistral_cl.continual.strategies.base import (
     StrategyState,
     copy_tree,
     endless,
+    learned_and_unseen,
     paired_with_memory,
+    per_task_like,
     seed_for,
     task_slot,
 )
@@ -243,7 +245,7 @@ class SnapshotReplay(Replay):
     task_aware: ClassVar[bool] = True
 
     def state_like(self, setting: Setting, rounds_done: int) -> dict[str, Any]:
-        return {task_slot(task): setting.initial for task in range(rounds_done)}
+        return per_task_like(setting, rounds_done)
 
     def end_round(self, setting: Setting, state: StrategyState, trainable: YieldModel,
                   tasks: Sequence[int], round_index: int) -> StrategyState:
@@ -253,7 +255,6 @@ class SnapshotReplay(Replay):
 
     def predictors(self, setting: Setting, state: StrategyState, trainable: YieldModel,
                    n_tasks: int) -> list[tuple[Members, list[int]]]:
-        learned = [task for task in range(n_tasks) if task_slot(task) in state.arrays]
-        unseen = [task for task in range(n_tasks) if task_slot(task) not in state.arrays]
+        learned, unseen = learned_and_unseen(state, n_tasks)
         groups = [((state.arrays[task_slot(task)], trainable), [task]) for task in learned]
         return groups + ([((trainable,), unseen)] if unseen else [])
