@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ from mistral_cl.data.reactions import canonical_column, raise_problems
 from mistral_cl.data.tables import SMILES_NAMES, named_column, read_cells, spreadsheet_rows
 from mistral_cl.errors import InputError, warn
 from mistral_cl.predictor import YieldModel
-from mistral_cl.runs import RunConfig, load_model, load_models, load_run_config, trainable_like
+from mistral_cl.runs import RunConfig, load_model, load_models, load_run_config, split_model, trainable_like
 
 PREDICTION_COLUMN = "predicted_yield_percent"
 
@@ -54,7 +55,12 @@ def restore_predictor(run_dir: str | Path, strategy: str | None = None, task: st
                                  f"apply", file=str(run_dir), hint=f"leave `{option}` unset")
         state, _ = checkpoint.restore(run_dir / "checkpoints", {"trainable": trainable_like(config)})
         models = (load_model(run_dir, config, state["trainable"]),)
-    return config, tuple(model if mesh is None else sharding.place(model, mesh) for model in models)
+    if mesh is None:
+        return config, models
+    # The members share one frozen half: it is placed once, each trainable half on its own.
+    frozen = sharding.place(split_model(models[0], config)[1], mesh)
+    return config, tuple(eqx.combine(sharding.place(split_model(model, config)[0], mesh), frozen)
+                         for model in models)
 
 
 def _chosen_spec(run_dir: Path, specs: list[str], wanted: str | None) -> str:

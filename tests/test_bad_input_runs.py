@@ -213,6 +213,30 @@ def test_predict_with_a_continual_run_uses_a_strategys_final_model(continual_run
         assert code == 2 and message in err
 
 
+def test_a_tasks_models_share_one_frozen_half_on_a_mesh_and_predict_as_on_one_device(continual_run, folder):
+    import equinox as eqx
+    import jax
+
+    import sharding
+    from mistral_cl.prediction import restore_predictor
+    from mistral_cl.supervised import predict_file
+
+    mesh = sharding.make_mesh("1x8x1")
+    config, models = restore_predictor(continual_run, "replay-snapshot", "Br-coupling", mesh=mesh)
+    assert len(models) == 2
+    leaves = [jax.tree.leaves(eqx.filter(m, eqx.is_array)) for m in models]
+    shared = {id(a) for a in leaves[0]} & {id(b) for b in leaves[1]}
+    assert shared and len(shared) < len(leaves[0])  # the backbone is one copy; the heads are their own
+    queries = folder / "mq.csv"
+    queries.write_text(f"rxn\n{coupling(3)}\n{coupling(5, 'Br')}\n")
+    out = {}
+    for name, where in (("one", None), ("mesh", mesh)):
+        path, _ = predict_file(continual_run, queries, output=folder / f"mq.{name}.csv",
+                               strategy="replay-snapshot", task="Br-coupling", mesh=where)
+        out[name] = pd.read_csv(path)["predicted_yield_percent"].to_numpy()
+    np.testing.assert_allclose(out["mesh"], out["one"], atol=0.02)
+
+
 # --- continual, report ------------------------------------------------------------------------
 
 
