@@ -11,7 +11,8 @@ defaults otherwise (the continual benchmark's machinery, one run directory each 
 the rows (`options`), which are kept apart from the rows swept without them. Writes
 benchmarks/results/continual_memory_sweep.json: per strategy and memory the mean and sample sd over
 seeds of the final per-task RMSE, RMSE-BWT, per-task R² ACC and the wall and CPU seconds, each seed's
-rows, and the date, commit and load of the sweep that ran it. A sweep replaces the rows of its own
+rows, the task order its options ask for (`order`, as the command reads them), and the date, commit and
+load of the sweep that ran it. A sweep replaces the rows of its own
 strategy and memories and keeps the others, so strategies swept on different days share one table.
 continual_memory_sweep.png plots the final RMSE and RMSE-BWT against the memory size, one line per
 strategy, with the cumulative one-hot forest of `results/classical.json` (sorted order) as a line and,
@@ -34,7 +35,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from continual import RESULTS, LoadSampler, git_commit, machine, run_seed, seed_directory  # noqa: E402
+from continual import (  # noqa: E402
+    RESULTS,
+    LoadSampler,
+    git_commit,
+    machine,
+    run_seed,
+    seed_directory,
+    task_order_of,
+)
 
 from mistral_cl import hostmem  # noqa: E402
 from mistral_cl.report import _pyplot  # noqa: E402
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                 # `all` ends up holding every task's training reactions.
                 stored = int(memory) if memory != "all" else sum(t["train"] for t in stream["tasks"])
             row = {"strategy": args.strategy, **({"options": args.options} if args.options else {}),
-                   "memory": spec, "stored at most": stored,
+                   "order": task_order_of(args.options), "memory": spec, "stored at most": stored,
                    **summarise(list(per_seed.values())), "per_seed": per_seed,
                    "date": started, "git_commit": commit}
             rows.append(row)
@@ -188,9 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("date", "git_commit", "load_average_1min"):
             row.setdefault(key, previous.get(key))
     # The settings are those of the rows swept without options; a row's own options change them.
-    settings = ({"command": "mistral-cl continual --strategies S --memory M --seed N O", "seeds": seeds,
-                 "head": config.head.__dict__, "train": config.train.__dict__}
-                if not args.options or "settings" not in previous else previous["settings"])
+    settings = (previous["settings"] if args.options and "settings" in previous else
+                {"seeds": seeds, "head": config.head.__dict__, "train": config.train.__dict__})
     settings["command"] = "mistral-cl continual --strategies S --memory M --seed N O"
     result = {
         "benchmark": "replay's memory size against its final error on the Suzuki-Miyaura stream",

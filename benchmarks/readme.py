@@ -689,9 +689,8 @@ def _best_bounded(rows: Sequence[dict[str, Any]], *, task_aware: bool | None = N
 
 
 def _sweep_order(row: dict[str, Any]) -> str:
-    """The task order a memory-sweep row ran in: its `--task-order` option, or the sweep's sorted order."""
-    options = row.get("options", [])
-    return options[options.index("--task-order") + 1] if "--task-order" in options else "sorted"
+    """The task order a memory-sweep row ran in (rows from before it was recorded ran in sorted order)."""
+    return row.get("order", "sorted")
 
 
 def _order_forests() -> dict[str, dict[str, float]]:

@@ -152,7 +152,7 @@ def test_the_memory_sweep_summarises_seeds_and_says_whether_a_memory_beats_the_f
     # A row run in another task order is judged against the forest of that order, never the sorted one.
     monkeypatch.setattr(readme, "_order_forests", lambda: {"sorted": {"mean": 11.16, "sd": 0.26},
                                                            "seed": {"mean": 9.0, "sd": 0.2}})
-    other = {**snapshot, "options": ["--head-members", "3", "--task-order", "seed"],
+    other = {**snapshot, "options": ["--head-members", "3", "--task-order", "seed"], "order": "seed",
              **memory_sweep.summarise([{**s, "RMSE %": 9.2} for s in aware])}
     text = readme.memory_sweep_section({**result, "rows": memory_sweep.merged(rows, [other])})
     assert ("In the `seed` task order, the best such row, `replay-snapshot --head-members 3 --task-order "
