@@ -46,14 +46,12 @@ from accuracy import git_commit, machine, train_settings  # noqa: E402
 from classical import default_forest, drfp_features, one_hot_features  # noqa: E402
 
 from mistral_cl import hostmem  # noqa: E402
-from mistral_cl.data.batching import encode_reactions  # noqa: E402
 from mistral_cl.data.reactions import ReactionDataset  # noqa: E402
 from mistral_cl.data.suzuki_components import LIGANDS, NONE, suzuki_conditions  # noqa: E402
 from mistral_cl.data.tasks import random_split  # noqa: E402
 from mistral_cl.inference import predict  # noqa: E402
-from mistral_cl.runs import tokenizer_for  # noqa: E402
 from mistral_cl.scores import regression_scores  # noqa: E402
-from mistral_cl.supervised import fit_split  # noqa: E402
+from mistral_cl.supervised import encode_split, fit_split  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pretrained.json"
 CACHE = Path(__file__).resolve().parent.parent / "runs" / "classical-cache"
@@ -100,12 +98,10 @@ def classical_cell(dataset: ReactionDataset, split: str, row: str) -> dict[str, 
 def llm_cell(dataset: ReactionDataset, split: str, options: Sequence[str]) -> dict[str, Any]:
     train, test, seed = split_indices(dataset, split)
     config = train_settings([*options, "--seed", str(seed)])
-    encoded = encode_reactions(dataset, tokenizer_for(config), max_len=config.model.max_seq_len)
+    train_data, test_data, _ = encode_split(config, dataset, dataset.subset(train), dataset.subset(test))
     start, cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="pretrained-") as scratch:
-        result = fit_split(config, encoded.subset(train), Path(scratch), progress=sys.stderr.isatty(),
-                           description=split)
-    test_data = encoded.subset(test)
+        result = fit_split(config, train_data, Path(scratch), progress=sys.stderr.isatty(), description=split)
     scores = regression_scores(test_data.yields, predict(result.model, test_data,
                                                          batch_size=2 * config.train.batch_size))
     return {**scores, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,

@@ -37,6 +37,7 @@ FLAGS = {
     "lora.targets": "--lora-targets", "head.n_heads": "--head-heads", "head.members": "--head-members",
     "head.pool_heads": "--head-pool-heads", "head.pool": "--head-pool", "head.context": "--head-context",
     "head.mlp_layers": "--head-mlp-layers", "head.dropout": "--head-dropout",
+    "head.molecule_dropout": "--molecule-dropout",
     "head.feature_layer": "--feature-layer",
     "head.standardize=False": "--no-head-standardize", "head.token_block": "--[no-]head-token-block",
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.learning_rate": "--lr",
@@ -154,6 +155,12 @@ def _add_model_options(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
                             "embeddings), 'final' (the output), or 'auto' (default): the embeddings for "
                             "a randomly initialised backbone in head mode, else the output")
     group.add_argument("--head-dropout", type=float, default=head.dropout)
+    group.add_argument("--molecule-dropout", type=float, default=head.molecule_dropout, metavar="SHARE",
+                       help="train on this share of the reactions a second time with one of their "
+                            "molecules read as an unknown placeholder, and read molecules never trained "
+                            "on as that placeholder when predicting: a new ligand then gets the average "
+                            "over the known ones, not a guess from its text (train and predict; "
+                            f"default {head.molecule_dropout:g}: off)")
     group.add_argument("--remat", choices=["none", "dots", "full"], default="none")
 
 
@@ -387,6 +394,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         model=resolve_model_config(args.model, weights),
         head=HeadConfig(n_heads=args.head_heads, members=args.head_members,
                         pool_heads=args.head_pool_heads, pool=args.head_pool, dropout=args.head_dropout,
+                        molecule_dropout=args.molecule_dropout,
                         mlp_layers=args.head_mlp_layers, standardize=not args.no_head_standardize,
                         token_block=args.head_token_block, context=args.head_context,
                         feature_layer=feature_layer(args.feature_layer, args.mode, args.weights)),

@@ -45,6 +45,8 @@ class HeadConfig:
     feed-forward) over the tokens before pooling. Without it the pools read the backbone's states
     as they are, and a step costs a small part as much: the block's projections of every token are
     most of a head step's work.
+    `molecule_dropout`: the share of training reactions also trained with one molecule read as a
+    placeholder, and molecules never trained on read as it at prediction (`data.unseen`; 0: off).
     `context`: what a token's state is computed from. "reaction": the whole reaction's text (the
     backbone reads the reaction SMILES, the head's attention spans all of it). "molecule" (with
     `pool="molecules"`): the molecule alone. The backbone and the head's block see each molecule on
@@ -66,6 +68,7 @@ class HeadConfig:
     token_block: bool = True
     context: str = "reaction"
     dropout: float = 0.1
+    molecule_dropout: float = 0.0
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
 
@@ -78,6 +81,9 @@ class HeadConfig:
         if self.context not in CONTEXTS:
             raise InputError(f"head context must be one of {', '.join(CONTEXTS)}, got {self.context!r}",
                              hint="e.g. --head-context molecule")
+        if not 0.0 <= self.molecule_dropout <= 1.0:
+            raise InputError(f"head molecule_dropout must be a share in [0, 1], got {self.molecule_dropout}",
+                             hint="e.g. --molecule-dropout 0.5")
         if self.context == "molecule" and self.pool != "molecules":
             raise InputError("a head that encodes each molecule on its own pools molecules: "
                              f"context 'molecule' needs pool 'molecules', got {self.pool!r}",

@@ -5,6 +5,8 @@
       base/             the frozen half of the model, written once (absent when it can be re-read
                         from the `weights` directory the run started from)
       checkpoints/      the trainable half (and, for continual runs, optimizer and strategy state)
+      molecules.json    the molecules a `train` run trained on, where it reads others as a
+                        placeholder (`head.molecule_dropout`, see `data.unseen`)
 
 Splitting the model this way keeps a LoRA or head-only checkpoint of Mistral-7B at the size of its
 adapters rather than 14 GB per checkpoint.
@@ -36,6 +38,7 @@ from mistral_cl.tokenizer import Tokenizer
 from mistral_cl.train import TrainConfig
 
 RUN_FILE = "run.json"
+MOLECULES_FILE = "molecules.json"
 # Head settings that run.json files written before they existed imply: such runs had a one-layer MLP
 # on the raw pooled vector, and must be rebuilt that way to restore their checkpoints.
 LEGACY_HEAD = {"mlp_layers": 1, "standardize": False}
@@ -114,6 +117,10 @@ class RunConfig:
             raise InputError(f"test_fraction must be strictly between 0 and 1, got {self.test_fraction}")
         if (self.kind == "continual") != (self.continual is not None):
             raise InputError("a continual run needs its continual settings, and only it has them")
+        if self.kind == "continual" and self.head.molecule_dropout:
+            raise InputError("continual runs do not read unseen molecules as a placeholder: "
+                             "`head.molecule_dropout` is a setting of `train` runs",
+                             hint="leave out --molecule-dropout")
 
     def to_dict(self) -> dict[str, Any]:
         raw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -208,6 +215,29 @@ def load_run_config(run_dir: Path) -> RunConfig:
         return RunConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError, KeyError) as err:
         raise InputError(f"run.json is damaged or from another version ({err})", file=str(path)) from None
+
+
+def save_known_molecules(run_dir: Path, molecules: frozenset[str]) -> None:
+    """Records the molecules a run trained on, which its predictions read as they are."""
+    write_json(Path(run_dir) / MOLECULES_FILE, sorted(molecules))
+
+
+def load_known_molecules(run_dir: Path) -> frozenset[str]:
+    """The molecules a run trained on (`save_known_molecules`)."""
+    path = Path(run_dir) / MOLECULES_FILE
+    try:
+        molecules = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError("this run reads molecules it never trained on as a placeholder, but its list of "
+                         "training molecules is missing", file=str(path),
+                         hint="the run directory is incomplete: train it again") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"the list of training molecules is damaged ({err})", file=str(path),
+                         hint="the run directory is incomplete: train it again") from None
+    if not isinstance(molecules, list) or not all(isinstance(m, str) for m in molecules):
+        raise InputError("the list of training molecules is not a list of SMILES", file=str(path),
+                         hint="the run directory is incomplete: train it again")
+    return frozenset(molecules)
 
 
 def initial_model(config: RunConfig, key: jax.Array, mesh: Mesh | None = None) -> YieldModel:

@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 
 import sharding
 from mistral_cl import checkpoint, report
+from mistral_cl.data import unseen
 from mistral_cl.data.batching import EncodedReactions, encode_reactions
 from mistral_cl.data.reactions import ReactionDataset
 from mistral_cl.data.sources import describe
@@ -39,7 +40,9 @@ from mistral_cl.runs import (
     RunConfig,
     fresh_run_dir,
     initial_model,
+    load_known_molecules,
     save_frozen,
+    save_known_molecules,
     save_run_config,
     split_model,
     tokenizer_for,
@@ -81,6 +84,46 @@ def split_reactions(config: RunConfig, dataset: ReactionDataset) -> tuple[Reacti
     return ReactionDataset.concat([t.train for t in tasks]), ReactionDataset.concat([t.test for t in tasks])
 
 
+@dataclasses.dataclass(frozen=True)
+class ReadSplit:
+    """A split as the model reads it: `train`, the training reactions followed by their copies with
+    one molecule read as the placeholder; `test`, the test reactions with molecules outside `known`
+    (the training molecules) read as it. Without `head.molecule_dropout`, the split as it is and
+    `known=None`."""
+
+    train: ReactionDataset
+    test: ReactionDataset
+    known: frozenset[str] | None
+
+
+def read_split(config: RunConfig, train: ReactionDataset, test: ReactionDataset) -> ReadSplit:
+    """How a model of `config` reads a (train, test) split (see `data.unseen`). The original
+    training reactions keep their places at the front of `ReadSplit.train`."""
+    rate = config.head.molecule_dropout
+    if not rate:
+        return ReadSplit(train, test, None)
+    known = unseen.molecules_of(train)
+    return ReadSplit(unseen.with_molecule_dropout(train, rate, config.train.seed), unseen.masked(test, known),
+                     known)
+
+
+def encode_split(config: RunConfig, dataset: ReactionDataset, train: ReactionDataset, test: ReactionDataset
+                 ) -> tuple[EncodedReactions, EncodedReactions, ReadSplit]:
+    """(training, test) reactions of `dataset` tokenized as a model of `config` reads them, with
+    batch widths chosen once from both, and the split as read."""
+    tokenizer = tokenizer_for(config)
+    read = read_split(config, train, test)
+    if read.known is None:
+        encoded = encode_reactions(dataset, tokenizer, max_len=config.model.max_seq_len)
+        index = {s: i for i, s in enumerate(dataset.smiles)}
+        train_data, test_data = (encoded.subset([index[s] for s in part.smiles]) for part in (train, test))
+        return train_data, test_data, read
+    encoded = encode_reactions(ReactionDataset.concat([read.train, read.test]), tokenizer,
+                               max_len=config.model.max_seq_len)
+    n = len(read.train)
+    return encoded.subset(np.arange(n)), encoded.subset(n + np.arange(len(read.test))), read
+
+
 @dataclasses.dataclass
 class TrainedRun:
     """What `train_run` leaves besides its directory: the scores of both parts and the fit."""
@@ -99,16 +142,13 @@ def train_run(config: RunConfig, out: str | Path, *, mesh: Mesh | None = None, p
     dataset = config.data.read()
     if sharding.is_reporting_process():
         say(describe(dataset, config.data))
-    tokenizer = tokenizer_for(config)
     train_set, test_set = split_reactions(config, dataset)
-    # Buckets from all reactions: one set of shapes.
-    encoded = encode_reactions(dataset, tokenizer, max_len=config.model.max_seq_len)
-    index = {s: i for i, s in enumerate(dataset.smiles)}
-    train_data = encoded.subset([index[s] for s in train_set.smiles])
-    test_data = encoded.subset([index[s] for s in test_set.smiles])
+    train_data, test_data, read = encode_split(config, dataset, train_set, test_set)
     run_dir = fresh_run_dir(out)  # only once the data is known to be good: no empty run is left
     if sharding.is_reporting_process():
         save_run_config(run_dir, config)
+        if read.known is not None:
+            save_known_molecules(run_dir, read.known)
 
     start = time.perf_counter()
     result = fit_split(config, train_data, run_dir, mesh=mesh, progress=progress,
@@ -120,12 +160,16 @@ def train_run(config: RunConfig, out: str | Path, *, mesh: Mesh | None = None, p
     batch = 2 * config.train.batch_size
     predicted = predict(result.model, test_data, batch_size=batch, mesh=mesh)
     scores = regression_scores(test_data.yields, predicted)
-    train_scores = regression_scores(train_data.yields, predict(result.model, train_data, batch_size=batch,
-                                                                mesh=mesh))
+    originals = train_data.subset(np.arange(len(train_set)))  # not the placeholder copies
+    train_scores = regression_scores(originals.yields, predict(result.model, originals, batch_size=batch,
+                                                               mesh=mesh))
     if sharding.is_reporting_process():
         metrics = {**{f"test_{k}": v for k, v in scores.items()},
                    **{f"train_{k}": v for k, v in train_scores.items()},
-                   "n_train": len(train_data), "n_test": len(test_data),
+                   "n_train": len(train_set), "n_test": len(test_data),
+                   "n_train_placeholder_copies": len(train_data) - len(train_set),
+                   "n_test_with_unseen_molecules": (0 if read.known is None
+                                                    else unseen.unseen_count(test_set, read.known)),
                    "seconds": time.perf_counter() - start, "mode": config.adaptation.mode,
                    "history": result.history}
         report.write_metrics(run_dir, metrics)
@@ -152,6 +196,8 @@ def predict_file(run_dir: str | Path, file: str | Path, *, output: str | Path | 
     config, models = restore_predictor(run_dir, strategy, task, mesh=mesh)
     dataset = ReactionDataset.build(smiles, np.zeros(len(smiles)), ["all"] * len(smiles),
                                     rows=spreadsheet_rows(frame), source=str(file), smiles_column=column)
+    if config.head.molecule_dropout:
+        dataset = unseen.masked(dataset, load_known_molecules(Path(run_dir)))
     encoded = encode_reactions(dataset, tokenizer_for(config), max_len=config.model.max_seq_len)
     batch = 64 if mesh is None else 64 * mesh.shape["data"] * mesh.shape["fsdp"]
     predicted = predict_mean(models, encoded, batch_size=batch, mesh=mesh)
