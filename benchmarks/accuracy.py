@@ -43,7 +43,7 @@ from mistral_cl.inference import predict
 from mistral_cl.predictor import YieldModel
 from mistral_cl.runs import RunConfig, tokenizer_for
 from mistral_cl.scores import regression_scores
-from mistral_cl.supervised import fit_split, split_reactions
+from mistral_cl.supervised import encode_split, fit_split, split_reactions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
 METRICS = ("r2", "rmse", "mae")
@@ -99,6 +99,8 @@ class SuzukiScreen:
     def split(self, config: RunConfig) -> tuple[EncodedReactions, EncodedReactions]:
         """(train, test) of the run's split, as `mistral-cl train` makes it."""
         train, test = split_reactions(config, self.dataset)
+        if config.head.molecule_dropout:  # copies and masked reactions: a tokenization of their own
+            return encode_split(config, self.dataset, train, test)[:2]
         index = {s: i for i, s in enumerate(self.dataset.smiles)}
         return (self.encoded.subset([index[s] for s in train.smiles]),
                 self.encoded.subset([index[s] for s in test.smiles]))

@@ -155,12 +155,6 @@ def _add_model_options(parser: argparse.ArgumentParser, recipe: Recipe) -> None:
                             "embeddings), 'final' (the output), or 'auto' (default): the embeddings for "
                             "a randomly initialised backbone in head mode, else the output")
     group.add_argument("--head-dropout", type=float, default=head.dropout)
-    group.add_argument("--molecule-dropout", type=float, default=head.molecule_dropout, metavar="SHARE",
-                       help="train on this share of the reactions a second time with one of their "
-                            "molecules read as an unknown placeholder, and read molecules never trained "
-                            "on as that placeholder when predicting: a new ligand then gets the average "
-                            "over the known ones, not a guess from its text (train and predict; "
-                            f"default {head.molecule_dropout:g}: off)")
     group.add_argument("--remat", choices=["none", "dots", "full"], default="none")
 
 
@@ -265,6 +259,13 @@ def build_parser(continual_recipe: str = "continual") -> argparse.ArgumentParser
     train.add_argument("--split", choices=["random", "task"], default=recipe.split,
                        help="random: one 70/30 split of all reactions; task: 70/30 within every task")
     train.add_argument("--out", default="runs/train", help="run directory (default runs/train)")
+    train.add_argument("--molecule-dropout", type=float, metavar="SHARE",
+                       default=recipe.head.molecule_dropout,
+                       help="train on this share of the reactions a second time with one of their "
+                            "molecules read as an unknown placeholder, and read molecules never trained "
+                            "on as that placeholder when predicting: a new ligand then gets the average "
+                            "over the known ones, not a guess from its text (default "
+                            f"{recipe.head.molecule_dropout:g}: off)")
     _add_data_options(train, recipe)
     _add_model_options(train, recipe)
     _add_train_options(train, recipe)
@@ -394,7 +395,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         model=resolve_model_config(args.model, weights),
         head=HeadConfig(n_heads=args.head_heads, members=args.head_members,
                         pool_heads=args.head_pool_heads, pool=args.head_pool, dropout=args.head_dropout,
-                        molecule_dropout=args.molecule_dropout,
+                        molecule_dropout=getattr(args, "molecule_dropout", 0.0),
                         mlp_layers=args.head_mlp_layers, standardize=not args.no_head_standardize,
                         token_block=args.head_token_block, context=args.head_context,
                         feature_layer=feature_layer(args.feature_layer, args.mode, args.weights)),

@@ -26,6 +26,7 @@ from mistral_cl.data.reactions import ReactionDataset
 from mistral_cl.data.sources import describe
 from mistral_cl.data.tables import spreadsheet_rows
 from mistral_cl.data.tasks import random_split, split_by_task
+from mistral_cl.errors import warn
 from mistral_cl.features import cache_features
 from mistral_cl.inference import BatchSource, predict, predict_mean
 from mistral_cl.prediction import (
@@ -146,9 +147,9 @@ def train_run(config: RunConfig, out: str | Path, *, mesh: Mesh | None = None, p
     train_data, test_data, read = encode_split(config, dataset, train_set, test_set)
     run_dir = fresh_run_dir(out)  # only once the data is known to be good: no empty run is left
     if sharding.is_reporting_process():
-        save_run_config(run_dir, config)
-        if read.known is not None:
+        if read.known is not None:  # before run.json: a run.json never lacks the list it needs
             save_known_molecules(run_dir, read.known)
+        save_run_config(run_dir, config)
 
     start = time.perf_counter()
     result = fit_split(config, train_data, run_dir, mesh=mesh, progress=progress,
@@ -197,7 +198,13 @@ def predict_file(run_dir: str | Path, file: str | Path, *, output: str | Path | 
     dataset = ReactionDataset.build(smiles, np.zeros(len(smiles)), ["all"] * len(smiles),
                                     rows=spreadsheet_rows(frame), source=str(file), smiles_column=column)
     if config.head.molecule_dropout:
-        dataset = unseen.masked(dataset, load_known_molecules(Path(run_dir)))
+        known = load_known_molecules(Path(run_dir))
+        new = unseen.unseen_count(dataset, known)
+        if new and sharding.is_reporting_process():
+            warn(f"{new} of {len(dataset)} reactions hold molecules the run never trained on; each is "
+                 f"read as the placeholder {unseen.PLACEHOLDER!r}, the average over the molecules it stood "
+                 f"for in training", file=str(file))
+        dataset = unseen.masked(dataset, known)
     encoded = encode_reactions(dataset, tokenizer_for(config), max_len=config.model.max_seq_len)
     batch = 64 if mesh is None else 64 * mesh.shape["data"] * mesh.shape["fsdp"]
     predicted = predict_mean(models, encoded, batch_size=batch, mesh=mesh)

@@ -13,11 +13,18 @@ give over the ligands I know", and that is what this module makes the model lear
 - prediction (`masked`): every molecule outside the training set's (`molecules_of`) is replaced by
   the placeholder. Reactions made only of known molecules are read exactly as without this module.
 
+A molecule is a dot-separated part of the SMILES, as everywhere in the package: a salt is its ions and
+a ferrocene ligand three parts. A copy drops every occurrence of one of them; at prediction each
+unseen part is read as the placeholder on its own. Reactions are compared with the count of each
+molecule, so a potassium base and a trifluoroborate's potassium are two `[K+]`.
+
 The run keeps its training molecules (`runs.save_known_molecules`), so `predict` reads new reactions
 as the training did.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 
@@ -26,50 +33,59 @@ from mistral_cl.data.smiles import reaction_components
 
 PLACEHOLDER = "*"
 
+# A reaction's molecules with their counts, as a hashable key: `[K+]` from a trifluoroborate and
+# `[K+]` from a potassium base are two, and a reaction with both differs from one with either.
+Molecules = frozenset[tuple[str, int]]
 
-def _molecules(reaction: str) -> set[str]:
-    return {m for side in reaction_components(reaction) for m in side}
+
+def _counts(reaction: str) -> Counter[str]:
+    return Counter(m for side in reaction_components(reaction) for m in side)
+
+
+def _without(counts: Counter[str], molecule: str) -> Molecules:
+    """`counts` with every occurrence of `molecule` taken out, as a key."""
+    return frozenset((m, n) for m, n in counts.items() if m != molecule)
 
 
 def molecules_of(dataset: ReactionDataset) -> frozenset[str]:
     """Every molecule (canonical component) of `dataset`'s reactions, on any side."""
-    return frozenset().union(*map(_molecules, dataset.smiles)) if len(dataset) else frozenset()
+    return frozenset(m for r in dataset.smiles for m in _counts(r))
 
 
 def _replaced(reaction: str, replace: set[str] | frozenset[str], keep: bool) -> str:
-    """`reaction` with each molecule in `replace` (or, with `keep`, each molecule not in it) read as
-    the placeholder."""
+    """`reaction` with each occurrence of a molecule in `replace` (or, with `keep`, of a molecule not
+    in it) read as the placeholder."""
     sides = reaction_components(reaction)
     return ">".join(".".join(PLACEHOLDER if (m in replace) != keep else m for m in side) for side in sides)
 
 
 def with_molecule_dropout(dataset: ReactionDataset, rate: float, seed: int) -> ReactionDataset:
     """`dataset` followed by copies of a `rate` share of its reactions (each drawn with probability
-    `rate`, seeded by `seed`), each copy with one varying molecule replaced by the placeholder.
+    `rate`, seeded by `seed`), each copy with one varying molecule (every occurrence of it) replaced
+    by the placeholder.
 
     A molecule varies if some reaction lacks it; one in every reaction tells the reactions nothing
-    apart. A copy's yield is the mean yield of the reactions of `dataset` that differ from its
-    reaction in that one molecule at most (its reaction among them): the average the placeholder
-    stands for, measured where the data has it, rather than one draw of it that the model would
-    have to average out over many copies. Copies keep their reaction's task and row. `rate=0`:
-    `dataset` itself."""
+    apart. A copy's yield is the mean yield of the reactions of `dataset` that read alike once one
+    of their own molecules is taken out (its reaction among them, counts of every other molecule
+    equal): the average the placeholder stands for, measured where the data has it, rather than one
+    draw of it that the model would have to average out over many copies. Copies keep their
+    reaction's task and row. `rate=0`: `dataset` itself."""
     if rate <= 0.0 or not len(dataset):
         return dataset
-    molecules = [_molecules(r) for r in dataset.smiles]
-    everywhere = frozenset.intersection(*map(frozenset, molecules))
-    varying = [sorted(m - everywhere) for m in molecules]
-    # The reactions that read alike once one of their molecules is the placeholder.
-    alike: dict[frozenset[str], list[float]] = {}
-    for mine, vary, y in zip(molecules, varying, dataset.yields, strict=True):
+    counts = [_counts(r) for r in dataset.smiles]
+    everywhere = frozenset.intersection(*(frozenset(c) for c in counts))
+    varying = [sorted(set(c) - everywhere) for c in counts]
+    alike: dict[Molecules, list[float]] = {}
+    for mine, vary, y in zip(counts, varying, dataset.yields, strict=True):
         for m in vary:
-            alike.setdefault(frozenset(mine - {m}), []).append(float(y))
+            alike.setdefault(_without(mine, m), []).append(float(y))
     rng = np.random.default_rng(seed)
     copies, yields, kept = [], [], []
     for i in np.flatnonzero(rng.random(len(dataset)) < rate):
         if varying[i]:
             dropped = varying[i][rng.integers(len(varying[i]))]
             copies.append(_replaced(dataset.smiles[i], {dropped}, keep=False))
-            yields.append(np.mean(alike[frozenset(molecules[i] - {dropped})]))
+            yields.append(np.mean(alike[_without(counts[i], dropped)]))
             kept.append(i)
     extra = dataset.subset(np.asarray(kept, dtype=np.int64))
     return ReactionDataset.concat([dataset, ReactionDataset.build(
@@ -87,4 +103,4 @@ def masked(dataset: ReactionDataset, known: frozenset[str]) -> ReactionDataset:
 
 def unseen_count(dataset: ReactionDataset, known: frozenset[str]) -> int:
     """How many of `dataset`'s reactions hold a molecule outside `known`."""
-    return sum(bool(_molecules(r) - known - {PLACEHOLDER}) for r in dataset.smiles)
+    return sum(bool(set(_counts(r)) - known - {PLACEHOLDER}) for r in dataset.smiles)
