@@ -99,11 +99,7 @@ class SuzukiScreen:
     def split(self, config: RunConfig) -> tuple[EncodedReactions, EncodedReactions]:
         """(train, test) of the run's split, as `mistral-cl train` makes it."""
         train, test = split_reactions(config, self.dataset)
-        if config.head.molecule_dropout:  # copies and masked reactions: a tokenization of their own
-            return encode_split(config, self.dataset, train, test)[:2]
-        index = {s: i for i, s in enumerate(self.dataset.smiles)}
-        return (self.encoded.subset([index[s] for s in train.smiles]),
-                self.encoded.subset([index[s] for s in test.smiles]))
+        return encode_split(config, self.dataset, train, test, encoded=self.encoded)[:2]
 
 
 def seeded(config: RunConfig, seed: int) -> RunConfig:

@@ -108,18 +108,20 @@ def read_split(config: RunConfig, train: ReactionDataset, test: ReactionDataset)
                      known)
 
 
-def encode_split(config: RunConfig, dataset: ReactionDataset, train: ReactionDataset, test: ReactionDataset
+def encode_split(config: RunConfig, dataset: ReactionDataset, train: ReactionDataset, test: ReactionDataset,
+                 encoded: EncodedReactions | None = None
                  ) -> tuple[EncodedReactions, EncodedReactions, ReadSplit]:
     """(training, test) reactions of `dataset` tokenized as a model of `config` reads them, with
-    batch widths chosen once from both, and the split as read."""
-    tokenizer = tokenizer_for(config)
+    batch widths chosen once from both, and the split as read. `encoded`: `dataset` already tokenized
+    (as a benchmark keeps it for many splits), whose rows serve a split that is read as it is."""
     read = read_split(config, train, test)
     if read.known is None:
-        encoded = encode_reactions(dataset, tokenizer, max_len=config.model.max_seq_len)
+        if encoded is None:
+            encoded = encode_reactions(dataset, tokenizer_for(config), max_len=config.model.max_seq_len)
         index = {s: i for i, s in enumerate(dataset.smiles)}
         train_data, test_data = (encoded.subset([index[s] for s in part.smiles]) for part in (train, test))
         return train_data, test_data, read
-    encoded = encode_reactions(ReactionDataset.concat([read.train, read.test]), tokenizer,
+    encoded = encode_reactions(ReactionDataset.concat([read.train, read.test]), tokenizer_for(config),
                                max_len=config.model.max_seq_len)
     n = len(read.train)
     return encoded.subset(np.arange(n)), encoded.subset(n + np.arange(len(read.test))), read
