@@ -669,6 +669,30 @@ def pretrained_section(result: dict[str, Any]) -> str:
     ])
 
 
+def ligand_similarity_section(result: dict[str, Any]) -> str:
+    """Similarity-weighted means over known ligands on the ligand splits: what knowing which ligands
+    behave alike could be worth."""
+    splits = result["splits"]
+    rows = [{"similarity": label, **{s: row[s]["nested"] for s in splits},
+             "peeked": row["mean_peeked"], "nested": row["mean_nested"]}
+            for label, row in result["rows"].items()]
+    columns = [("similarity", "similarity"), *[(s, s) for s in splits],
+               ("mean, T peeked", "peeked"), ("mean, T nested", "nested")]
+    return "\n\n".join([
+        "## Do backbones know which ligands behave alike? (`benchmarks/ligand_similarity.py`)",
+        _meta(result),
+        "No head is trained: each held-out reaction of a ligand split is predicted from the measured "
+        "yields of the same quinoline, indazole, base and solvent under the training ligands, weighted "
+        "by softmax(similarity / T) to the new ligand (the no-ligand reactions get no weight). "
+        "Similarities: cosine of a backbone's mean-pooled states of the ligand's SMILES at a depth, "
+        "Tanimoto of Morgan fingerprints (radius 2, 2048 bits); uniform weights are the mean over known "
+        f"ligands. T from {', '.join(map(str, result['temperatures']))}: `peeked` is the best T on the "
+        "held-out ligands themselves (a ceiling no lab has), `nested` the T that best predicts each "
+        "training ligand from the others. Split cells use the nested T.",
+        _table(rows, columns),
+    ])
+
+
 def _swept(row: dict[str, Any]) -> str:
     """The strategy of a memory-sweep row with the options it was swept with (rows from before other
     strategies were swept are `replay`'s)."""
@@ -996,6 +1020,7 @@ def zero_shot_section() -> str:
 SECTIONS: dict[str, Callable[..., str]] = {
     "accuracy": accuracy_section,
     "pretrained": pretrained_section,
+    "ligand_similarity": ligand_similarity_section,
     "pretrain": pretrain_section,
     "continual": continual_section,
     "continual_molecules": functools.partial(continual_section, name="continual_molecules"),
