@@ -1,35 +1,43 @@
-"""Does a backbone know which ligands behave alike? The ceiling of similarity on the ligand splits.
+"""Does a backbone know which ligands behave alike? The ceiling of ligand knowledge on the ligand splits.
 
     python benchmarks/ligand_similarity.py
 
 The placeholder reading (`--molecule-dropout`) predicts a reaction under a new ligand by what the
-known ligands give on average; to do better a model must know something about the new ligand. The
-cheapest such knowledge is similarity, and this benchmark measures what it can be worth before any
-head is trained: each held-out reaction of a ligand split (`pretrained.LIGAND_SPLITS`) is predicted
-from the measured yields of the same quinoline, indazole, base and solvent under the training
-ligands, weighted by softmax(similarity / T) between the new ligand and each known one (the
-reactions without a ligand get no weight). Similarities: the cosine of a backbone's mean-pooled
-states of the ligand's SMILES at a depth (`chem-small` and the random `tiny`), and the Tanimoto
-similarity of Morgan fingerprints (RDKit, radius 2, 2048 bits), with uniform weights as the plain
-mean over known ligands.
+known ligands give on average; to do better a model must know something about the new ligand. This
+benchmark measures what two simple forms of such knowledge are worth before any head is trained. Each
+held-out reaction of a ligand split (`pretrained.LIGAND_SPLITS`) is predicted from the measured yields
+of the same quinoline, indazole, base and solvent under the training ligands:
 
-Two ways to pick T from (1, 0.3, 0.1, 0.03, 0.01): `peeked`, the T that scores best on the held-out
-ligands themselves (an optimistic ceiling), and `nested`, the T that best predicts each training
-ligand from the others (leave one ligand out), which is what a lab could do.
+- `similarity` rows: weighted by softmax(similarity / T) between the new ligand and each known one.
+  The reactions without a ligand (`none`) get no weight; T = inf is the plain mean over the known
+  ligands. Similarities: the cosine of a backbone's mean-pooled states of the ligand's canonical
+  SMILES at a depth (`chem-small` and the random `tiny`), and the Tanimoto similarity of Morgan
+  fingerprints (RDKit, radius 2, 2048 bits);
+- `offset` rows: the mean over known ligands plus the new ligand's offset, predicted by ridge
+  regression of each known ligand's mean offset (its mean yield minus the mean over ligands) on its
+  mean-pooled states or Morgan bits;
+- `mean` rows: the plain mean over the known ligands, with and without `none`.
 
-Writes benchmarks/results/ligand_similarity.json (R² per split and means, machine, commit, load)
-and prints a markdown table.
+T (or the ridge penalty) is chosen two ways: `peeked`, the value that scores best on the held-out
+ligands themselves (a ceiling no lab has), and `nested`, the value whose mean R² over the training
+ligands, each predicted from the others (leave one ligand out), is highest: what a lab could do. The
+held-out score pools the split's two ligands into one R².
+
+Writes benchmarks/results/ligand_similarity.json (R² per split and means, each ligand's three nearest
+known ligands per similarity, machine, commit, load) and prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,16 +46,21 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from accuracy import git_commit, machine, train_settings  # noqa: E402
-from pretrained import LIGAND_SPLITS  # noqa: E402
+from pretrained import LIGAND_SPLITS, held_ligands  # noqa: E402
 
+from mistral_cl.data.smiles import canonical_smiles  # noqa: E402
 from mistral_cl.data.suzuki_components import LIGANDS, NONE, suzuki_conditions  # noqa: E402
 from mistral_cl.features import hidden_states  # noqa: E402
 from mistral_cl.runs import initial_model, tokenizer_for  # noqa: E402
 from mistral_cl.scores import regression_scores  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ligand_similarity.json"
-TEMPERATURES = (1.0, 0.3, 0.1, 0.03, 0.01)
+TEMPERATURES = (math.inf, 1.0, 0.3, 0.1, 0.03, 0.01)
+PENALTIES = (1e-2, 1e-1, 1.0, 10.0, 1e2, 1e4)
 Similarity = Callable[[str, str], float]
+# A predictor: (yield table, ligand names, held-out ligands, training ligands, T or penalty) ->
+# the predicted yield columns of the held-out ligands.
+Predictor = Callable[[np.ndarray, list[str], Sequence[str], Sequence[str], float], list[np.ndarray]]
 
 
 def yield_table() -> tuple[np.ndarray, list[str]]:
@@ -56,105 +69,176 @@ def yield_table() -> tuple[np.ndarray, list[str]]:
     cells: dict[tuple[str, str], float] = {}
     for reaction, y in zip(dataset.smiles, dataset.yields, strict=True):
         conditions = suzuki_conditions(reaction)
-        rest = "|".join(v for k, v in sorted(conditions.items()) if k != "ligand")
-        cells[(rest, conditions["ligand"])] = float(y)
+        key = ("|".join(v for k, v in sorted(conditions.items()) if k != "ligand"), conditions["ligand"])
+        if key in cells:
+            raise ValueError(f"two reactions of the screen read as {key}")
+        cells[key] = float(y)
     ligands = [NONE, *LIGANDS]
     rests = sorted({rest for rest, _ in cells})
     return np.array([[cells[(rest, ligand)] for ligand in ligands] for rest in rests]), ligands
 
 
-def backbone_similarity(options: Sequence[str], depth: int) -> Similarity:
-    """Cosine of `mistral-cl train OPTIONS`'s backbone states after `depth` blocks, mean-pooled over
-    each ligand's SMILES read alone."""
+def backbone_codes(options: Sequence[str], depth: int) -> dict[str, np.ndarray]:
+    """Unit-norm mean over tokens of `mistral-cl train OPTIONS`'s backbone states after `depth` blocks,
+    for each ligand's canonical SMILES read alone (as the molecule head reads it in a reaction)."""
     config = train_settings(options)
     backbone = initial_model(config, jax.random.key(0)).backbone
     tokenizer = tokenizer_for(config)
     codes = {}
     for name, smiles in LIGANDS.items():
-        ids = jnp.asarray([tokenizer.encode(smiles)])
+        ids = jnp.asarray([tokenizer.encode(canonical_smiles(smiles))])
         states = hidden_states(backbone, ids, jnp.ones(ids.shape, bool), depth=depth)
         code = np.asarray(states[0], np.float64).mean(axis=0)
         codes[name] = code / np.linalg.norm(code)
-    return lambda a, b: float(codes[a] @ codes[b])
+    return codes
 
 
-def tanimoto_similarity() -> Similarity:
-    from rdkit import Chem, DataStructs
+def morgan_bits() -> dict[str, np.ndarray]:
+    """Each ligand's Morgan fingerprint (radius 2, 2048 bits) as a 0/1 vector."""
+    from rdkit import Chem
     from rdkit.Chem import rdFingerprintGenerator
 
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
-    prints = {name: generator.GetFingerprint(Chem.MolFromSmiles(s)) for name, s in LIGANDS.items()}
-    return lambda a, b: DataStructs.TanimotoSimilarity(prints[a], prints[b])
+    return {name: generator.GetFingerprintAsNumPy(Chem.MolFromSmiles(s)).astype(np.float64)
+            for name, s in LIGANDS.items()}
 
 
-def r2_of(table: np.ndarray, ligands: list[str], held: Sequence[str], train: Sequence[str],
-          similarity: Similarity | None, temperature: float) -> float:
-    """R² over the reactions of the `held` ligands, each predicted from the `train` ligands' yields
-    (uniform weights when `similarity` is None)."""
-    truth, guess = [], []
-    columns = [ligands.index(t) for t in train]
-    for ligand in held:
-        if similarity is None:
-            weights = np.ones(len(train))
-        else:
-            known = np.array([t != NONE for t in train])
-            scores = np.array([similarity(ligand, t) if t != NONE else 0.0 for t in train])
-            weights = np.where(known, np.exp((scores - scores[known].max()) / temperature), 0.0)
-        guess.append(table[:, columns] @ (weights / weights.sum()))
-        truth.append(table[:, ligands.index(ligand)])
-    return regression_scores(np.concatenate(truth), np.concatenate(guess))["r2"]
+def cosine(codes: dict[str, np.ndarray]) -> Similarity:
+    def similarity(a: str, b: str) -> float:
+        return float(codes[a] @ codes[b] / np.linalg.norm(codes[a]) / np.linalg.norm(codes[b]))
+    return similarity
 
 
-def left_out(table: np.ndarray, ligands: list[str], train: Sequence[str], similarity: Similarity,
-             temperature: float) -> float:
-    """Mean R² of each training ligand (but `none`) predicted from the other training ligands."""
-    return float(np.mean([r2_of(table, ligands, [x], [y for y in train if y != x], similarity, temperature)
+def tanimoto(bits: dict[str, np.ndarray]) -> Similarity:
+    def similarity(a: str, b: str) -> float:
+        both = float(bits[a] @ bits[b])
+        return both / (bits[a].sum() + bits[b].sum() - both)
+    return similarity
+
+
+def weighted(similarity: Similarity) -> Predictor:
+    """Softmax(similarity / T)-weighted mean over the known ligands (`none` excluded)."""
+    def predict(table, ligands, held, train, temperature):
+        known = [t for t in train if t != NONE]
+        columns = table[:, [ligands.index(t) for t in known]]
+        out = []
+        for ligand in held:
+            scores = np.array([similarity(ligand, t) for t in known])
+            weights = (np.ones(len(known)) if math.isinf(temperature)
+                       else np.exp((scores - scores.max()) / temperature))
+            out.append(columns @ (weights / weights.sum()))
+        return out
+    return predict
+
+
+def mean_over(with_none: bool) -> Predictor:
+    """The plain mean over the known ligands, `none` counted as one of them or not."""
+    def predict(table, ligands, held, train, _):
+        kept = [t for t in train if with_none or t != NONE]
+        return [table[:, [ligands.index(t) for t in kept]].mean(axis=1) for _ in held]
+    return predict
+
+
+def ridge_offset(vectors: dict[str, np.ndarray]) -> Predictor:
+    """Mean over the known ligands plus the held-out ligand's offset from it, predicted by ridge
+    regression (centred, penalty `alpha`) of the known ligands' mean offsets on their `vectors`."""
+    def predict(table, ligands, held, train, alpha):
+        known = [t for t in train if t != NONE]
+        columns = table[:, [ligands.index(t) for t in known]]
+        base = columns.mean(axis=1)
+        offsets = (columns - base[:, None]).mean(axis=0)
+        centred = np.stack([vectors[t] for t in known])
+        centre = centred.mean(axis=0)
+        centred = centred - centre
+        gram = centred @ centred.T + alpha * np.eye(len(known))
+        dual = np.linalg.solve(gram, offsets - offsets.mean())
+        return [base + offsets.mean() + (vectors[ligand] - centre) @ centred.T @ dual for ligand in held]
+    return predict
+
+
+def r2_of(predictor: Predictor, table: np.ndarray, ligands: list[str], held: Sequence[str],
+          train: Sequence[str], setting: float) -> float:
+    """R² over the reactions of the `held` ligands pooled, predicted from the `train` ligands."""
+    truth = np.concatenate([table[:, ligands.index(h)] for h in held])
+    return regression_scores(truth, np.concatenate(predictor(table, ligands, held, train, setting)))["r2"]
+
+
+def left_out(predictor: Predictor, table: np.ndarray, ligands: list[str], train: Sequence[str],
+             setting: float) -> float:
+    """Mean R² over the training ligands (but `none`), each predicted from the other training ligands."""
+    return float(np.mean([r2_of(predictor, table, ligands, [x], [y for y in train if y != x], setting)
                           for x in train if x != NONE]))
 
 
-def scores(table: np.ndarray, ligands: list[str], similarity: Similarity | None) -> dict[str, dict]:
-    """Per split: R² with the peeked and the nested temperature, and the temperatures chosen."""
-    out = {}
+def scores(predictor: Predictor, table: np.ndarray, ligands: list[str], settings: Sequence[float]
+           ) -> dict[str, Any]:
+    """Per split: R² with the peeked and the nested setting (T or penalty), and the settings chosen."""
+    out: dict[str, Any] = {}
     for split in LIGAND_SPLITS:
-        held = split.partition(":")[2].split("+")
+        held = held_ligands(split)
         train = [t for t in ligands if t not in held]
-        if similarity is None:
-            r2 = r2_of(table, ligands, held, train, None, 1.0)
-            out[split] = {"peeked": r2, "nested": r2}
-            continue
-        peeked = max(TEMPERATURES, key=lambda t: r2_of(table, ligands, held, train, similarity, t))
-        nested = max(TEMPERATURES, key=lambda t: left_out(table, ligands, train, similarity, t))
-        out[split] = {"peeked": r2_of(table, ligands, held, train, similarity, peeked), "peeked_T": peeked,
-                      "nested": r2_of(table, ligands, held, train, similarity, nested), "nested_T": nested}
+        peeked = max(settings, key=lambda s: r2_of(predictor, table, ligands, held, train, s))
+        nested = max(settings, key=lambda s: left_out(predictor, table, ligands, train, s))
+        out[split] = {"peeked": r2_of(predictor, table, ligands, held, train, peeked),
+                      "peeked_setting": peeked,
+                      "nested": r2_of(predictor, table, ligands, held, train, nested),
+                      "nested_setting": nested}
+    for reading in ("peeked", "nested"):
+        out[f"mean_{reading}"] = float(np.mean([out[s][reading] for s in LIGAND_SPLITS]))
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def nearest(closeness: Callable[[str, str], float], names: Sequence[str], count: int = 3
+            ) -> dict[str, list[str]]:
+    """Each ligand's `count` closest among `names` (itself excluded)."""
+    return {a: sorted((b for b in names if b != a), key=lambda b: -closeness(a, b))[:count] for a in LIGANDS}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return "inf" if isinstance(value, float) and math.isinf(value) else value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     table, ligands = yield_table()
-    similarities: dict[str, Similarity | None] = {"uniform (mean of known ligands)": None,
-                                                  "Morgan Tanimoto": tanimoto_similarity()}
+    representations: dict[str, tuple[dict[str, np.ndarray], Callable]] = {"Morgan": (morgan_bits(), tanimoto)}
     for depth in (0, 2, 4, 6):
-        similarities[f"chem-small L{depth}"] = backbone_similarity(["--weights", "chem-small"], depth)
-    similarities["tiny L0"] = backbone_similarity([], 0)
-    rows = {label: scores(table, ligands, sim) for label, sim in similarities.items()}
-    for row in rows.values():
-        for reading in ("peeked", "nested"):
-            row[f"mean_{reading}"] = float(np.mean([row[s][reading] for s in LIGAND_SPLITS]))
-    results = {"benchmark": "ligand-out-of-sample R² of similarity-weighted means over known ligands",
+        representations[f"chem-small L{depth}"] = (backbone_codes(["--weights", "chem-small"], depth), cosine)
+    representations["tiny L0"] = (backbone_codes([], 0), cosine)
+
+    rows = {"mean of known ligands and none": {"kind": "mean",
+                                               **scores(mean_over(True), table, ligands, [0.0])},
+            "mean of known ligands": {"kind": "mean", **scores(mean_over(False), table, ligands, [0.0])}}
+    neighbours = {}
+    for label, (vectors, kind) in representations.items():
+        similarity = kind(vectors)
+        rows[f"{label} similarity"] = {"kind": "similarity",
+                                       **scores(weighted(similarity), table, ligands, TEMPERATURES)}
+        rows[f"{label} offset"] = {"kind": "offset",
+                                   **scores(ridge_offset(vectors), table, ligands, PENALTIES)}
+        neighbours[label] = nearest(similarity, list(LIGANDS))
+
+    def correlation(a: str, b: str) -> float:
+        return float(np.corrcoef(table[:, ligands.index(a)], table[:, ligands.index(b)])[0, 1])
+
+    results = {"benchmark": "ligand-out-of-sample R² of the known ligands' yields read with ligand knowledge",
                "date": datetime.now(UTC).isoformat(timespec="seconds"), "git_commit": git_commit(),
                "machine": machine(), "load_average": [round(x, 2) for x in os.getloadavg()],
-               "splits": list(LIGAND_SPLITS), "temperatures": list(TEMPERATURES), "rows": rows}
-    args.results.write_text(json.dumps(results, indent=2) + "\n")
-    print("| similarity | " + " | ".join(s.partition(":")[2] for s in LIGAND_SPLITS)
-          + " | mean, T peeked | mean, T nested |")
+               "splits": list(LIGAND_SPLITS), "temperatures": list(TEMPERATURES),
+               "penalties": list(PENALTIES), "rows": rows, "nearest_ligands": neighbours,
+               "nearest_ligands_by_yield_correlation": nearest(correlation, ligands)}
+    args.results.write_text(json.dumps(_jsonable(results), indent=2) + "\n")
+    print("| reading | " + " | ".join(s.partition(":")[2] for s in LIGAND_SPLITS)
+          + " | mean, peeked | mean, nested |")
     print("|---" * (len(LIGAND_SPLITS) + 3) + "|")
     for label, row in rows.items():
         cells = " | ".join(f"{row[s]['nested']:.3f}" for s in LIGAND_SPLITS)
         print(f"| {label} | {cells} | {row['mean_peeked']:.3f} | {row['mean_nested']:.3f} |")
-    print("\nPer-split R² with the nested T (leave one training ligand out).")
+    print("\nPer-split R² with the nested setting (leave one training ligand out).")
     return 0
 
 

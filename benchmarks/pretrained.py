@@ -62,6 +62,18 @@ CLASSICAL = ("onehot-rf", "drfp-rf")
 RANDOM_TARGET, RANDOM_SECONDS = 0.86, 600  # issue #21: R² on the random splits, within 10 min a split
 
 
+def held_ligands(split: str) -> list[str]:
+    """The screen's ligands a `ligand:A+B` split holds out."""
+    kind, _, value = split.partition(":")
+    held = value.split("+")
+    unknown = [name for name in held if name not in LIGANDS and name != NONE]
+    if kind != "ligand":
+        raise SystemExit(f"{split!r} is not a ligand split (ligand:A+B)")
+    if unknown:
+        raise SystemExit(f"unknown ligand(s) {unknown}; the screen's are {[NONE, *LIGANDS]}")
+    return held
+
+
 def split_indices(dataset: ReactionDataset, split: str) -> tuple[np.ndarray, np.ndarray, int]:
     """(train positions, test positions, seed) of `split` in `dataset`."""
     kind, _, value = split.partition(":")
@@ -72,10 +84,7 @@ def split_indices(dataset: ReactionDataset, split: str) -> tuple[np.ndarray, np.
         return (np.array([position[s] for s in train.smiles]), np.array([position[s] for s in test.smiles]),
                 seed)
     if kind == "ligand":
-        held = value.split("+")
-        unknown = [name for name in held if name not in LIGANDS and name != NONE]
-        if unknown:
-            raise SystemExit(f"unknown ligand(s) {unknown}; the screen's are {[NONE, *LIGANDS]}")
+        held = held_ligands(split)
         ligands = np.array([suzuki_conditions(s)["ligand"] for s in dataset.smiles])
         test = np.isin(ligands, held)
         return np.flatnonzero(~test), np.flatnonzero(test), 0

@@ -670,26 +670,32 @@ def pretrained_section(result: dict[str, Any]) -> str:
 
 
 def ligand_similarity_section(result: dict[str, Any]) -> str:
-    """Similarity-weighted means over known ligands on the ligand splits: what knowing which ligands
-    behave alike could be worth."""
+    """Means over known ligands weighted by what a backbone or a fingerprint says about the new ligand,
+    on the ligand splits: what knowing which ligands behave alike could be worth."""
     splits = result["splits"]
-    rows = [{"similarity": label, **{s: row[s]["nested"] for s in splits},
+    rows = [{"reading": label, **{s: row[s]["nested"] for s in splits},
              "peeked": row["mean_peeked"], "nested": row["mean_nested"]}
             for label, row in result["rows"].items()]
-    columns = [("similarity", "similarity"), *[(s, s) for s in splits],
-               ("mean, T peeked", "peeked"), ("mean, T nested", "nested")]
+    columns = [("reading", "reading"), *[(s, s) for s in splits],
+               ("mean, peeked", "peeked"), ("mean, nested", "nested")]
+    neighbours = "; ".join(
+        f"{ligand}: {', '.join(result['nearest_ligands_by_yield_correlation'][ligand])} by yields, "
+        f"{', '.join(result['nearest_ligands']['chem-small L0'][ligand])} by `chem-small` L0"
+        for ligand in ("Xantphos", "dppf", "SPhos", "AmPhos"))
     return "\n\n".join([
         "## Do backbones know which ligands behave alike? (`benchmarks/ligand_similarity.py`)",
         _meta(result),
         "No head is trained: each held-out reaction of a ligand split is predicted from the measured "
-        "yields of the same quinoline, indazole, base and solvent under the training ligands, weighted "
-        "by softmax(similarity / T) to the new ligand (the no-ligand reactions get no weight). "
-        "Similarities: cosine of a backbone's mean-pooled states of the ligand's SMILES at a depth, "
-        "Tanimoto of Morgan fingerprints (radius 2, 2048 bits); uniform weights are the mean over known "
-        f"ligands. T from {', '.join(map(str, result['temperatures']))}: `peeked` is the best T on the "
-        "held-out ligands themselves (a ceiling no lab has), `nested` the T that best predicts each "
-        "training ligand from the others. Split cells use the nested T.",
+        "yields of the same quinoline, indazole, base and solvent under the training ligands. "
+        "`similarity`: weighted by softmax(similarity / T) to the new ligand, over the known ligands "
+        "(not `none`; T = inf is their plain mean); similarity is the cosine of a backbone's mean-pooled "
+        "states of the ligand's SMILES, or the Tanimoto of Morgan fingerprints (radius 2, 2048 bits). "
+        "`offset`: the mean over known ligands plus the new ligand's offset, by ridge regression of "
+        "the known ligands' offsets on the same vectors. `peeked`: T or penalty chosen on the held-out "
+        "ligands themselves (a ceiling no lab has); `nested`: chosen by the mean R² over training "
+        "ligands each predicted from the others. Split cells use the nested choice.",
         _table(rows, columns),
+        f"Three nearest known ligands: {neighbours}.",
     ])
 
 

@@ -1,5 +1,5 @@
-"""The ligand-similarity benchmark's weighting: uniform weights are the mean over known ligands, and
-a similarity that singles out one known ligand predicts with that ligand's yields."""
+"""The ligand-similarity benchmark: its readings of the known ligands' yields, and a nested choice
+of T that never sees the held-out ligands."""
 
 import sys
 from pathlib import Path
@@ -8,43 +8,72 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import ligand_similarity as L  # noqa: E402
+import ligand_similarity  # noqa: E402
 
 from mistral_cl.data.suzuki_components import NONE  # noqa: E402
 from mistral_cl.scores import regression_scores  # noqa: E402
 
 LIGANDS = [NONE, "a", "b", "c", "new"]
+TRAIN = [NONE, "a", "b", "c"]
 
 
 def _table(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 100, size=(40, len(LIGANDS)))
 
 
-def test_uniform_weights_are_the_mean_over_training_ligands_none_included():
+def _similarity(table: dict[tuple[str, str], float]):
+    def similarity(x: str, y: str) -> float:
+        return table.get((x, y), table.get((y, x), 0.0))
+    return similarity
+
+
+def test_the_plain_means_count_none_or_not():
     table = _table()
-    train = [NONE, "a", "b", "c"]
-    expected = regression_scores(table[:, 4], table[:, :4].mean(axis=1))["r2"]
-    assert L.r2_of(table, LIGANDS, ["new"], train, None, 1.0) == pytest.approx(expected)
+    with_none = ligand_similarity.mean_over(True)(table, LIGANDS, ["new"], TRAIN, 0.0)[0]
+    without = ligand_similarity.mean_over(False)(table, LIGANDS, ["new"], TRAIN, 0.0)[0]
+    np.testing.assert_allclose(with_none, table[:, :4].mean(axis=1))
+    np.testing.assert_allclose(without, table[:, 1:4].mean(axis=1))
+    infinite = ligand_similarity.weighted(_similarity({("new", "b"): 1.0}))(table, LIGANDS, ["new"], TRAIN,
+                                                                            np.inf)[0]
+    np.testing.assert_allclose(infinite, without)
 
 
 def test_a_sharp_similarity_predicts_with_the_nearest_known_ligand_and_never_with_none():
     table = _table(1)
     table[:, 0] = table[:, 4]  # `none` yields exactly like the new ligand: it must get no weight
-    similarity = {("new", "a"): 0.2, ("new", "b"): 0.9, ("new", "c"): 0.1}
-    r2 = L.r2_of(table, LIGANDS, ["new"], [NONE, "a", "b", "c"], lambda x, y: similarity[(x, y)], 0.001)
+    similarity = _similarity({("new", "a"): 0.2, ("new", "b"): 0.9, ("new", "c"): 0.1})
+    weighted = ligand_similarity.weighted(similarity)
+    r2 = ligand_similarity.r2_of(weighted, table, LIGANDS, ["new"], TRAIN, 0.001)
     assert r2 == pytest.approx(regression_scores(table[:, 4], table[:, 2])["r2"])
     assert r2 < 0.5  # independent random columns: far from the perfect score `none` would give
 
 
-def test_the_nested_temperature_is_chosen_without_the_held_out_ligand():
+def test_ridge_offsets_follow_a_linear_code_and_a_large_penalty_gives_the_mean():
     table = _table(2)
-    table[:, 3] = table[:, 1] + 1.0  # c yields like a; the held-out `new` is unrelated to both
-    names = {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0]), "c": np.array([1.0, 0.05]),
-             "new": np.array([0.7, 0.7])}
-    similarity = lambda x, y: float(names[x] @ names[y] / np.linalg.norm(names[x]) / np.linalg.norm(names[y]))
-    train = [NONE, "a", "b", "c"]
-    sharp, flat = (L.left_out(table, LIGANDS, train, similarity, t) for t in (0.01, 1.0))
-    assert sharp > flat  # a and c predict each other when the weights are sharp
-    before = L.left_out(table, LIGANDS, train, similarity, 0.01)
-    table[:, 4] = 0.0  # the held-out ligand's yields do not enter the choice
-    assert L.left_out(table, LIGANDS, train, similarity, 0.01) == before
+    codes = {"a": np.array([0.0]), "b": np.array([1.0]), "c": np.array([2.0]), "new": np.array([3.0])}
+    base = table[:, 1:4].mean(axis=1)
+    for name, code in codes.items():  # each ligand's offset from the mean is 10 × its code minus 10
+        table[:, LIGANDS.index(name)] = base + 10.0 * code[0] - 10.0
+    table[:, 1:4] += np.random.default_rng(3).normal(0, 1e-9, size=(40, 3))
+    ridge = ligand_similarity.ridge_offset(codes)
+    np.testing.assert_allclose(ridge(table, LIGANDS, ["new"], TRAIN, 1e-9)[0], base + 20.0, atol=1e-4)
+    np.testing.assert_allclose(ridge(table, LIGANDS, ["new"], TRAIN, 1e12)[0], base, atol=1e-4)
+
+
+def test_the_nested_choice_ignores_the_held_out_ligands_and_the_peeked_one_does_not(monkeypatch):
+    table = _table(4)
+    table[:, 3] = table[:, 1] + 1.0  # c yields like a, so sharp weights predict the training ligands well
+    table[:, 4] = table[:, 2]  # and the held-out ligand yields like b
+    similarity = _similarity({("a", "c"): 0.9, ("a", "b"): 0.1, ("b", "c"): 0.1,
+                              ("new", "b"): 0.1, ("new", "a"): 0.9, ("new", "c"): 0.9})
+    monkeypatch.setattr(ligand_similarity, "LIGAND_SPLITS", ("ligand:new",))
+    monkeypatch.setattr(ligand_similarity, "held_ligands", lambda split: ["new"])
+    settings = (np.inf, 0.01)
+    first = ligand_similarity.scores(ligand_similarity.weighted(similarity), table, LIGANDS, settings)
+    assert first["ligand:new"]["nested_setting"] == 0.01  # a and c predict each other when sharp
+    assert first["ligand:new"]["peeked_setting"] == np.inf  # sharp weights point `new` at a and c, not b
+    assert first["ligand:new"]["peeked"] > first["ligand:new"]["nested"]
+    table[:, 4] = table[:, 1]  # now the held-out ligand yields like a: the peeked choice moves
+    second = ligand_similarity.scores(ligand_similarity.weighted(similarity), table, LIGANDS, settings)
+    assert second["ligand:new"]["nested_setting"] == 0.01
+    assert second["ligand:new"]["peeked_setting"] == 0.01
