@@ -177,12 +177,11 @@ def scores(predictor: Predictor, table: np.ndarray, ligands: list[str], settings
     for split in LIGAND_SPLITS:
         held = held_ligands(split)
         train = [t for t in ligands if t not in held]
-        peeked = max(settings, key=lambda s: r2_of(predictor, table, ligands, held, train, s))
+        held_out = {s: r2_of(predictor, table, ligands, held, train, s) for s in settings}
+        peeked = max(settings, key=held_out.__getitem__)
         nested = max(settings, key=lambda s: left_out(predictor, table, ligands, train, s))
-        out[split] = {"peeked": r2_of(predictor, table, ligands, held, train, peeked),
-                      "peeked_setting": peeked,
-                      "nested": r2_of(predictor, table, ligands, held, train, nested),
-                      "nested_setting": nested}
+        out[split] = {"peeked": held_out[peeked], "peeked_setting": peeked,
+                      "nested": held_out[nested], "nested_setting": nested}
     for reading in ("peeked", "nested"):
         out[f"mean_{reading}"] = float(np.mean([out[s][reading] for s in LIGAND_SPLITS]))
     return out

@@ -65,10 +65,10 @@ RANDOM_TARGET, RANDOM_SECONDS = 0.86, 600  # issue #21: R² on the random splits
 def held_ligands(split: str) -> list[str]:
     """The screen's ligands a `ligand:A+B` split holds out."""
     kind, _, value = split.partition(":")
-    held = value.split("+")
-    unknown = [name for name in held if name not in LIGANDS and name != NONE]
     if kind != "ligand":
         raise SystemExit(f"{split!r} is not a ligand split (ligand:A+B)")
+    held = value.split("+")
+    unknown = [name for name in held if name not in LIGANDS and name != NONE]
     if unknown:
         raise SystemExit(f"unknown ligand(s) {unknown}; the screen's are {[NONE, *LIGANDS]}")
     return held

@@ -395,7 +395,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         model=resolve_model_config(args.model, weights),
         head=HeadConfig(n_heads=args.head_heads, members=args.head_members,
                         pool_heads=args.head_pool_heads, pool=args.head_pool, dropout=args.head_dropout,
-                        molecule_dropout=getattr(args, "molecule_dropout", 0.0),
+                        molecule_dropout=getattr(args, "molecule_dropout", HeadConfig.molecule_dropout),
                         mlp_layers=args.head_mlp_layers, standardize=not args.no_head_standardize,
                         token_block=args.head_token_block, context=args.head_context,
                         feature_layer=feature_layer(args.feature_layer, args.mode, args.weights)),
