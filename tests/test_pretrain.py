@@ -318,15 +318,56 @@ def test_ligand_splits_hold_out_every_reaction_of_the_named_ligands_and_only_tho
     assert not {ligands[i] for i in train} & {"SPhos", "AmPhos"}
     with pytest.raises(SystemExit, match="unknown ligand"):
         pretrained.split_indices(dataset, "ligand:NoSuchPhos")
-    results = {"rows": {
-        "tiny": {"means": {"ligand": {"r2": 0.30}}},
-        "onehot-rf": {"means": {"ligand": {"r2": 0.35}}},
-        "chem-small L0": {"means": {"ligand": {"r2": 0.50}, "random": {"r2": 0.87}}},
-    }}
+    def ligand_row(r2):
+        return {"cells": {"ligand:SPhos+AmPhos": {"r2": r2}}}
+
+    results = {"rows": {"tiny": ligand_row(0.30), "onehot-rf": ligand_row(0.35),
+                        "chem-small L0": ligand_row(0.50)}}
     text = pretrained.verdict(results)
     assert "`chem-small L0`" in text and "+0.200" in text and "+0.150" in text and "is met" in text
-    results["rows"]["onehot-rf"]["means"]["ligand"]["r2"] = 0.45
+    results["rows"]["onehot-rf"]["cells"]["ligand:SPhos+AmPhos"]["r2"] = 0.45
     assert "is missed (short of +0.10 over `onehot-rf`)" in pretrained.verdict(results)
+
+
+def test_a_seeded_ligand_split_holds_out_the_same_reactions_and_the_verdict_compares_shared_cells():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import pretrained
+
+    dataset = read_suzuki_csv(duplicates="first")
+    train0, test0, seed0 = pretrained.split_indices(dataset, "ligand:XPhos+dppf")
+    train2, test2, seed2 = pretrained.split_indices(dataset, "ligand:XPhos+dppf@2")
+    assert (seed0, seed2) == (0, 2)
+    np.testing.assert_array_equal(test0, test2)
+    np.testing.assert_array_equal(train0, train2)
+    assert pretrained.held_ligands("ligand:XPhos+dppf@2") == ["XPhos", "dppf"]
+    assert pretrained.canonical_split(" ligand:XPhos+dppf@0") == "ligand:XPhos+dppf"
+    assert pretrained.with_seeds(["random:1", "ligand:A+B@5", "ligand:C"], [0, 1]) == [
+        "random:1", "ligand:A+B", "ligand:A+B@1", "ligand:C", "ligand:C@1"]
+    order = sorted(["ligand:B@1", "ligand:A@1", "ligand:B", "random:2", "random:0"],
+                   key=pretrained.split_order)
+    assert order == ["random:0", "random:2", "ligand:B", "ligand:A@1", "ligand:B@1"]
+    with pytest.raises(SystemExit, match="whole number"):
+        pretrained.split_indices(dataset, "ligand:XPhos+dppf@one")
+
+    def row(**r2s):
+        return {"cells": {f"ligand:{name.replace('_', '@')}": {"r2": r2} for name, r2 in r2s.items()}}
+
+    # seed 0 alone: the pretrained row leads the forest by 0.20; with seed 1 the lead is 0.05, and a
+    # control run on seed 0 only is still compared on seed 0 alone
+    results = {"rows": {"tiny": row(A=0.0, B=0.0),
+                        "onehot-rf": row(A=0.3, B=0.3, A_1=0.6, B_1=0.6),
+                        "chem-small drop": row(A=0.5, B=0.5, A_1=0.4, B_1=0.4),
+                        "chem-small other": row(A=0.45, B=0.45)}}
+    for r in results["rows"].values():
+        r["means"] = pretrained.group_means({k: {**c, "rmse": 0.0, "mae": 0.0, "seconds": 1.0,
+                                                  "cpu_seconds": 1.0} for k, c in r["cells"].items()})
+    assert results["rows"]["onehot-rf"]["means"]["ligand"]["seeds"] == 2
+    text = pretrained.verdict(results)
+    assert "`chem-small drop`, mean R² 0.450 over 4 ligand cells, 2 seeds" in text
+    assert "`onehot-rf` +0.000" in text and "+0.200" not in text and "`tiny` +0.500 (2 cells)" in text
+    assert "missed (short of +0.10 over `onehot-rf`)" in text
 
 
 def test_random_split_verdict_takes_the_best_row_over_every_random_split_and_its_slowest_split():
