@@ -36,7 +36,7 @@ from mistral_cl.data.batching import encode_reactions
 from mistral_cl.data.reactions import ReactionDataset
 from mistral_cl.data.sources import load_dataset
 from mistral_cl.data.tasks import random_split
-from mistral_cl.features import hidden_states
+from mistral_cl.features import mean_pooled_states
 from mistral_cl.head import HeadConfig
 from mistral_cl.predictor import AdaptationConfig, build_yield_model
 from mistral_cl.report import format_table
@@ -68,8 +68,7 @@ def mean_pooled_backbone(dataset: ReactionDataset, seed: int, depths: Sequence[i
         tokens, lengths = encoded.tokens[start:start + batch_size], encoded.lengths[start:start + batch_size]
         mask = np.arange(tokens.shape[1])[None] < lengths[:, None]
         for parts, depth in zip(out, depths, strict=True):
-            hidden = np.asarray(hidden_states(backbone, tokens, mask, depth))
-            parts.append((hidden * mask[..., None]).sum(1) / lengths[:, None])
+            parts.append(np.asarray(mean_pooled_states(backbone, tokens, mask, depth)))
     return [np.concatenate(parts) for parts in out]
 
 

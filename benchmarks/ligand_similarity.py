@@ -50,7 +50,7 @@ from pretrained import LIGAND_SPLITS, held_ligands  # noqa: E402
 
 from mistral_cl.data.smiles import canonical_smiles  # noqa: E402
 from mistral_cl.data.suzuki_components import LIGANDS, NONE, suzuki_conditions  # noqa: E402
-from mistral_cl.features import hidden_states  # noqa: E402
+from mistral_cl.features import mean_pooled_states  # noqa: E402
 from mistral_cl.runs import initial_model, tokenizer_for  # noqa: E402
 from mistral_cl.scores import regression_scores  # noqa: E402
 
@@ -87,8 +87,7 @@ def backbone_codes(options: Sequence[str], depth: int) -> dict[str, np.ndarray]:
     codes = {}
     for name, smiles in LIGANDS.items():
         ids = jnp.asarray([tokenizer.encode(canonical_smiles(smiles))])
-        states = hidden_states(backbone, ids, jnp.ones(ids.shape, bool), depth=depth)
-        code = np.asarray(states[0], np.float64).mean(axis=0)
+        code = np.asarray(mean_pooled_states(backbone, ids, jnp.ones(ids.shape, bool), depth)[0], np.float64)
         codes[name] = code / np.linalg.norm(code)
     return codes
 

@@ -109,6 +109,14 @@ def hidden_states(backbone: Mistral, tokens, mask, depth: int | None = None):
     return backbone(tokens, mask, depth=depth)
 
 
+@eqx.filter_jit
+def mean_pooled_states(backbone: Mistral, tokens, mask, depth: int | None = None):
+    """`hidden_states` averaged over each row's real tokens (`mask`): one [batch, dim] vector a text."""
+    hidden = backbone(tokens, mask, depth=depth)
+    weights = mask.astype(hidden.dtype)[..., None]
+    return (hidden * weights).sum(1) / weights.sum(1)
+
+
 def cache_features(
     backbone: Mistral,
     encoded: EncodedReactions,

@@ -45,6 +45,20 @@ def test_padding_never_changes_hidden_states_of_real_tokens(remat):
     np.testing.assert_allclose(left[:, 7:], alone, rtol=1e-5, atol=1e-6)
 
 
+def test_mean_pooled_states_average_real_tokens_only():
+    from mistral_cl.features import mean_pooled_states
+
+    model = Mistral(CFG, key=jax.random.key(0))
+    tokens, mask = _batch([5, 9], 9)
+    pooled = mean_pooled_states(model, tokens, mask, 1)
+    hidden = model(tokens, mask, depth=1)
+    np.testing.assert_allclose(pooled[0], hidden[0, :5].mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooled[1], hidden[1].mean(0), rtol=1e-5, atol=1e-6)
+    # what sits in the padding never reaches the first row's vector
+    noisy = tokens.at[0, 5:].set(7)
+    np.testing.assert_allclose(mean_pooled_states(model, noisy, mask, 1)[0], pooled[0], rtol=1e-5, atol=1e-6)
+
+
 def test_sliding_window_limits_how_far_back_a_token_sees():
     model = Mistral(CFG, key=jax.random.key(0))
     tokens, mask = _batch([12], 12)
