@@ -10,7 +10,8 @@ Splits of the 5760 reactions (`--splits`, comma-separated):
   rest trains: a model must predict yields under ligand conditions it has never seen. Names are
   those of the screen (`P(tBu)3`, `SPhos`, ..., `none` for the reactions without a ligand).
   `ligand:A+B@S` holds out the same reactions with the model, shuffling and forest seeded S (seed 0
-  without the suffix); `--ligand-seeds 0,1,2` runs every ligand split of `--splits` with each seed.
+  without the suffix); `--ligand-seeds 0,1,2` runs each ligand split of `--splits` that names no seed
+  with every one of them.
 
 Rows (`--rows`, separated by ';'):
 - `onehot-rf` / `drfp-rf`: a random forest (scikit-learn defaults, 100 trees) on the one-hot reaction
@@ -85,14 +86,14 @@ def canonical_split(split: str) -> str:
 
 
 def with_seeds(splits: Sequence[str], seeds: Sequence[int]) -> list[str]:
-    """Every ligand split of `splits` once per seed (random splits are seeded by their own name)."""
+    """Every ligand split of `splits` without a seed of its own once per seed; a split that names its
+    seed (`ligand:A+B@S`) and the random splits (seeded by their name) stay as they are."""
     out: list[str] = []
     for split in splits:
-        if split.startswith("ligand:"):
-            name = _ligand_seed(split)[0]
-            out += [canonical_split(f"{name}@{seed}") for seed in seeds]
+        if split.startswith("ligand:") and "@" not in split:
+            out += [canonical_split(f"{split}@{seed}") for seed in seeds]
         else:
-            out.append(split)
+            out.append(canonical_split(split))
     return list(dict.fromkeys(out))
 
 
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--splits", default=",".join(DEFAULT_SPLITS))
     parser.add_argument("--ligand-seeds", default="0",
-                        help="comma-separated seeds: every ligand split of --splits is run with each")
+                        help="comma-separated seeds: each ligand split of --splits without @S runs with each")
     parser.add_argument("--rows", default="onehot-rf;drfp-rf;tiny=")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--resume", action="store_true", help="keep the cells already in --results")
@@ -303,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          ) from None
     if not seeds or min(seeds) < 0:
         raise SystemExit(f"--ligand-seeds {args.ligand_seeds!r}: at least one seed, each >= 0")
-    splits = with_seeds([canonical_split(s) for s in args.splits.split(",") if s.strip()], seeds)
+    splits = with_seeds([s.strip() for s in args.splits.split(",") if s.strip()], seeds)
     rows = parse_rows(args.rows)
     results = (json.loads(args.results.read_text()) if args.resume and args.results.exists()
                else {"rows": {}})
