@@ -661,9 +661,10 @@ def pretrained_section(result: dict[str, Any]) -> str:
         "Held-out R² on Suzuki–Miyaura (`python benchmarks/pretrained.py`). `random:S`: the random 70/30 "
         "split of seed S; `ligand:A+B`: every reaction run with ligand A or B held out (960), the other "
         "4800 train; `ligand:A+B@S`: the same reactions, with the model, shuffling and forest seeded S "
-        "(seed 0 without the suffix). A row's ligand-OOS mean is over every ligand cell it has, all seeds; "
-        "the verdict sets two rows side by side on the cells both have. Forests: scikit-learn defaults, "
-        "100 trees, on the one-hot components or DRFP (2048 bits). The model rows:",
+        "(seed 0 without the suffix). A row's ligand-OOS mean is over every ligand cell it has, all seeds. "
+        "The verdict picks the best pretrained row on the cells every candidate has and sets it beside "
+        "each other row on the cells both have. Forests: scikit-learn defaults, 100 trees, on the one-hot "
+        "components or DRFP (2048 bits). The model rows:",
         "\n".join(options),
         _table(rows, columns),
         *([result["notes"]] if result.get("notes") else []),

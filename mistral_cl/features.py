@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorstore as ts
 from jax.sharding import Mesh
@@ -111,10 +112,12 @@ def hidden_states(backbone: Mistral, tokens, mask, depth: int | None = None):
 
 @eqx.filter_jit
 def mean_pooled_states(backbone: Mistral, tokens, mask, depth: int | None = None):
-    """`hidden_states` averaged over each row's real tokens (`mask`): one [batch, dim] vector a text."""
-    hidden = backbone(tokens, mask, depth=depth)
-    weights = mask.astype(hidden.dtype)[..., None]
-    return (hidden * weights).sum(1) / weights.sum(1)
+    """`hidden_states` averaged over each row's real tokens (`mask`): one float32 [batch, dim] vector a
+    text, summed in float32 whatever the backbone's dtype (bf16 sums drift by ~1e-3). A row without a
+    real token gives zeros."""
+    hidden = backbone(tokens, mask, depth=depth).astype(jnp.float32)
+    weights = mask.astype(jnp.float32)[..., None]
+    return (hidden * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
 
 
 def cache_features(

@@ -360,15 +360,22 @@ def test_a_seeded_ligand_split_holds_out_the_same_reactions_and_the_verdict_comp
     results = {"rows": {"tiny": row(A=0.0, B=0.0),
                         "onehot-rf": row(A=0.3, B=0.3, A_1=0.6, B_1=0.6),
                         "chem-small drop": row(A=0.5, B=0.5, A_1=0.4, B_1=0.4),
-                        "chem-small other": row(A=0.45, B=0.45)}}
+                        "chem-small other": row(A=0.46, B=0.46)}}
     for r in results["rows"].values():
         r["means"] = pretrained.group_means({k: {**c, "rmse": 0.0, "mae": 0.0, "seconds": 1.0,
                                                   "cpu_seconds": 1.0} for k, c in r["cells"].items()})
-    assert results["rows"]["onehot-rf"]["means"]["ligand"]["seeds"] == 2
+    counts = results["rows"]["onehot-rf"]["means"]["ligand"]
+    assert (counts["splits"], counts["cells"], counts["seeds"]) == (2, 4, 2)
     text = pretrained.verdict(results)
     assert "`chem-small drop`, mean R² 0.450 over 4 ligand cells, 2 seeds" in text
     assert "`onehot-rf` +0.000" in text and "+0.200" not in text and "`tiny` +0.500 (2 cells)" in text
     assert "missed (short of +0.10 over `onehot-rf`)" in text
+    # a control with no ligand cell in common with the best row is named, and the target is not met
+    results["rows"]["onehot-rf"] = row(C=0.0)
+    text = pretrained.verdict(results)
+    assert "is not judged; not compared, no ligand cell in common: `onehot-rf`" in text
+    with pytest.raises(SystemExit, match="random:S"):
+        pretrained.split_indices(dataset, "random:1@2")
 
 
 def test_random_split_verdict_takes_the_best_row_over_every_random_split_and_its_slowest_split():
