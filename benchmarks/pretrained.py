@@ -180,7 +180,8 @@ def group_means(cells: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]
     counts the distinct splits, `cells` the cells, `seeds` the distinct seeds."""
     out = {}
     for group in ("random", "ligand"):
-        chosen = [c for split, c in cells.items() if split.startswith(group + ":")]
+        names = [split for split in cells if split.startswith(group + ":")]
+        chosen = [cells[split] for split in names]
         if not chosen:
             continue
         out[group] = {}
@@ -188,7 +189,6 @@ def group_means(cells: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]
             values = [c[metric] for c in chosen]
             out[group][metric] = statistics.fmean(values)
             out[group][f"{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        names = [split for split in cells if split.startswith(group + ":")]
         if group == "ligand":
             out[group]["splits"] = len({_ligand_seed(split)[0] for split in names})
             out[group]["cells"] = len(names)
@@ -296,6 +296,14 @@ def markdown_table(results: dict[str, Any]) -> str:
                                "`@S`: seeded S, seed 0 without it).")
 
 
+def save(results: dict[str, Any], path: Path) -> None:
+    """Write `results` with every row's means derived from its cells (kept rows too, by today's rules)."""
+    for row in results["rows"].values():
+        row["means"] = group_means(row["cells"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--splits", default=",".join(DEFAULT_SPLITS))
@@ -337,14 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             cell = (classical_cell(dataset, split, label) if label in CLASSICAL
                     else llm_cell(dataset, split, options))
             row["cells"][split] = {k: round(v, 4) if isinstance(v, float) else v for k, v in cell.items()}
-            row["means"] = group_means(row["cells"])
             print(json.dumps({"row": label, "split": split, **row["cells"][split]}), flush=True)
-            args.results.parent.mkdir(parents=True, exist_ok=True)
-            args.results.write_text(json.dumps(results, indent=2) + "\n")
-    for row in results["rows"].values():  # every row, kept ones too, by today's rules
-        row["means"] = group_means(row["cells"])
+            save(results, args.results)
     results["verdict"] = verdict(results)
-    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    save(results, args.results)
     print(markdown_table(results))
     if results["verdict"]:
         print("\n" + results["verdict"])
