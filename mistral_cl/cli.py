@@ -639,7 +639,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     last = result.history[-1] if result.history else {}
     losses = ", ".join(f"{k.replace('_', ' ', 1)} {v:.3f}" for k, v in last.items()
                        if k.startswith(("heldout_", "monitor_")))
-    _report(f"held-out loss (nats/token) after {last.get('step', 0)} steps: {losses}")
+    _report(f"held-out loss (nats/token) after {last.get('step', 0)} steps: {losses or 'none measured'}")
     _report(f"wrote {result.directory / MODEL_DIR}/ (config.json, model.safetensors: load it with --weights) "
             f"and {result.directory}/pretrain.json")
     return 0

@@ -347,6 +347,20 @@ def trainable_filter(lm: CausalLM, mode: str) -> CausalLM:
     return jax.tree.map(is_parameter, lm)
 
 
+def _warn_about_plan(config: PretrainConfig, stream: Stream) -> None:
+    """Warnings for settings the run reads otherwise than they may have been meant."""
+    if config.steps % config.eval_every:
+        warn(f"{config.steps} steps are rounded up to {config.segments * config.eval_every}, whole segments "
+             f"of {config.eval_every} steps (`eval_every`)",
+             hint="give `steps` as a multiple of `eval_every`, or lower `eval_every`")
+    if config.heldout:
+        small = [s.name for s, h in zip(stream.sources, stream.heldout, strict=True) if not len(h)]
+        if small:
+            warn(f"no held-out loss for {', '.join(small)}: a source holds out at most a tenth of its "
+                 f"texts, and {'it has' if len(small) == 1 else 'they have'} fewer than 10",
+                 hint="add texts to the source to measure how well the model reads unseen ones")
+
+
 def pretrain(
     config: PretrainConfig,
     out: str | Path,
@@ -377,11 +391,13 @@ def pretrain(
     if tokenizer.vocab_size > model.vocab_size:
         raise InputError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model {model.vocab_size}",
                          hint="use the tokenizer that belongs to the weights")
-    if not resume and sharding.is_reporting_process():
-        make_run_dir(out)
-    sources = read_corpus(config.corpus)
+    sources = read_corpus(config.corpus)  # a bad corpus is refused before anything is written
     overlap = suzuki_overlap(sources)
     stream = Stream.plan(sources, config)
+    if not resume:
+        _warn_about_plan(config, stream)
+    if not resume and sharding.is_reporting_process():
+        make_run_dir(out)
     restrict = config.restrict_vocab if config.restrict_vocab is not None else weights is None
     if resume:
         vocab_ids = None if saved["vocab_ids"] is None else np.array(saved["vocab_ids"], np.int32)

@@ -184,6 +184,42 @@ def test_bad_corpora_are_refused_with_where_and_what_to_do(tmp_path, lines, sour
     assert expected in str(caught.value)
 
 
+@pytest.mark.parametrize("name, text, rows, column", [
+    ("corpus.txt", "CCO\n# a comment\nethanol\n\nc1ccccc1\nCC(=O\n", "rows 3, 6", None),
+    ("corpus.csv", "name,smiles\nethanol,CCO\nbenzene,benzene\nwater,O\n", "row 3", "smiles"),
+    ("corpus.csv:name", "name,smiles\nCCO,CCO\nbenzene,c1ccccc1\n", "row 3", "name"),
+    ("corpus.txt", "CC(=O)O.OCC>>CC(=O)OCC\nCC>>C1CC\n", "row 2", None),
+])
+def test_a_corpus_file_that_is_not_smiles_is_refused_with_its_rows(tmp_path, name, text, rows, column):
+    path = tmp_path / name.partition(":")[0]
+    path.write_text(text)
+    with pytest.raises(InputError, match="not SMILES that RDKit can parse") as caught:
+        read_corpus([str(tmp_path / name)])
+    assert f"{rows}" in str(caught.value) and "what to do" in str(caught.value)
+    assert caught.value.column == column
+
+
+def test_a_bad_corpus_leaves_no_run_behind_and_small_settings_are_warned_about(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("CCO\nnot a smiles\n".replace(" ", "_"))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["pretrain", "--corpus", str(bad), "--model", "tiny", "--out", str(tmp_path / "run"),
+                     "--no-progress", "--mesh", "1x1x1"])
+    assert code == 2 and "bad.txt, row 2" in err.getvalue() and not (tmp_path / "run").exists()
+
+    few = tmp_path / "few.txt"
+    few.write_text("\n".join(MOLECULES[:8]) + "\n")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()) as out:
+        code = main(["pretrain", "--corpus", str(few), "--model", "tiny", "--steps", "3", "--eval-every", "2",
+                     "--batch-size", "4", "--out", str(tmp_path / "run"), "--no-progress", "--mesh", "1x1x1"])
+    assert code == 0
+    assert "3 steps are rounded up to 4" in err.getvalue()
+    assert "no held-out loss for " in err.getvalue() and "few.txt" in err.getvalue()
+    assert "after 4 steps: none measured" in out.getvalue()
+
+
 def test_a_csv_corpus_reads_its_smiles_column(tmp_path):
     path = tmp_path / "molecules.csv"
     path.write_text("name,SMILES\nethanol,CCO\nbenzene,c1ccccc1\n")

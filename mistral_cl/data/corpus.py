@@ -14,6 +14,9 @@ A corpus is named by a list of sources, each `SOURCE` or `SOURCE@SHARE`:
   and cached under `~/.cache/mistral-cl/` (made from `nci` if molsets is not installed);
 - a text file (one SMILES per line; blank lines and lines starting with `#` are skipped), or a CSV
   file as `FILE` (its SMILES column found by the usual names) or `FILE:COLUMN`; `.gz` is read too.
+  Every text of a user's file must parse with RDKit as a molecule or a reaction SMILES (syntax only,
+  `smiles.unreadable`): a file of names, numbers or a wrong column is refused with the rows that
+  fail, not trained on.
 `SHARE` is the fraction of every batch drawn from that source; sources without one share what is
 left in proportion to their sizes. The Suzuki–Miyaura screen is this project's evaluation set: a
 corpus holding any of its reactions is reported with a warning (`suzuki_overlap`).
@@ -29,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mistral_cl.data.reactions import packaged_file
+from mistral_cl.data.smiles import unreadable
 from mistral_cl.errors import InputError, warn
 
 PACKAGED = ("moses", "moses-test", "buchwald", "nci", "gauche-molecules", "couplings")
@@ -124,11 +128,11 @@ def _read_file(spec: str) -> list[str]:
                          hint=f"pass a file of SMILES, FILE.csv:COLUMN, or one of {', '.join(PACKAGED)}")
     suffixes = [s.lower() for s in path.suffixes]
     if ".csv" in suffixes:
-        return _csv_column(path, column, str(path))
+        return _csv_column(path, column, str(path), check=True)
     if column is not None:
         raise InputError(f"a column ({column!r}) was given for a file that is not a CSV", file=str(path),
                          hint="name a .csv file, or leave out ':COLUMN' for a file of one SMILES per line")
-    texts, spaced = [], []
+    texts, lines, spaced = [], [], []
     try:
         with _open_text(path) as handle:
             for number, line in enumerate(handle, start=1):
@@ -138,6 +142,7 @@ def _read_file(spec: str) -> list[str]:
                 if any(c.isspace() for c in text):
                     spaced.append(number)
                 texts.append(text)
+                lines.append(number)
     except UnicodeDecodeError as err:
         raise InputError(f"not UTF-8 text ({err.reason})", file=str(path),
                          hint="save the corpus as UTF-8 text, one SMILES per line") from None
@@ -145,11 +150,22 @@ def _read_file(spec: str) -> list[str]:
         raise InputError("lines hold more than one field (SMILES have no spaces)", file=str(path),
                          rows=spaced,
                          hint="write one SMILES per line; for a table, pass it as FILE.csv:COLUMN")
+    bad = unreadable(texts)
+    if bad:
+        raise InputError(f"{_not_smiles(bad, texts)} (rows are line numbers)", file=str(path),
+                         rows=[lines[i] for i in bad],
+                         hint="correct or delete these lines: the corpus is read as SMILES, one per line")
     return texts
 
 
-def _csv_column(path: Path, column: str | None, shown: str) -> list[str]:
-    from mistral_cl.data.tables import SMILES_NAMES, named_column, read_cells
+def _not_smiles(bad: Sequence[int], texts: Sequence[str]) -> str:
+    shown = ", ".join(repr(texts[i]) for i in bad[:3]) + (", ..." if len(bad) > 3 else "")
+    return f"{len(bad)} of {len(texts)} texts are not SMILES that RDKit can parse ({shown})"
+
+
+def _csv_column(path: Path, column: str | None, shown: str, *, check: bool = False) -> list[str]:
+    """The non-empty cells of the SMILES column; with `check`, each must be a SMILES RDKit reads."""
+    from mistral_cl.data.tables import SMILES_NAMES, named_column, read_cells, spreadsheet_rows
 
     cells = read_cells(path)
     column = named_column([str(c) for c in cells.columns], column, SMILES_NAMES)
@@ -162,12 +178,17 @@ def _csv_column(path: Path, column: str | None, shown: str) -> list[str]:
     values = cells[column].str.strip()
     spaced = values[values.str.contains(r"\s", regex=True)]
     if len(spaced):
-        from mistral_cl.data.tables import spreadsheet_rows
-
         raise InputError("cells hold more than one field (SMILES have no spaces)", file=shown,
                          rows=spreadsheet_rows(spaced.to_frame()), column=column,
                          hint="one SMILES per cell")
-    return [v for v in values.tolist() if v]
+    values = values[values != ""]
+    texts = values.tolist()
+    bad = unreadable(texts) if check else []
+    if bad:
+        raise InputError(_not_smiles(bad, texts), file=shown, column=column,
+                         rows=spreadsheet_rows(values.iloc[bad].to_frame()),
+                         hint="correct or delete these rows, or name the SMILES column as FILE.csv:COLUMN")
+    return texts
 
 
 def read_corpus(specs: Sequence[str]) -> list[CorpusSource]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from rdkit import Chem, RDLogger
 
@@ -78,3 +78,20 @@ def reaction_components(reaction: str) -> tuple[list[str], list[str], list[str]]
     """Reactant, agent and product components of a canonical reaction SMILES."""
     reactants, agents, products = reaction.split(">")
     return tuple(side.split(".") if side else [] for side in (reactants, agents, products))
+
+
+def unreadable(texts: Sequence[str]) -> list[int]:
+    """Positions of the texts RDKit cannot parse as a molecule or a `reactants>agents>products` reaction.
+
+    Only the syntax is checked (atoms, bonds, branches, rings; no valence rules), at about 40 µs a
+    text, so that a corpus of millions of lines is checked in minutes: it catches names, numbers, a
+    wrong column and cut-off strings, not chemistry."""
+    bad = []
+    with _rdkit_quiet():
+        for i, text in enumerate(texts):
+            sides = text.split(">")
+            if len(sides) not in (1, 3) or (len(sides) == 3 and not (sides[0] and sides[2])):
+                bad.append(i)  # a reaction needs reactants and products
+            elif any(side and Chem.MolFromSmiles(side, sanitize=False) is None for side in sides):
+                bad.append(i)
+    return bad
