@@ -211,15 +211,16 @@ def verdict(results: dict[str, Any], pretrained: str = "chem-small", baseline: s
     random backbone and the forests (mean R², by at least 0.10), then the random-split target on its own
     best row (`random_verdict`).
 
-    Like with like: the best pretrained row is chosen on the ligand cells every candidate has (those the
-    baseline has at least), its mean is given over all its own ligand cells, and each margin is taken
-    over the ligand cells both rows of the pair have. A row with a ligand cell but none in common with
-    the best row is named as not compared, and the target is then not judged met."""
+    Like with like: the best pretrained row is chosen on the ligand cells every candidate has (the
+    baseline's seed-0 cells at least), its mean is given over all its own ligand cells, and each margin
+    is taken over the ligand cells both rows of the pair have. A row with a ligand cell but none in
+    common with the best row is named as not compared, and the target is then not judged met."""
     rows = results["rows"]
     if baseline not in rows or not _ligand_cells(rows[baseline]):
         return None
-    # Only rows scored on every split the baseline was.
-    needed = set(rows[baseline].get("cells", {}))
+    # Only rows scored on every split the baseline was, at seed 0 at least (the baseline's further seeds
+    # are not asked of every candidate: the best row is chosen on the cells all of them have).
+    needed = {split for split in rows[baseline].get("cells", {}) if _ligand_seed(split)[1] == 0}
     ours = [label for label in rows if label.startswith(pretrained) and needed <= set(rows[label]["cells"])]
     if not ours:
         return None

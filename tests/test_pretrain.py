@@ -406,6 +406,16 @@ def test_a_seeded_ligand_split_holds_out_the_same_reactions_and_the_verdict_comp
     assert "`chem-small drop`, mean R² 0.450 over 4 ligand cells, 2 seeds" in text
     assert "`onehot-rf` +0.000" in text and "+0.200" not in text and "`tiny` +0.500 (2 cells)" in text
     assert "missed (short of +0.10 over `onehot-rf`)" in text
+    # a baseline run on more seeds asks no more of a candidate than its seed-0 cells: a seed-0-only row
+    # that leads there is still chosen, and each margin stays over the cells the pair shares
+    results["rows"]["tiny"] = row(A=0.0, B=0.0, A_1=0.1, B_1=0.1)
+    results["rows"]["chem-small other"] = row(A=0.55, B=0.55)
+    text = pretrained.verdict(results)
+    assert "`chem-small other`, mean R² 0.550 over 2 ligand cells" in text and "`tiny` +0.550" in text
+    assert "`onehot-rf` +0.250" in text
+    del results["rows"]["chem-small other"]
+    text = pretrained.verdict(results)
+    assert "`chem-small drop`, mean R² 0.450 over 4 ligand cells" in text and "`tiny` +0.400," in text
     # a control with no ligand cell in common with the best row is named, and the target is not met
     results["rows"]["onehot-rf"] = row(C=0.0)
     text = pretrained.verdict(results)
