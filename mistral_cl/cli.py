@@ -55,7 +55,7 @@ FLAGS = {
     "mesh": "--mesh", "output": "--output", "duplicates": "--duplicates", "data.duplicates": "--duplicates",
     # pretrain
     "corpus": "--corpus", "mode": "--mode", "steps": "--steps", "eval_every": "--eval-every",
-    "batch_size": "--batch-size", "max_len": "--max-len", "heldout": "--heldout",
+    "batch_size": "--batch-size", "max_len": "--max-len", "heldout": "--heldout", "resume": "--resume",
 }
 UNIT_HELP = ("unit of the yields: percent (0-100), fraction (0-1), or auto: fraction if no yield exceeds 1, "
              "percent if the yields above 1 are at least as many as those strictly between 0 and 1, else an "

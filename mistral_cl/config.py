@@ -182,7 +182,9 @@ class ModelConfig:
             return cls.from_hf_config(path / "config.json")
         if (path / "params.json").exists():
             return cls.from_params_json(path / "params.json")
-        raise ConfigError(f"{path}: neither config.json nor params.json found")
+        raise ConfigError(f"{path}: neither config.json nor params.json found",
+                          hint="pass the directory of a Hugging Face or Mistral checkpoint, or "
+                               "`pretrain`'s OUT/model")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

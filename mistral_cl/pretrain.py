@@ -391,10 +391,15 @@ def pretrain(
     if tokenizer.vocab_size > model.vocab_size:
         raise InputError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model {model.vocab_size}",
                          hint="use the tokenizer that belongs to the weights")
-    sources = read_corpus(config.corpus)  # a bad corpus is refused before anything is written
+    # A bad corpus is refused before anything is written.
+    sources = read_corpus(config.corpus)
+    monitored = {f"monitor_{name}": monitor_texts(name) for name in config.monitor}
     overlap = suzuki_overlap(sources)
     stream = Stream.plan(sources, config)
     if not resume:
+        if (out / RESULTS).is_file():
+            raise InputError("a pretraining run already exists here", file=str(out),
+                             hint=f"continue it with `resume` {out}, or choose another `out`")
         _warn_about_plan(config, stream)
     if not resume and sharding.is_reporting_process():
         make_run_dir(out)
@@ -416,9 +421,9 @@ def pretrain(
     heldout = [encode_texts(stream.heldout_texts(i), tokenizer, config.max_len)[0]
                for i in range(len(sources)) if len(stream.heldout[i])]
     heldout_names = [f"heldout_{s.name}" for i, s in enumerate(sources) if len(stream.heldout[i])]
-    for name in config.monitor:
-        heldout.append(encode_texts(monitor_texts(name), tokenizer, config.max_len)[0])
-        heldout_names.append(f"monitor_{name}")
+    for name, texts in monitored.items():
+        heldout.append(encode_texts(texts, tokenizer, config.max_len)[0])
+        heldout_names.append(name)
 
     record: dict[str, Any] = {
         "config": config.to_dict(), "model": model.to_dict(), "weights": weights,

@@ -219,6 +219,25 @@ def test_a_bad_corpus_leaves_no_run_behind_and_small_settings_are_warned_about(t
     assert "no held-out loss for " in err.getvalue() and "few.txt" in err.getvalue()
     assert "after 4 steps: none measured" in out.getvalue()
 
+    # the same --out again: the run is named as one, with the way to continue it, and left as it was
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    for options in (["--corpus", str(few)], ["--corpus", str(few), "--monitor", "nothing.txt"]):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(["pretrain", *options, "--model", "tiny", "--out", str(tmp_path / "run"),
+                         "--no-progress", "--mesh", "1x1x1"])
+        assert code == 2
+        assert "nothing.txt: corpus file not found" in err.getvalue() if "--monitor" in options else (
+            "a pretraining run already exists here" in err.getvalue() and "--resume" in err.getvalue())
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+
+
+def test_a_corpus_file_named_gz_that_is_not_compressed_is_refused(tmp_path):
+    for name in ("corpus.txt.gz", "corpus.csv.gz"):
+        (tmp_path / name).write_text("smiles\nCCO\n")
+        with pytest.raises(InputError, match=r"(?s)cannot read the file .*what to do"):
+            read_corpus([str(tmp_path / name)])
+
 
 def test_a_csv_corpus_reads_its_smiles_column(tmp_path):
     path = tmp_path / "molecules.csv"

@@ -85,6 +85,10 @@ def read_cells(path: str | Path) -> pd.DataFrame:
                          hint="a CSV needs a header row and one row per reaction") from None
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
+    except (OSError, EOFError) as error:  # e.g. a `.gz` name on a file that is not gzip-compressed
+        raise InputError(f"cannot read the file ({error})", file=str(path),
+                         hint="check that the file is what its name says: a .gz, .bz2, .zip or .xz file "
+                              "must be compressed that way") from None
     except pd.errors.ParserError as error:
         raise InputError(f"not a readable CSV file ({str(error).strip()})", file=str(path),
                          hint=f"give every row as many cells as the header (quote cells that hold "
