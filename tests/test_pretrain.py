@@ -232,6 +232,18 @@ def test_a_bad_corpus_leaves_no_run_behind_and_small_settings_are_warned_about(t
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
 
+def test_a_pretraining_run_directory_passed_for_weights_or_a_run_points_to_its_model(in_tmp):
+    pretrain(quick(steps=1, eval_every=1), "lm", model=SMALL, progress=False)
+    Path("new.csv").write_text("rxn\nCCO.O>>CC=O\n")
+    for command in (["predict", "--run", "lm", "new.csv"], ["report", "lm"],
+                    ["train", "--weights", "lm", "--out", "t"]):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            assert main(command) == 2
+        assert "pretraining run" in err.getvalue() and str(Path("lm") / MODEL_DIR) in err.getvalue()
+    assert not Path("t").exists()
+
+
 def test_a_corpus_file_named_gz_that_is_not_compressed_is_refused(tmp_path):
     for name in ("corpus.txt.gz", "corpus.csv.gz"):
         (tmp_path / name).write_text("smiles\nCCO\n")
