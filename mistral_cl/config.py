@@ -182,9 +182,11 @@ class ModelConfig:
             return cls.from_hf_config(path / "config.json")
         if (path / "params.json").exists():
             return cls.from_params_json(path / "params.json")
-        if (path / "model" / "config.json").exists():  # a `pretrain` run directory
+        from mistral_cl.pretrain import MODEL_DIR, pretraining_run
+
+        if pretraining_run(path):
             raise ConfigError(f"{path}: a pretraining run, not weights",
-                              hint=f"pass its model, {path / 'model'}")
+                              hint=f"pass its model, {path / MODEL_DIR}")
         raise ConfigError(f"{path}: neither config.json nor params.json found",
                           hint="pass the directory of a Hugging Face or Mistral checkpoint, or "
                                "`pretrain`'s OUT/model")

@@ -347,6 +347,11 @@ def trainable_filter(lm: CausalLM, mode: str) -> CausalLM:
     return jax.tree.map(is_parameter, lm)
 
 
+def pretraining_run(directory: str | Path) -> bool:
+    """Whether `directory` holds a `pretrain` run (its model, once written, is `directory / MODEL_DIR`)."""
+    return (Path(directory) / RESULTS).is_file()
+
+
 def _warn_about_plan(config: PretrainConfig, stream: Stream) -> None:
     """Warnings for settings the run reads otherwise than they may have been meant."""
     if config.steps % config.eval_every:
@@ -397,12 +402,12 @@ def pretrain(
     overlap = suzuki_overlap(sources)
     stream = Stream.plan(sources, config)
     if not resume:
-        if (out / RESULTS).is_file():
+        if pretraining_run(out):
             raise InputError("a pretraining run already exists here", file=str(out),
                              hint=f"continue it with `resume` {out}, or choose another `out`")
         _warn_about_plan(config, stream)
-    if not resume and sharding.is_reporting_process():
-        make_run_dir(out)
+        if sharding.is_reporting_process():
+            make_run_dir(out)
     restrict = config.restrict_vocab if config.restrict_vocab is not None else weights is None
     if resume:
         vocab_ids = None if saved["vocab_ids"] is None else np.array(saved["vocab_ids"], np.int32)

@@ -209,13 +209,15 @@ def save_run_config(run_dir: Path, config: RunConfig) -> None:
 def load_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / RUN_FILE
     if not path.exists():
-        pretraining = (Path(run_dir) / "pretrain.json").is_file()
-        raise InputError(
-            "not a run directory (no run.json)" + ("; it is a pretraining run" if pretraining else ""),
-            file=str(run_dir),
-            hint=(f"its model is {Path(run_dir) / 'model'}: fine-tune it with `mistral-cl train --weights "
-                  f"{Path(run_dir) / 'model'}`, then pass that run" if pretraining else
-                  "pass the output directory of an earlier `mistral-cl train` or `continual`"))
+        from mistral_cl.pretrain import MODEL_DIR, pretraining_run
+
+        if pretraining_run(run_dir):
+            model = Path(run_dir) / MODEL_DIR
+            raise InputError("not a run directory (no run.json); it is a pretraining run", file=str(run_dir),
+                             hint=f"its model is {model}: fine-tune it with `mistral-cl train --weights "
+                                  f"{model}`, then pass that run")
+        raise InputError("not a run directory (no run.json)", file=str(run_dir),
+                         hint="pass the output directory of an earlier `mistral-cl train` or `continual`")
     try:
         return RunConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError, KeyError) as err:

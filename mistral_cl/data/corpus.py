@@ -146,10 +146,10 @@ def _read_file(spec: str) -> list[str]:
     except UnicodeDecodeError as err:
         raise InputError(f"not UTF-8 text ({err.reason})", file=str(path),
                          hint="save the corpus as UTF-8 text, one SMILES per line") from None
-    except (OSError, EOFError) as err:  # a `.gz` name on a file that is not gzip-compressed, or cut short
-        raise InputError(f"cannot read the file ({err})", file=str(path),
-                         hint="a .gz corpus must be gzip-compressed; otherwise drop the .gz from its name"
-                         ) from None
+    except (OSError, EOFError) as err:
+        from mistral_cl.data.tables import unreadable_file
+
+        raise unreadable_file(path, err) from None
     if spaced:
         raise InputError("lines hold more than one field (SMILES have no spaces)", file=str(path),
                          rows=spaced,

@@ -85,10 +85,8 @@ def read_cells(path: str | Path) -> pd.DataFrame:
                          hint="a CSV needs a header row and one row per reaction") from None
     except UnicodeDecodeError:
         raise _not_utf8(path) from None
-    except (OSError, EOFError) as error:  # e.g. a `.gz` name on a file that is not gzip-compressed
-        raise InputError(f"cannot read the file ({error})", file=str(path),
-                         hint="check that the file is what its name says: a .gz, .bz2, .zip or .xz file "
-                              "must be compressed that way") from None
+    except (OSError, EOFError) as error:
+        raise unreadable_file(path, error) from None
     except pd.errors.ParserError as error:
         raise InputError(f"not a readable CSV file ({str(error).strip()})", file=str(path),
                          hint=f"give every row as many cells as the header (quote cells that hold "
@@ -108,6 +106,14 @@ def _check_separator(frame: pd.DataFrame, path: Path) -> None:
                 f"the header {header!r} looks separated by {name}, not commas", file=str(path), rows=[1],
                 hint=f"{_SAVE_AS_CSV}, or replace the {name} between cells by commas",
             )
+
+
+def unreadable_file(path: Path, error: Exception) -> InputError:
+    """The error for a file that opens but cannot be read through, e.g. a `.gz` name on a file that is
+    not gzip-compressed, or a compressed file cut short."""
+    return InputError(f"cannot read the file ({error})", file=str(path),
+                      hint="check that the file is what its name says: a .gz, .bz2, .zip or .xz file "
+                           "must be compressed that way")
 
 
 def _not_utf8(path: Path) -> InputError:
