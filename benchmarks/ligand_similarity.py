@@ -18,6 +18,15 @@ of the same quinoline, indazole, base and solvent under the training ligands:
   mean-pooled states or Morgan bits;
 - `mean` rows: the plain mean over the known ligands, with and without `none`.
 
+With `--rxnfp`, the same readings are scored on a peer that has read real reactions: the BERT models
+of rxnfp (Schwaller et al., trained on USPTO patent reactions; `bert_pretrained` is the masked
+language model Yield-BERT fine-tunes, `bert_ft` its reaction-class fine-tune). Each ligand is read
+`alone` (the [CLS] state of its canonical SMILES written as a reaction without product) and `in
+reactions` (the mean [CLS] state over the screen's own reaction strings run with it, one in four of
+the same reactants and conditions for every ligand, less the mean over ligands). rxnfp is a peer, not
+a dependency: `pip install --no-deps rxnfp==0.1.0` (its weights; it is never imported) beside the
+test extra's torch and transformers.
+
 T (or the ridge penalty) is chosen two ways: `peeked`, the value that scores best on the held-out
 ligands themselves (a ceiling no lab has), and `nested`, the value whose mean R² over the training
 ligands, each predicted from the others (leave one ligand out), is highest: what a lab could do. The
@@ -30,9 +39,11 @@ known ligands per similarity, machine, commit, load) and prints a markdown table
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -61,21 +72,27 @@ Similarity = Callable[[str, str], float]
 # A predictor: (yield table, ligand names, held-out ligands, training ligands, T or penalty) ->
 # the predicted yield columns of the held-out ligands.
 Predictor = Callable[[np.ndarray, list[str], Sequence[str], Sequence[str], float], list[np.ndarray]]
+RXNFP_MODELS = ("bert_pretrained", "bert_ft")
+# How rxnfp's tokenizer splits a SMILES string (the regular expression of Schwaller et al.).
+RXNFP_TOKENS = re.compile(r"(\%\([0-9]{3}\)|\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\||\(|\)|\.|=|#|-|\+|"
+                          r"\\|\/|:|~|@|\?|>>?|\*|\$|\%[0-9]{2}|[0-9])")
 
 
-def yield_table() -> tuple[np.ndarray, list[str]]:
-    """Yields as (everything but the ligand) × (ligand, `none` first): one reaction per cell."""
+def screen() -> tuple[np.ndarray, list[str], list[list[str]]]:
+    """Yields as (everything but the ligand) × (ligand, `none` first): one reaction per cell; the
+    ligands' names; the reaction strings of the same cells."""
     dataset = train_settings([]).data.read()
-    cells: dict[tuple[str, str], float] = {}
+    cells: dict[tuple[str, str], tuple[float, str]] = {}
     for reaction, y in zip(dataset.smiles, dataset.yields, strict=True):
         conditions = suzuki_conditions(reaction)
         key = ("|".join(v for k, v in sorted(conditions.items()) if k != "ligand"), conditions["ligand"])
         if key in cells:
             raise ValueError(f"two reactions of the screen read as {key}")
-        cells[key] = float(y)
+        cells[key] = float(y), reaction
     ligands = [NONE, *LIGANDS]
     rests = sorted({rest for rest, _ in cells})
-    return np.array([[cells[(rest, ligand)] for ligand in ligands] for rest in rests]), ligands
+    table = np.array([[cells[(rest, ligand)][0] for ligand in ligands] for rest in rests])
+    return table, ligands, [[cells[(rest, ligand)][1] for ligand in ligands] for rest in rests]
 
 
 def backbone_codes(options: Sequence[str], depth: int) -> dict[str, np.ndarray]:
@@ -100,6 +117,58 @@ def morgan_bits() -> dict[str, np.ndarray]:
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
     return {name: generator.GetFingerprintAsNumPy(Chem.MolFromSmiles(s)).astype(np.float64)
             for name, s in LIGANDS.items()}
+
+
+def rxnfp_models() -> Path | None:
+    """The folder of rxnfp's BERT checkpoints, where the package is installed (found, not imported)."""
+    spec = importlib.util.find_spec("rxnfp")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "models" / "transformers"
+    return folder if all((folder / m / "config.json").exists() for m in RXNFP_MODELS) else None
+
+
+class RxnfpReader:
+    """The [CLS] states of texts by one of rxnfp's BERT checkpoints (padded batches, masked), counting
+    the tokens outside its vocabulary (read as [UNK])."""
+
+    def __init__(self, folder: Path, model: str):
+        from transformers import BertModel
+
+        names = (folder / model / "vocab.txt").read_text().splitlines()
+        self.vocabulary = {t: i for i, t in enumerate(names)}
+        self.bert = BertModel.from_pretrained(folder / model).eval()
+        self.unknown = 0
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        v = self.vocabulary
+        rows = []
+        for text in texts:
+            tokens = RXNFP_TOKENS.findall(text)
+            if "".join(tokens) != text:
+                raise ValueError(f"rxnfp's tokens do not spell {text!r}")
+            self.unknown += sum(t not in v for t in tokens)
+            rows.append([v["[CLS]"], *(v.get(t, v["[UNK]"]) for t in tokens), v["[SEP]"]])
+        width = max(map(len, rows))
+        ids = torch.tensor([r + [v["[PAD]"]] * (width - len(r)) for r in rows])
+        with torch.no_grad():
+            states = self.bert(input_ids=ids, attention_mask=(ids != v["[PAD]"]).long()).last_hidden_state
+        return states[:, 0].numpy().astype(np.float64)
+
+
+def rxnfp_codes(read: Callable[[Sequence[str]], np.ndarray], reactions: list[list[str]], ligands: list[str]
+                ) -> dict[str, dict[str, np.ndarray]]:
+    """Each ligand's `alone` reading (its canonical SMILES as a reaction without product) and its `in
+    reactions` reading (the mean over one in four rows of the screen's reactions run with it, less the
+    mean of that over ligands)."""
+    alone = read([canonical_smiles(s) + ">>" for s in LIGANDS.values()])
+    contexts = np.stack([read([row[ligands.index(name)] for row in reactions[::4]]).mean(axis=0)
+                         for name in LIGANDS])
+    contexts -= contexts.mean(axis=0)
+    return {"alone": dict(zip(LIGANDS, alone, strict=True)),
+            "in reactions": dict(zip(LIGANDS, contexts, strict=True))}
 
 
 def cosine(codes: dict[str, np.ndarray]) -> Similarity:
@@ -201,12 +270,24 @@ def _jsonable(value: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--rxnfp", action="store_true",
+                        help="also score rxnfp's USPTO BERT models (pip install --no-deps rxnfp==0.1.0)")
     args = parser.parse_args(argv)
-    table, ligands = yield_table()
+    folder = rxnfp_models() if args.rxnfp else None
+    if args.rxnfp and folder is None:
+        parser.error("--rxnfp: rxnfp's BERT checkpoints were not found; install them with "
+                     "`pip install --no-deps rxnfp==0.1.0` (torch and transformers come with the test extra)")
+    table, ligands, reactions = screen()
     representations: dict[str, tuple[dict[str, np.ndarray], Callable]] = {"Morgan": (morgan_bits(), tanimoto)}
     for depth in (0, 2, 4, 6):
         representations[f"chem-small L{depth}"] = (backbone_codes(["--weights", "chem-small"], depth), cosine)
     representations["tiny L0"] = (backbone_codes([], 0), cosine)
+    unknown_tokens = {}
+    for model in RXNFP_MODELS if folder is not None else ():
+        read = RxnfpReader(folder, model)
+        for reading, vectors in rxnfp_codes(read, reactions, ligands).items():
+            representations[f"rxnfp {model} {reading}"] = (vectors, cosine)
+        unknown_tokens[f"rxnfp {model}"] = read.unknown
 
     rows = {"mean of known ligands and none": {"kind": "mean",
                                                **scores(mean_over(True), table, ligands, [0.0])},
@@ -228,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                "machine": machine(), "load_average": [round(x, 2) for x in os.getloadavg()],
                "splits": list(LIGAND_SPLITS), "temperatures": list(TEMPERATURES),
                "penalties": list(PENALTIES), "rows": rows, "nearest_ligands": neighbours,
+               "rxnfp": ({"models": list(RXNFP_MODELS), "tokens_outside_vocabulary": unknown_tokens}
+                         if folder is not None else "not run (--rxnfp)"),
                "nearest_ligands_by_yield_correlation": nearest(correlation, ligands)}
     args.results.write_text(json.dumps(_jsonable(results), indent=2) + "\n")
     print("| reading | " + " | ".join(s.partition(":")[2] for s in LIGAND_SPLITS)

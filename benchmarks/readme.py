@@ -685,6 +685,15 @@ def ligand_similarity_section(result: dict[str, Any]) -> str:
         f"{ligand}: {', '.join(result['nearest_ligands_by_yield_correlation'][ligand])} by yields, "
         f"{', '.join(result['nearest_ligands']['chem-small L0'][ligand])} by `chem-small` L0"
         for ligand in ("Xantphos", "dppf", "SPhos", "AmPhos"))
+    peer = result.get("rxnfp")
+    peer_text = ("" if not isinstance(peer, dict) else
+                 " `rxnfp` rows: the BERT models of the rxnfp package (trained on USPTO patent reactions; "
+                 "`bert_pretrained` is the masked language model Yield-BERT fine-tunes, `bert_ft` its "
+                 "reaction-class fine-tune), a peer that has read real reactions; "
+                 "each ligand read `alone` ([CLS] state of its SMILES as a reaction "
+                 "without product) or `in reactions` (mean [CLS] state over the screen's reactions run with "
+                 "it, less the mean over ligands). Tokens outside their vocabulary: "
+                 + ", ".join(f"{k} {v}" for k, v in peer["tokens_outside_vocabulary"].items()) + ".")
     return "\n\n".join([
         "## Do backbones know which ligands behave alike? (`benchmarks/ligand_similarity.py`)",
         _meta(result),
@@ -696,7 +705,7 @@ def ligand_similarity_section(result: dict[str, Any]) -> str:
         "`offset`: the mean over known ligands plus the new ligand's offset, by ridge regression of "
         "the known ligands' offsets on the same vectors. `peeked`: T or penalty chosen on the held-out "
         "ligands themselves (a ceiling no lab has); `nested`: chosen by the mean R² over training "
-        "ligands each predicted from the others. Split cells use the nested choice.",
+        "ligands each predicted from the others. Split cells use the nested choice." + peer_text,
         _table(rows, columns),
         f"Three nearest known ligands: {neighbours}.",
     ])

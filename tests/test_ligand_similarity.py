@@ -77,3 +77,42 @@ def test_the_nested_choice_ignores_the_held_out_ligands_and_the_peeked_one_does_
     second = ligand_similarity.scores(ligand_similarity.weighted(similarity), table, LIGANDS, settings)
     assert second["ligand:new"]["nested_setting"] == 0.01
     assert second["ligand:new"]["peeked_setting"] == 0.01
+
+
+def test_rxnfp_tokens_spell_every_reaction_and_ligand_of_the_screen():
+    table, ligands, reactions = ligand_similarity.screen()
+    assert table.shape == (len(reactions), len(ligands)) == (480, 12)
+    texts = [r for row in reactions for r in row] + [s + ">>" for s in ligand_similarity.LIGANDS.values()]
+    for text in texts:
+        assert "".join(ligand_similarity.RXNFP_TOKENS.findall(text)) == text
+    assert ligand_similarity.RXNFP_TOKENS.findall("[Pd]~CC(=O)O.Cl>>Br") == [
+        "[Pd]", "~", "C", "C", "(", "=", "O", ")", "O", ".", "Cl", ">>", "Br"]
+
+
+def test_rxnfp_readings_count_unknown_tokens_ignore_padding_and_centre_the_in_reaction_codes(tmp_path):
+    transformers = pytest.importorskip("transformers")  # the test extra; CI installs it
+    import torch
+
+    table, ligands, reactions = ligand_similarity.screen()
+    texts = [r for row in reactions for r in row] + [s + ">>" for s in ligand_similarity.LIGANDS.values()]
+    tokens = sorted({t for text in texts for t in ligand_similarity.RXNFP_TOKENS.findall(text)})
+    tokens.remove("Br")  # one token left out: counted as outside the vocabulary
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *tokens]
+    folder = tmp_path / "models"
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=len(vocabulary), hidden_size=16, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=32)
+    transformers.BertModel(config).save_pretrained(folder / "bert_x")
+    (folder / "bert_x" / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
+
+    read = ligand_similarity.RxnfpReader(folder, "bert_x")
+    readings = ligand_similarity.rxnfp_codes(read, reactions, ligands)
+    assert read.unknown == sum(t == "Br" for row in reactions[::4] for r in row[1:]
+                               for t in ligand_similarity.RXNFP_TOKENS.findall(r))
+    assert read.unknown > 0
+    assert set(readings["alone"]) == set(readings["in reactions"]) == set(ligand_similarity.LIGANDS)
+    np.testing.assert_allclose(sum(readings["in reactions"].values()), 0.0, atol=1e-9)
+    # a short text read alone, unpadded, gets the state it gets beside a long one in a padded batch
+    short, long = "P(C)C>>", reactions[0][1]
+    np.testing.assert_allclose(read([short])[0], read([short, long])[0], atol=1e-5)
+    assert not np.allclose(read([short])[0], read([long])[0], atol=1e-3)
