@@ -18,14 +18,17 @@ of the same quinoline, indazole, base and solvent under the training ligands:
   mean-pooled states or Morgan bits;
 - `mean` rows: the plain mean over the known ligands, with and without `none`.
 
-With `--rxnfp`, the same readings are scored on a peer that has read real reactions: the BERT models
-of rxnfp (Schwaller et al., trained on USPTO patent reactions; `bert_pretrained` is the masked
-language model Yield-BERT fine-tunes, `bert_ft` its reaction-class fine-tune). Each ligand is read
-`alone` (the [CLS] state of its canonical SMILES written as a reaction without product) and `in
-reactions` (the mean [CLS] state over the screen's own reaction strings run with it, one in four of
-the same reactants and conditions for every ligand, less the mean over ligands). rxnfp is a peer, not
-a dependency: `pip install --no-deps rxnfp==0.1.0` (its weights; it is never imported) beside the
-test extra's torch and transformers.
+With `--rxnfp`, the same readings are scored on a peer that has read real reactions: two BERT models
+of the rxnfp package, trained by its authors on patent reactions (USPTO; Schwaller et al., 2021):
+`bert_pretrained`, the masked language model that Yield-BERT fine-tunes, and `bert_ft`, the fine-tune
+whose [CLS] state is the package's default reaction fingerprint. Each ligand is read `alone` (the
+[CLS] state of its canonical SMILES written as a reaction without product, not centred, as the
+backbones' codes) and `in reactions` (the mean [CLS] state over all 480 of the screen's reactions run
+with it, less the mean of that over the eleven ligands: the reactions share everything but the
+ligand, so without centring every pair of ligands would look alike; the centring reads the held-out
+ligands' reaction strings, never their yields). rxnfp is a peer, not a dependency: `pip install
+--no-deps rxnfp==0.1.0` (its weights; it is never imported) beside the test extra's torch and
+transformers.
 
 T (or the ridge penalty) is chosen two ways: `peeked`, the value that scores best on the held-out
 ligands themselves (a ceiling no lab has), and `nested`, the value whose mean R² over the training
@@ -119,13 +122,18 @@ def morgan_bits() -> dict[str, np.ndarray]:
             for name, s in LIGANDS.items()}
 
 
-def rxnfp_models() -> Path | None:
-    """The folder of rxnfp's BERT checkpoints, where the package is installed (found, not imported)."""
+def rxnfp_models() -> Path | str:
+    """The folder of rxnfp's BERT checkpoints where the package is installed (found, not imported),
+    or what is missing."""
+    missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed (the test extra: pip install -e '.[test]')"
     spec = importlib.util.find_spec("rxnfp")
     if spec is None or spec.origin is None:
-        return None
+        return "rxnfp not installed (pip install --no-deps rxnfp==0.1.0)"
     folder = Path(spec.origin).parent / "models" / "transformers"
-    return folder if all((folder / m / "config.json").exists() for m in RXNFP_MODELS) else None
+    absent = [m for m in RXNFP_MODELS if not (folder / m / "config.json").exists()]
+    return folder if not absent else f"rxnfp's {', '.join(absent)} not found under {folder}"
 
 
 class RxnfpReader:
@@ -152,23 +160,30 @@ class RxnfpReader:
             self.unknown += sum(t not in v for t in tokens)
             rows.append([v["[CLS]"], *(v.get(t, v["[UNK]"]) for t in tokens), v["[SEP]"]])
         width = max(map(len, rows))
+        if width > self.bert.config.max_position_embeddings:
+            raise ValueError(f"a text of {width} tokens is longer than rxnfp's "
+                             f"{self.bert.config.max_position_embeddings} positions")
         ids = torch.tensor([r + [v["[PAD]"]] * (width - len(r)) for r in rows])
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
         with torch.no_grad():
-            states = self.bert(input_ids=ids, attention_mask=(ids != v["[PAD]"]).long()).last_hidden_state
+            states = self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
         return states[:, 0].numpy().astype(np.float64)
 
 
-def rxnfp_codes(read: Callable[[Sequence[str]], np.ndarray], reactions: list[list[str]], ligands: list[str]
-                ) -> dict[str, dict[str, np.ndarray]]:
+def rxnfp_codes(read: Callable[[Sequence[str]], np.ndarray], reactions: list[list[str]], ligands: list[str],
+                batch: int = 64) -> dict[str, dict[str, np.ndarray]]:
     """Each ligand's `alone` reading (its canonical SMILES as a reaction without product) and its `in
-    reactions` reading (the mean over one in four rows of the screen's reactions run with it, less the
-    mean of that over ligands)."""
+    reactions` reading (the mean over every row of the screen's reactions run with it, read in batches
+    of `batch`, less the mean of that over ligands)."""
     alone = read([canonical_smiles(s) + ">>" for s in LIGANDS.values()])
-    contexts = np.stack([read([row[ligands.index(name)] for row in reactions[::4]]).mean(axis=0)
-                         for name in LIGANDS])
-    contexts -= contexts.mean(axis=0)
+    contexts = []
+    for name in LIGANDS:
+        texts = [row[ligands.index(name)] for row in reactions]
+        states = [read(texts[i:i + batch]) for i in range(0, len(texts), batch)]
+        contexts.append(np.concatenate(states).mean(axis=0))
+    centred = np.stack(contexts) - np.mean(contexts, axis=0)
     return {"alone": dict(zip(LIGANDS, alone, strict=True)),
-            "in reactions": dict(zip(LIGANDS, contexts, strict=True))}
+            "in reactions": dict(zip(LIGANDS, centred, strict=True))}
 
 
 def cosine(codes: dict[str, np.ndarray]) -> Similarity:
@@ -274,9 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also score rxnfp's USPTO BERT models (pip install --no-deps rxnfp==0.1.0)")
     args = parser.parse_args(argv)
     folder = rxnfp_models() if args.rxnfp else None
-    if args.rxnfp and folder is None:
-        parser.error("--rxnfp: rxnfp's BERT checkpoints were not found; install them with "
-                     "`pip install --no-deps rxnfp==0.1.0` (torch and transformers come with the test extra)")
+    if isinstance(folder, str):
+        parser.error(f"--rxnfp: {folder}")
     table, ligands, reactions = screen()
     representations: dict[str, tuple[dict[str, np.ndarray], Callable]] = {"Morgan": (morgan_bits(), tanimoto)}
     for depth in (0, 2, 4, 6):

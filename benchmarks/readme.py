@@ -687,12 +687,12 @@ def ligand_similarity_section(result: dict[str, Any]) -> str:
         for ligand in ("Xantphos", "dppf", "SPhos", "AmPhos"))
     peer = result.get("rxnfp")
     peer_text = ("" if not isinstance(peer, dict) else
-                 " `rxnfp` rows: the BERT models of the rxnfp package (trained on USPTO patent reactions; "
-                 "`bert_pretrained` is the masked language model Yield-BERT fine-tunes, `bert_ft` its "
-                 "reaction-class fine-tune), a peer that has read real reactions; "
-                 "each ligand read `alone` ([CLS] state of its SMILES as a reaction "
-                 "without product) or `in reactions` (mean [CLS] state over the screen's reactions run with "
-                 "it, less the mean over ligands). Tokens outside their vocabulary: "
+                 " `rxnfp` rows: two BERT models of the rxnfp package, trained by its authors on patent "
+                 "reactions (USPTO): `bert_pretrained`, the masked language model Yield-BERT fine-tunes, "
+                 "and `bert_ft`, the fine-tune behind the package's default reaction fingerprint; a peer "
+                 "that has read real reactions. Each ligand is read `alone` ([CLS] state of its SMILES as "
+                 "a reaction without product) or `in reactions` (mean [CLS] state over the screen's 480 "
+                 "reactions run with it, less the mean over ligands). Tokens outside their vocabulary: "
                  + ", ".join(f"{k} {v}" for k, v in peer["tokens_outside_vocabulary"].items()) + ".")
     return "\n\n".join([
         "## Do backbones know which ligands behave alike? (`benchmarks/ligand_similarity.py`)",

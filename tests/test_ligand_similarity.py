@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import ligand_similarity  # noqa: E402
 
+from mistral_cl.data.smiles import canonical_smiles  # noqa: E402
 from mistral_cl.data.suzuki_components import NONE  # noqa: E402
 from mistral_cl.scores import regression_scores  # noqa: E402
 
@@ -79,11 +80,15 @@ def test_the_nested_choice_ignores_the_held_out_ligands_and_the_peeked_one_does_
     assert second["ligand:new"]["peeked_setting"] == 0.01
 
 
+def _ligand_texts() -> list[str]:
+    """The ligands as the rxnfp readings write them: canonical SMILES as a reaction without product."""
+    return [canonical_smiles(s) + ">>" for s in ligand_similarity.LIGANDS.values()]
+
+
 def test_rxnfp_tokens_spell_every_reaction_and_ligand_of_the_screen():
     table, ligands, reactions = ligand_similarity.screen()
     assert table.shape == (len(reactions), len(ligands)) == (480, 12)
-    texts = [r for row in reactions for r in row] + [s + ">>" for s in ligand_similarity.LIGANDS.values()]
-    for text in texts:
+    for text in [r for row in reactions for r in row] + _ligand_texts():
         assert "".join(ligand_similarity.RXNFP_TOKENS.findall(text)) == text
     assert ligand_similarity.RXNFP_TOKENS.findall("[Pd]~CC(=O)O.Cl>>Br") == [
         "[Pd]", "~", "C", "C", "(", "=", "O", ")", "O", ".", "Cl", ">>", "Br"]
@@ -93,8 +98,9 @@ def test_rxnfp_readings_count_unknown_tokens_ignore_padding_and_centre_the_in_re
     import torch
     import transformers
 
-    table, ligands, reactions = ligand_similarity.screen()
-    texts = [r for row in reactions for r in row] + [s + ">>" for s in ligand_similarity.LIGANDS.values()]
+    _, ligands, reactions = ligand_similarity.screen()
+    reactions = reactions[:40]  # the reading's arithmetic, on fewer rows
+    texts = [r for row in reactions for r in row] + _ligand_texts()
     tokens = sorted({t for text in texts for t in ligand_similarity.RXNFP_TOKENS.findall(text)})
     tokens.remove("Br")  # one token left out: counted as outside the vocabulary
     vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *tokens]
@@ -106,13 +112,47 @@ def test_rxnfp_readings_count_unknown_tokens_ignore_padding_and_centre_the_in_re
     (folder / "bert_x" / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
 
     read = ligand_similarity.RxnfpReader(folder, "bert_x")
-    readings = ligand_similarity.rxnfp_codes(read, reactions, ligands)
-    assert read.unknown == sum(t == "Br" for row in reactions[::4] for r in row[1:]
+    readings = ligand_similarity.rxnfp_codes(read, reactions, ligands, batch=64)
+    assert read.unknown == sum(t == "Br" for row in reactions for r in row[1:]
                                for t in ligand_similarity.RXNFP_TOKENS.findall(r))
     assert read.unknown > 0
     assert set(readings["alone"]) == set(readings["in reactions"]) == set(ligand_similarity.LIGANDS)
     np.testing.assert_allclose(sum(readings["in reactions"].values()), 0.0, atol=1e-9)
+    # smaller batches, padded differently, give the same codes
+    again = ligand_similarity.rxnfp_codes(read, reactions, ligands, batch=7)
+    for name in ligand_similarity.LIGANDS:
+        np.testing.assert_allclose(again["in reactions"][name], readings["in reactions"][name], atol=1e-5)
     # a short text read alone, unpadded, gets the state it gets beside a long one in a padded batch
     short, long = "P(C)C>>", reactions[0][1]
     np.testing.assert_allclose(read([short])[0], read([short, long])[0], atol=1e-5)
     assert not np.allclose(read([short])[0], read([long])[0], atol=1e-3)
+    with pytest.raises(ValueError, match="longer than rxnfp's 512 positions"):
+        read(["C" * 600 + ">>"])
+
+
+def test_rxnfp_missing_is_a_usage_error_before_anything_is_read_or_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ligand_similarity, "rxnfp_models",
+                        lambda: "rxnfp not installed (pip install --no-deps rxnfp==0.1.0)")
+    monkeypatch.setattr(ligand_similarity, "screen", lambda: pytest.fail("read the screen before the check"))
+    with pytest.raises(SystemExit) as stop:
+        ligand_similarity.main(["--rxnfp", "--results", str(tmp_path / "out.json")])
+    assert stop.value.code == 2
+    assert "--rxnfp: rxnfp not installed (pip install --no-deps rxnfp==0.1.0)" in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_the_readme_names_the_rxnfp_rows_only_when_they_ran():
+    import readme
+
+    row = {s: {"nested": 0.1} for s in ligand_similarity.LIGAND_SPLITS}
+    row |= {"mean_peeked": 0.2, "mean_nested": 0.1}
+    neighbours = {name: ["a", "b", "c"] for name in ligand_similarity.LIGANDS}
+    result = {"date": "2026-12-07T00:00:00+00:00", "git_commit": "0" * 40, "machine": {},
+              "splits": list(ligand_similarity.LIGAND_SPLITS), "rows": {"mean of known ligands": row},
+              "nearest_ligands": {"chem-small L0": neighbours},
+              "nearest_ligands_by_yield_correlation": neighbours, "rxnfp": "not run (--rxnfp)"}
+    assert "`rxnfp` rows" not in readme.ligand_similarity_section(result)
+    result["rxnfp"] = {"models": ["bert_pretrained"],
+                       "tokens_outside_vocabulary": {"rxnfp bert_pretrained": 3}}
+    text = readme.ligand_similarity_section(result)
+    assert "`rxnfp` rows" in text and "rxnfp bert_pretrained 3." in text
