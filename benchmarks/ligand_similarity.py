@@ -1,6 +1,6 @@
 """Does a backbone know which ligands behave alike? The ceiling of ligand knowledge on the ligand splits.
 
-    python benchmarks/ligand_similarity.py
+    python benchmarks/ligand_similarity.py [--backbone LABEL=OPTIONS --depths 0,last] [--rxnfp]
 
 The placeholder reading (`--molecule-dropout`) predicts a reaction under a new ligand by what the
 known ligands give on average; to do better a model must know something about the new ligand. This
@@ -17,6 +17,10 @@ of the same quinoline, indazole, base and solvent under the training ligands:
   regression of each known ligand's mean offset (its mean yield minus the mean over ligands) on its
   mean-pooled states or Morgan bits;
 - `mean` rows: the plain mean over the known ligands, with and without `none`.
+
+`--backbone LABEL=OPTIONS` (repeatable) adds any backbone `mistral-cl train OPTIONS` loads, read at
+the block counts of `--depths` (default `0,last`): Mistral-7B's own weights, for one, with
+`--backbone 'Mistral-7B=--weights DIR' --depths 0,8,16,24,last`.
 
 With `--rxnfp`, the same readings are scored on a peer that has read real reactions: two BERT models
 of the rxnfp package, trained by its authors on patent reactions (USPTO; Schwaller et al., 2021):
@@ -47,6 +51,7 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -98,18 +103,39 @@ def screen() -> tuple[np.ndarray, list[str], list[list[str]]]:
     return table, ligands, [[cells[(rest, ligand)][1] for ligand in ligands] for rest in rests]
 
 
-def backbone_codes(options: Sequence[str], depth: int) -> dict[str, np.ndarray]:
-    """Unit-norm mean over tokens of `mistral-cl train OPTIONS`'s backbone states after `depth` blocks,
-    for each ligand's canonical SMILES read alone (as the molecule head reads it in a reaction)."""
+def backbone_codes(options: Sequence[str], depths: Sequence[int]) -> dict[int, dict[str, np.ndarray]]:
+    """For each depth, the unit-norm mean over tokens of `mistral-cl train OPTIONS`'s backbone states
+    after `depth` blocks, for each ligand's canonical SMILES read alone (as the molecule head reads it
+    in a reaction). The backbone is built once."""
     config = train_settings(options)
     backbone = initial_model(config, jax.random.key(0)).backbone
     tokenizer = tokenizer_for(config)
-    codes = {}
+    codes: dict[int, dict[str, np.ndarray]] = {depth: {} for depth in depths}
     for name, smiles in LIGANDS.items():
         ids = jnp.asarray([tokenizer.encode(canonical_smiles(smiles))])
-        code = np.asarray(mean_pooled_states(backbone, ids, jnp.ones(ids.shape, bool), depth)[0], np.float64)
-        codes[name] = code / np.linalg.norm(code)
+        for depth in depths:
+            code = mean_pooled_states(backbone, ids, jnp.ones(ids.shape, bool), depth)[0]
+            codes[depth][name] = np.asarray(code, np.float64) / np.linalg.norm(np.asarray(code, np.float64))
     return codes
+
+
+def parse_backbone(text: str, depths: str) -> tuple[str, list[str], list[int]]:
+    """`LABEL=OPTIONS` and `0,16,last` -> (label, train options, depths); raises ValueError on a bad
+    form or a depth the backbone does not have."""
+    label, eq, options = text.partition("=")
+    if not eq or not label.strip():
+        raise ValueError(f"{text!r} is not LABEL=OPTIONS, e.g. 'Mistral-7B=--weights DIR'")
+    parsed = shlex.split(options)
+    n_layers = train_settings(parsed).model.n_layers
+    chosen = []
+    for item in filter(None, (part.strip() for part in depths.split(","))):
+        depth = n_layers if item == "last" else int(item) if item.isdigit() else -1
+        if not 0 <= depth <= n_layers:
+            raise ValueError(f"depth {item!r}: a block count from 0 to {n_layers}, or 'last'")
+        chosen.append(depth)
+    if not chosen:
+        raise ValueError("--depths names no depth")
+    return label.strip(), parsed, sorted(set(chosen))
 
 
 def morgan_bits() -> dict[str, np.ndarray]:
@@ -285,17 +311,29 @@ def _jsonable(value: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--backbone", action="append", default=[], metavar="LABEL=OPTIONS",
+                        help="also read the ligands with `mistral-cl train OPTIONS`'s backbone, e.g. "
+                             "'Mistral-7B=--weights ~/models/Mistral-7B-v0.1' (repeatable)")
+    parser.add_argument("--depths", default="0,last",
+                        help="block counts at which --backbone is read, comma-separated; 'last' is the final "
+                             "layer (default: 0,last)")
     parser.add_argument("--rxnfp", action="store_true",
                         help="also score rxnfp's USPTO BERT models (pip install --no-deps rxnfp==0.1.0)")
     args = parser.parse_args(argv)
     folder = rxnfp_models() if args.rxnfp else None
     if isinstance(folder, str):
         parser.error(f"--rxnfp: {folder}")
+    backbones = [("chem-small", ["--weights", "chem-small"], [0, 2, 4, 6]), ("tiny", [], [0])]
+    for text in args.backbone:
+        try:
+            backbones.append(parse_backbone(text, args.depths))
+        except ValueError as error:
+            parser.error(f"--backbone: {error}")
     table, ligands, reactions = screen()
     representations: dict[str, tuple[dict[str, np.ndarray], Callable]] = {"Morgan": (morgan_bits(), tanimoto)}
-    for depth in (0, 2, 4, 6):
-        representations[f"chem-small L{depth}"] = (backbone_codes(["--weights", "chem-small"], depth), cosine)
-    representations["tiny L0"] = (backbone_codes([], 0), cosine)
+    for label, options, depths in backbones:
+        for depth, vectors in backbone_codes(options, depths).items():
+            representations[f"{label} L{depth}"] = (vectors, cosine)
     unknown_tokens = {}
     for model in RXNFP_MODELS if folder is not None else ():
         read = RxnfpReader(folder, model)

@@ -156,3 +156,37 @@ def test_the_readme_names_the_rxnfp_rows_only_when_they_ran():
                        "tokens_outside_vocabulary": {"rxnfp bert_pretrained": 3}}
     text = readme.ligand_similarity_section(result)
     assert "`rxnfp` rows" in text and "rxnfp bert_pretrained 3." in text
+
+
+def test_a_backbone_is_named_with_its_train_options_and_depths_it_has():
+    assert ligand_similarity.parse_backbone(" mine =--weights chem-small", "last,0,2,2") == (
+        "mine", ["--weights", "chem-small"], [0, 2, 6])
+    for text, depths, message in [("no-options", "0", "is not LABEL=OPTIONS"),
+                                  ("=--weights chem-small", "0", "is not LABEL=OPTIONS"),
+                                  ("mine=--weights chem-small", "7", "from 0 to 6"),
+                                  ("mine=--weights chem-small", "-1", "from 0 to 6"),
+                                  ("mine=--weights chem-small", " , ", "names no depth")]:
+        with pytest.raises(ValueError, match=message):
+            ligand_similarity.parse_backbone(text, depths)
+
+
+def test_a_bad_backbone_is_a_usage_error_before_anything_is_read(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ligand_similarity, "screen", lambda: pytest.fail("read the screen before the check"))
+    for backbone, message in [("mine=--weights " + str(tmp_path / "absent"), "weights directory not found"),
+                              ("mine=--weights chem-small", "from 0 to 6")]:
+        with pytest.raises(SystemExit) as stop:
+            ligand_similarity.main(["--backbone", backbone, "--depths", "0,9",
+                                    "--results", str(tmp_path / "out.json")])
+        assert stop.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_backbone_codes_are_unit_vectors_per_depth_from_one_backbone():
+    codes = ligand_similarity.backbone_codes([], [0, 1])
+    assert set(codes) == {0, 1} and set(codes[0]) == set(ligand_similarity.LIGANDS)
+    for depth in (0, 1):
+        for code in codes[depth].values():
+            assert np.linalg.norm(code) == pytest.approx(1.0)
+    assert not np.allclose(codes[0]["XPhos"], codes[1]["XPhos"])
+    np.testing.assert_allclose(ligand_similarity.backbone_codes([], [0])[0]["XPhos"], codes[0]["XPhos"])
