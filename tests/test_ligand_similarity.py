@@ -190,3 +190,30 @@ def test_backbone_codes_are_unit_vectors_per_depth_from_one_backbone():
             assert np.linalg.norm(code) == pytest.approx(1.0)
     assert not np.allclose(codes[0]["XPhos"], codes[1]["XPhos"])
     np.testing.assert_allclose(ligand_similarity.backbone_codes([], [0])[0]["XPhos"], codes[0]["XPhos"])
+
+
+def test_a_backbone_in_hugging_face_format_is_read_as_transformers_reads_it(tmp_path):
+    """The path Mistral-7B's weights take (`--backbone 'LABEL=--weights DIR'`), on a tiny random
+    checkpoint that transformers writes: each depth's code is transformers' `hidden_states[depth]`
+    averaged over the ligand's tokens."""
+    import dataclasses
+
+    import torch
+    from hf_fixtures import GQA, hf_mistral
+
+    from mistral_cl.runs import tokenizer_for
+
+    config = dataclasses.replace(GQA, vocab_size=32000, max_seq_len=256, sliding_window=256)
+    hf_mistral(config).save_pretrained(tmp_path, safe_serialization=True)
+    label, options, depths = ligand_similarity.parse_backbone(f"hf=--weights {tmp_path}", "0,1,last")
+    assert (label, depths) == ("hf", [0, 1, 2])
+    codes = ligand_similarity.backbone_codes(options, depths)
+    transformers_model = hf_mistral(config)
+    tokenizer = tokenizer_for(ligand_similarity.train_settings(options))
+    for name in ("XPhos", "dppf"):
+        ids = torch.tensor([tokenizer.encode(canonical_smiles(ligand_similarity.LIGANDS[name]))])
+        with torch.no_grad():
+            states = transformers_model(input_ids=ids, output_hidden_states=True).hidden_states
+        for depth in depths:
+            expected = states[depth][0].mean(0).numpy().astype(np.float64)
+            np.testing.assert_allclose(codes[depth][name], expected / np.linalg.norm(expected), atol=2e-3)
